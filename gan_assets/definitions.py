@@ -1,0 +1,98 @@
+"""Everything the gan-assets code location holds, listed explicitly.
+
+Resources are picked per deployment by ``GAN_ASSETS_ENV``:
+- ``local`` (default): artifacts under ``GAN_ASSETS_ARTIFACTS_DIR`` (./artifacts), landing zone
+  under ``GAN_ASSETS_LANDING_ZONE`` (./data/landing_zone); no credentials, no network.
+- ``s3``: artifacts in ``s3://$GAN_ASSETS_S3_BUCKET/$GAN_ASSETS_S3_PREFIX`` through
+  dagster-aws's S3Resource (``GAN_ASSETS_S3_ENDPOINT_URL`` for MinIO or a local server;
+  credentials from the standard AWS chain: env vars, profile or IAM role).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from gan_assets.assets import evaluation, generation, ingest, reporting, training
+from gan_assets.io_managers import (
+    LocalArtifactStore,
+    LocalOpenFormatIOManager,
+    S3ArtifactStore,
+    S3OpenFormatIOManager,
+)
+from gan_assets.jobs import gan_pipeline, retrain_job
+from gan_assets.resources import (
+    CloudWatchMetrics,
+    DicomSource,
+    FidExtractor,
+    GanConfig,
+    Notifier,
+    PreprocessConfig,
+)
+from gan_assets.schedules import monthly_pipeline_schedule
+from gan_assets.sensors import notify_on_run_failure, retrain_on_fid_failure
+
+DEPLOYMENTS = ("local", "s3")
+
+
+def _shared_resources() -> dict[str, Any]:
+    return {
+        "gan_config": GanConfig(),
+        "preprocess_config": PreprocessConfig(),
+        "dicom_source": DicomSource(
+            location=os.environ.get("GAN_ASSETS_LANDING_ZONE", os.path.abspath("data/landing_zone"))
+        ),
+        "fid_extractor": FidExtractor(),
+        "cloudwatch": CloudWatchMetrics(),
+        "notifier": Notifier(),
+    }
+
+
+def resources_for(deployment: str) -> dict[str, Any]:
+    """The resource dict of one deployment (``local`` or ``s3``)."""
+    if deployment == "local":
+        root = os.environ.get("GAN_ASSETS_ARTIFACTS_DIR", os.path.abspath("artifacts"))
+        return {
+            **_shared_resources(),
+            "io_manager": LocalOpenFormatIOManager(base_dir=root),
+            "artifact_store": LocalArtifactStore(base_dir=root),
+        }
+    if deployment == "s3":
+        s3 = S3Resource(
+            endpoint_url=os.environ.get("GAN_ASSETS_S3_ENDPOINT_URL") or None,
+            region_name=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
+        )
+        bucket = dg.EnvVar("GAN_ASSETS_S3_BUCKET").get_value()
+        if not bucket:
+            raise ValueError("GAN_ASSETS_ENV=s3 needs GAN_ASSETS_S3_BUCKET (and optionally GAN_ASSETS_S3_PREFIX)")
+        prefix = os.environ.get("GAN_ASSETS_S3_PREFIX", "gan-assets")
+        return {
+            **_shared_resources(),
+            "s3": s3,
+            "io_manager": S3OpenFormatIOManager(s3_resource=s3, s3_bucket=bucket, s3_prefix=prefix),
+            "artifact_store": S3ArtifactStore(s3_resource=s3, s3_bucket=bucket, s3_prefix=prefix),
+        }
+    raise ValueError(f"GAN_ASSETS_ENV={deployment!r} is not one of {DEPLOYMENTS}")
+
+
+DEPLOYMENT = os.environ.get("GAN_ASSETS_ENV", "local")
+
+defs = dg.Definitions(
+    assets=[
+        ingest.dicom_source,
+        ingest.dicom_manifest,
+        ingest.preprocessed_images,
+        training.trained_generator,
+        evaluation.fid_score,
+        generation.generated_samples,
+        reporting.monthly_report,
+    ],
+    asset_checks=[evaluation.fid_within_threshold],
+    jobs=[gan_pipeline, retrain_job],
+    schedules=[monthly_pipeline_schedule],
+    sensors=[retrain_on_fid_failure, notify_on_run_failure],
+    resources=resources_for(DEPLOYMENT),
+)

@@ -1,0 +1,1 @@
+"""Plain-PyTorch GAN core: models, training loop, config. No Dagster imports."""
