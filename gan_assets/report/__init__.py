@@ -1,0 +1,1 @@
+"""Report core: previews, charts and documents. No Dagster imports."""

@@ -1,0 +1,54 @@
+"""PNG previews: image grids from batches, and markdown embedding for Dagster metadata."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """uint8 passes through; floats are taken to be in [-1, 1]."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images
+    return np.rint((np.clip(images.astype(np.float32), -1, 1) + 1) * 127.5).astype(np.uint8)
+
+
+def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
+    """Tile N x H x W grayscale images into one uint8 image (padding drawn black)."""
+    images = to_uint8(images)
+    if images.ndim != 3 or len(images) == 0:
+        raise ValueError(f"image_grid needs a non-empty N x H x W batch, got shape {images.shape}")
+    n, h, w = images.shape
+    columns = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    grid = np.zeros((rows * (h + padding) + padding, columns * (w + padding) + padding), np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        y, x = padding + r * (h + padding), padding + c * (w + padding)
+        grid[y:y + h, x:x + w] = image
+    return grid
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """One grayscale (H x W) or RGB (H x W x 3) image as PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def grid_png(images: np.ndarray, columns: int | None = None) -> bytes:
+    return png_bytes(image_grid(images, columns))
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def markdown_image(png: bytes, alt: str) -> str:
+    """Markdown that shows the PNG inline in the Dagster UI's metadata panel."""
+    return f"![{alt}]({data_uri(png)})"
