@@ -61,4 +61,44 @@ class GanConfig(dg.ConfigurableResource):
 # ---- end evaluation -----------------------------------------------------------------------
 
 # ---- sinks: CloudWatch, notifications (issue: samples/report) ------------------------------
+class CloudWatchMetrics(dg.ConfigurableResource):
+    """Optional CloudWatch sink for FIDScore and KID (off unless enabled)."""
+
+    enabled: bool = Field(default=False, description="Put FIDScore/KID metrics to CloudWatch.")
+    namespace: str = Field(default="GanAssets", description="CloudWatch metric namespace.")
+    region_name: str = Field(default="us-east-1", description="AWS region of the CloudWatch endpoint.")
+    endpoint_url: str | None = Field(default=None, description="Custom endpoint (e.g. a local test server); None = AWS.")
+
+    def put_fid_metrics(self, partition_key: str, model: str, fid: float, kid: float) -> bool:
+        """Put FIDScore and KID for one month and model; returns False (logged) on any failure."""
+        if not self.enabled:
+            return False
+        from gan_assets.report.sinks import put_fid_metrics
+
+        return put_fid_metrics(
+            namespace=self.namespace, region_name=self.region_name, endpoint_url=self.endpoint_url,
+            partition_key=partition_key, model=model, fid=fid, kid=kid,
+        )
+
+
+class Notifier(dg.ConfigurableResource):
+    """Slack incoming-webhook compatible notifier; off when the webhook URL is unset."""
+
+    webhook_url: str | None = Field(
+        default=None,
+        description="Webhook URL (set through an env var, e.g. GAN_ASSETS_WEBHOOK_URL); None = off.",
+    )
+    ui_base_url: str = Field(default="http://127.0.0.1:3000", description="Base URL of the Dagster UI, for run links.")
+    timeout_seconds: float = Field(default=5.0, description="HTTP timeout; a slow notifier never stalls the pipeline.")
+
+    def notify(self, text: str) -> bool:
+        """Send one message; never raises (a failure is logged and returns False)."""
+        if not self.webhook_url:
+            return False
+        from gan_assets.report.sinks import post_webhook
+
+        return post_webhook(self.webhook_url, text, timeout_seconds=self.timeout_seconds)
+
+    def run_url(self, run_id: str) -> str:
+        return f"{self.ui_base_url.rstrip('/')}/runs/{run_id}"
 # ---- end sinks ------------------------------------------------------------------------------
