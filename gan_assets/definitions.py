@@ -6,10 +6,15 @@ Resources are picked per deployment by ``GAN_ASSETS_ENV``:
 - ``s3``: artifacts in ``s3://$GAN_ASSETS_S3_BUCKET/$GAN_ASSETS_S3_PREFIX`` through
   dagster-aws's S3Resource (``GAN_ASSETS_S3_ENDPOINT_URL`` for MinIO or a local server;
   credentials from the standard AWS chain: env vars, profile or IAM role).
+
+``GAN_ASSETS_CONFIG_OVERRIDES`` (JSON object of gan_config fields) changes the defaults the
+launchpad starts from, e.g. ``{"image_size": 32, "steps": 50}`` for a quick look; run config
+still overrides them per run (the retrain sensor does).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -38,9 +43,23 @@ from gan_assets.sensors import notify_on_run_failure, retrain_on_fid_failure
 DEPLOYMENTS = ("local", "s3")
 
 
+def gan_config_from_env() -> GanConfig:
+    """GanConfig defaults, with GAN_ASSETS_CONFIG_OVERRIDES applied and validated."""
+    raw = os.environ.get("GAN_ASSETS_CONFIG_OVERRIDES", "").strip()
+    try:
+        overrides = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as err:
+        raise ValueError(f"GAN_ASSETS_CONFIG_OVERRIDES is not valid JSON ({err}): {raw[:200]!r}") from err
+    if not isinstance(overrides, dict):
+        raise ValueError("GAN_ASSETS_CONFIG_OVERRIDES must be a JSON object of gan_config fields")
+    config = GanConfig(**overrides)
+    config.to_train_config()  # fail at load time, naming the bad field
+    return config
+
+
 def _shared_resources() -> dict[str, Any]:
     return {
-        "gan_config": GanConfig(),
+        "gan_config": gan_config_from_env(),
         "preprocess_config": PreprocessConfig(),
         "dicom_source": DicomSource(
             location=os.environ.get("GAN_ASSETS_LANDING_ZONE", os.path.abspath("data/landing_zone"))
