@@ -1,0 +1,41 @@
+"""Keyed pseudonyms: HMAC-SHA256 of a SOPInstanceUID (image ids) or of a landing-zone path.
+
+The key comes from ``GAN_ASSETS_PSEUDONYM_KEY``. Without it a documented local default is used
+(fine for the synthetic demo; set a real secret anywhere real data flows, and keep it: the same
+key gives the same ids month after month, a new key gives unlinkable new ids).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+PSEUDONYM_KEY_ENV = "GAN_ASSETS_PSEUDONYM_KEY"
+LOCAL_DEFAULT_KEY = "gan-assets-local-default-pseudonym-key"
+# 128 bits of the HMAC: collisions are negligible at any realistic archive size.
+DIGEST_HEX_CHARS = 32
+
+
+def pseudonym_key() -> bytes:
+    """The HMAC key from the environment, or the local default."""
+    return (os.environ.get(PSEUDONYM_KEY_ENV) or LOCAL_DEFAULT_KEY).encode()
+
+
+def using_default_key() -> bool:
+    return not os.environ.get(PSEUDONYM_KEY_ENV)
+
+
+def _digest(key: bytes, domain: str, value: str) -> str:
+    # The domain keeps an image id and a file reference of the same string unrelated.
+    return hmac.new(key, f"{domain}:{value}".encode(), hashlib.sha256).hexdigest()[:DIGEST_HEX_CHARS]
+
+
+def image_id(sop_instance_uid: str, key: bytes) -> str:
+    """Pseudonymous image id: HMAC-SHA256(key, SOPInstanceUID), hex."""
+    return _digest(key, "sop", sop_instance_uid.strip())
+
+
+def file_ref(relative_path: str, key: bytes) -> str:
+    """Pseudonymous file reference (paths often hold names or IDs): HMAC of the relative path."""
+    return "f" + _digest(key, "path", relative_path)[: DIGEST_HEX_CHARS - 1]

@@ -1,0 +1,103 @@
+"""No identifying DICOM value leaves ingest: not in stored objects, metadata or logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import dagster as dg
+import pydicom
+import pytest
+
+from gan_assets.assets.ingest import dicom_manifest, dicom_source, preprocessed_images
+from gan_assets.dicom.demo_data import generate_landing_zone
+from gan_assets.dicom.phantom import PHI_MARKER, phi_values
+from gan_assets.dicom.pseudonym import PSEUDONYM_KEY_ENV, image_id, pseudonym_key
+from gan_assets.io_managers import LocalOpenFormatIOManager
+from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
+from gan_assets.storage import ArrayBundle, decode
+
+
+def _phi_needles(zone: Path) -> set[str]:
+    """Every identifying value planted in the zone, plus the folder and file names."""
+    needles = {PHI_MARKER}
+    for path in zone.rglob("*.dcm"):
+        needles.update(part for part in path.relative_to(zone).parts[:-1] if part != "unsorted")
+        needles.add(path.stem)
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:
+            continue
+        needles.update(value for value in phi_values(ds) if len(value) >= 6)
+    return needles
+
+
+def _texts_of_stored_object(path: Path) -> list[str]:
+    """Raw bytes as text, plus every decoded array and attribute (npz strings are UTF-32)."""
+    data = path.read_bytes()
+    texts = [data.decode("latin-1")]
+    value = decode(path.suffix[1:], data, where=str(path))
+    if isinstance(value, ArrayBundle):
+        texts.append(json.dumps(value.attrs))
+        for array in value.arrays.values():
+            texts.append(" ".join(map(str, array.ravel().tolist())) if array.dtype.kind == "U" else array.tobytes().decode("latin-1"))
+    else:
+        texts.append(str(value) if not hasattr(value, "to_csv") else value.to_csv())
+    return texts
+
+
+def test_no_phi_in_artifacts_metadata_or_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                             capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PSEUDONYM_KEY_ENV, "privacy-test-secret")
+    zone, artifacts = tmp_path / "zone", tmp_path / "artifacts"
+    generate_landing_zone(zone, seed=5, files_per_month=5, months=["2026-01"], sizes=(64,), workers=1)
+    needles = _phi_needles(zone)
+    assert len(needles) > 30
+    # The scan can fail: it finds the planted values in the source files themselves.
+    some_file = next(zone.rglob("CT0001.dcm"))
+    assert any(n in t for t in [some_file.read_bytes().decode("latin-1")] for n in needles if n != PHI_MARKER)
+
+    caplog.set_level(logging.DEBUG)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [dicom_source, dicom_manifest, preprocessed_images], partition_key="2026-01-01", instance=instance,
+            resources={"io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts)),
+                       "dicom_source": DicomSource(location=str(zone)),
+                       "preprocess_config": PreprocessConfig(workers=1), "gan_config": GanConfig(image_size=32)},
+        )
+        assert result.success
+        logs = instance.all_logs(result.run_id)
+        haystacks: dict[str, str] = {}
+        for i, entry in enumerate(logs):
+            haystacks[f"event {i}"] = " ".join([entry.user_message or "", str(entry.dagster_event or "")])
+        for event in result.get_asset_materialization_events():
+            metadata = event.materialization.metadata
+            haystacks[f"metadata {event.asset_key.to_user_string()}"] = json.dumps(
+                {k: str(v.value) for k, v in metadata.items()})
+    stored = sorted(p for p in artifacts.rglob("*") if p.is_file())
+    assert {p.relative_to(artifacts).as_posix() for p in stored} == {
+        "dicom_manifest/2026-01-01.csv", "preprocessed_images/2026-01-01.npz"}
+    for path in stored:
+        for j, text in enumerate(_texts_of_stored_object(path)):
+            haystacks[f"{path.name}#{j}"] = text
+    captured = capfd.readouterr()
+    haystacks["python logging"] = caplog.text
+    haystacks["stdout+stderr"] = captured.out + captured.err
+    assert "preprocessed_images" in haystacks["python logging"] + haystacks["stdout+stderr"]
+
+    leaks = [(where, needle) for where, text in haystacks.items() for needle in needles if needle in text]
+    assert leaks == []
+
+
+def test_ids_are_keyed_hashes_of_the_sop_instance_uid(monkeypatch: pytest.MonkeyPatch) -> None:
+    uid = "1.2.826.0.1.3680043.8.498.12345"
+    monkeypatch.setenv(PSEUDONYM_KEY_ENV, "secret-a")
+    a = image_id(uid, pseudonym_key())
+    monkeypatch.setenv(PSEUDONYM_KEY_ENV, "secret-b")
+    b = image_id(uid, pseudonym_key())
+    assert a != b and uid not in a and len(a) == 32 and int(a, 16) >= 0
+    import hashlib
+    import hmac
+
+    assert b == hmac.new(b"secret-b", f"sop:{uid}".encode(), hashlib.sha256).hexdigest()[:32]
