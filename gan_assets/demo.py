@@ -57,8 +57,96 @@ def _run_data(args: argparse.Namespace) -> int:
 
 
 # ---- run subcommand (lead: materialize the graph for one month) ---------------------------
+DEMO_MONTH = "2026-03-01"
+
+
 def _add_run_parser(sub: argparse._SubParsersAction) -> None:
-    """The lead adds ``run`` here (generate data if missing, materialize one month)."""
+    run = sub.add_parser("run", help="make demo data if missing, then materialize the whole graph for one month")
+    run.add_argument("--month", default=DEMO_MONTH, help=f"partition key YYYY-MM-01 (default {DEMO_MONTH})")
+    run.add_argument("--no-retrain", action="store_true",
+                     help="do not play the retrain sensor's part in-process when the FID check fails")
+    run.set_defaults(handler=_run_pipeline)
+
+
+def _run_pipeline(args: argparse.Namespace) -> int:
+    """Ingest the training window, run gan_pipeline for the month, retrain as the sensor would."""
+    import dagster as dg
+
+    from gan_assets.dicom.demo_data import generate_landing_zone, landing_zone_has_files
+    from gan_assets.partitions import TRAINING_WINDOW_MONTHS, monthly_partitions
+
+    landing_zone = default_landing_zone()
+    os.environ.setdefault("GAN_ASSETS_LANDING_ZONE", landing_zone)
+    os.environ.setdefault("GAN_ASSETS_ARTIFACTS_DIR", os.path.abspath("artifacts"))
+    if not landing_zone_has_files(landing_zone):
+        logger.info("writing demo DICOM data to %s", landing_zone)
+        generate_landing_zone(landing_zone, seed=0)
+
+    from gan_assets.definitions import defs  # reads the env above
+
+    keys = monthly_partitions.get_partition_keys()
+    if args.month not in keys:
+        raise SystemExit(f"--month {args.month} is not a partition; pick one of {keys[0]} .. {keys[-1]}")
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    pipeline = defs.get_job_def("gan_pipeline")
+    index = keys.index(args.month)
+    window = keys[max(0, index - TRAINING_WINDOW_MONTHS + 1):index]
+    ingest = [dg.AssetKey("dicom_manifest"), dg.AssetKey("preprocessed_images")]
+    for month in window:
+        logger.info("== ingest %s (training window)", month)
+        pipeline.execute_in_process(partition_key=month, instance=instance, asset_selection=ingest)
+
+    logger.info("== gan_pipeline %s", args.month)
+    result = pipeline.execute_in_process(partition_key=args.month, instance=instance, raise_on_error=False)
+    if not args.no_retrain:
+        result = _retrain_like_the_sensor(defs, instance, result)
+    _print_summary(defs, instance, args.month)
+    return 0 if result.success else 1
+
+
+def _retrain_like_the_sensor(defs, instance, result):  # noqa: ANN001, ANN202 - dagster objects
+    """Without a daemon, tick ``retrain_on_fid_failure`` in-process and run what it requests."""
+    import dagster as dg
+
+    sensor = defs.get_sensor_def("retrain_on_fid_failure")
+    cursor = None
+    for _ in range(20):  # bounded: the sensor itself stops at max_attempts
+        context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+        data = sensor.evaluate_tick(context)
+        cursor = data.cursor
+        requests = list(data.run_requests or [])
+        if not requests:
+            return result
+        for request in requests:
+            logger.info("== retrain %s attempt %s (as the sensor requests)", request.partition_key,
+                        request.tags.get("gan/attempt"))
+            job = defs.get_job_def(request.job_name or "retrain_job")
+            result = job.execute_in_process(
+                partition_key=request.partition_key, instance=instance, run_config=request.run_config,
+                tags=request.tags, raise_on_error=False,
+            )
+    return result
+
+
+def _print_summary(defs, instance, month: str) -> None:  # noqa: ANN001 - dagster objects
+    import dagster as dg
+
+    store = defs.resources["artifact_store"].object_store()
+    lines = [f"\ngan-assets demo, month {month}"]
+    for node in ("dicom_manifest", "preprocessed_images", "trained_generator", "fid_score",
+                 "generated_samples", "monthly_report"):
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(node), asset_partitions=[month]), limit=1
+        ).records
+        stamp = "materialized" if records else "not materialized"
+        lines.append(f"  {node:<20} {stamp}")
+    lines.append(f"artifacts under {store.root_uri}:")
+    for key in store.list(""):
+        if month in key:
+            lines.append(f"  {store.uri(key)}")
+    if os.environ.get("DAGSTER_HOME"):
+        lines.append(f"runs and events: DAGSTER_HOME={os.environ['DAGSTER_HOME']} (open them with `make dev`)")
+    sys.stdout.write("\n".join(lines) + "\n")
 # ---- end run subcommand -------------------------------------------------------------------
 
 

@@ -1,0 +1,185 @@
+"""fid_score and its blocking check, materialized on one month from seeded upstream artifacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gan_assets.assets.evaluation import fid_score, fid_within_threshold
+from gan_assets.assets.generation import generated_samples
+from gan_assets.assets.reporting import monthly_report
+from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
+from gan_assets.metrics.cache import CACHE_PREFIX
+from gan_assets.model.config import TrainConfig
+from gan_assets.model.dcgan import build_generator
+from gan_assets.partitions import monthly_partitions
+from gan_assets.resources import CloudWatchMetrics, FidExtractor, GanConfig, Notifier
+from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, encode
+from gan_assets.storage.images import encoding_attrs, pack_images
+
+TINY = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8, batch_size=8,
+            steps=4, log_every=2, num_samples=8, fid_num_fake=16)
+MONTHS = {"2026-01-01": 12, "2026-02-01": 24}
+FID_KEYS = {"fid", "kid_mean", "kid_std", "floor_fid", "floor_kid", "threshold", "threshold_mode", "passed",
+            "attempt", "max_attempts", "n_real", "n_fake", "small_sample", "memorization", "fingerprint",
+            "config", "config_diff", "status"}
+
+
+def real_images(count: int, seed: int) -> np.ndarray:
+    """Smooth blob images in [-1, 1]: structured enough for features to differ between images."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:32, 0:32] / 31.0
+    out = np.empty((count, 32, 32), np.float32)
+    for i in range(count):
+        cx, cy, r = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), rng.uniform(0.1, 0.3)
+        out[i] = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r)) * 2 - 1 + rng.normal(0, 0.05, (32, 32))
+    return np.clip(out, -1, 1)
+
+
+def seed_upstream(root: Path, months: dict[str, int], generator_month: str) -> TrainConfig:
+    """preprocessed_images per month, a dicom_manifest and a trained_generator, as the owners store them."""
+    store = LocalObjectStore(root)
+    for index, (month, count) in enumerate(months.items()):
+        ids = np.array([f"pid-{month[:7]}-{i:03d}" for i in range(count)], dtype=np.str_)
+        bundle = ArrayBundle(arrays={"images": pack_images(real_images(count, index)), "ids": ids},
+                             attrs={**encoding_attrs(), "image_size": 32, "partition": month})
+        store.put(f"preprocessed_images/{month}.npz", encode(bundle)[1])
+        manifest = pd.DataFrame({"id": ids, "modality": "CT", "rows": 32, "columns": 32, "frames": 1,
+                                 "transfer_syntax": "1.2.840.10008.1.2.1", "photometric": "MONOCHROME2",
+                                 "status": "ok", "reason": ""})
+        store.put(f"dicom_manifest/{month}.csv", encode(manifest)[1])
+    config = TrainConfig(**TINY)
+    torch.manual_seed(0)
+    generator = build_generator(config)
+    attrs = {
+        "config": config.to_dict(), "attempt": 1,
+        "data_fingerprint": {"partitions": dict(months), "n_images": sum(months.values())},
+        "loss_history": {"step": [2, 4], "loss_d": [1.3, 1.2], "loss_g": [0.8, 0.9]},
+        "timings": {"train_seconds": 0.1}, "device": "cpu",
+    }
+    store.put(f"trained_generator/{generator_month}.pt", encode(TensorBundle(generator.state_dict(), attrs))[1])
+    return config
+
+
+def resources(root: Path, **gan_overrides: Any) -> dict[str, Any]:
+    return {
+        "gan_config": GanConfig(**{**TINY, **gan_overrides}),
+        "fid_extractor": FidExtractor(feature_dim=32, kid_subsets=5, kid_subset_size=8, batch_size=16),
+        "io_manager": LocalOpenFormatIOManager(base_dir=str(root)),
+        "artifact_store": LocalArtifactStore(base_dir=str(root)),
+        "cloudwatch": CloudWatchMetrics(),
+        "notifier": Notifier(),
+    }
+
+
+def specs(*keys: str) -> list[dg.AssetSpec]:
+    """Upstream stand-ins, loaded through the IO manager from the seeded objects."""
+    return [dg.AssetSpec(key, partitions_def=monthly_partitions) for key in keys]
+
+
+def check_evaluations(result: dg.ExecuteInProcessResult) -> list[Any]:
+    return [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def test_fid_score_json_metadata_cache_and_check(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    partition = "2026-02-01"
+    config = seed_upstream(root, MONTHS, partition)
+    instance = dg.DagsterInstance.ephemeral()
+    assets = [*specs("preprocessed_images", "trained_generator"), fid_score, fid_within_threshold]
+
+    first = dg.materialize(assets, partition_key=partition, resources=resources(root, fid_threshold=1e6), instance=instance)
+    assert first.success
+    store = LocalObjectStore(root)
+    stored = json.loads(store.get(f"fid_score/{partition}.json"))
+    assert FID_KEYS <= set(stored)
+    assert stored["n_real"] == 24 and stored["n_fake"] == 16 and stored["attempt"] == 1
+    assert stored["passed"] is True and stored["status"] == "passed" and stored["threshold"] == 1e6
+    assert stored["fid"] > 0 and stored["floor_fid"] >= 0 and np.isfinite(stored["kid_mean"])
+    assert stored["small_sample"] is True  # 24 images < 32 feature dimensions
+    assert stored["config"] == config.to_dict() and stored["config_diff"] == {}
+    fp = stored["fingerprint"]
+    assert fp["extractor"] == "random_conv" and fp["feature_dim"] == 32 and fp["input_size"] == 32
+    assert fp["n_real"] == 24 and fp["n_fake"] == 16 and len(fp["weights_sha256"]) == 64 and fp["dtype"]
+    memorization = stored["memorization"]
+    assert memorization["training_partitions"] == sorted(MONTHS)
+    assert memorization["n_training"] == 36 and memorization["n_generated"] == 16
+    assert 0.0 <= memorization["near_copy_fraction"] <= 1.0
+    assert memorization["closest"][0]["nearest_training_id"].startswith(("2026-01-01/pid-", "2026-02-01/pid-"))
+    assert stored["real_features"]["cache_hit"] is False
+    cached = store.list(f"{CACHE_PREFIX}/{fp['id']}/")
+    assert sorted(cached) == [f"{CACHE_PREFIX}/{fp['id']}/{m}.npz" for m in sorted(MONTHS)]
+
+    (event,) = first.asset_materializations_for_node("fid_score")
+    md = event.metadata
+    assert isinstance(md["fid"], dg.FloatMetadataValue) and md["fid"].value == pytest.approx(stored["fid"])
+    assert isinstance(md["kid_mean"], dg.FloatMetadataValue) and isinstance(md["threshold"], dg.FloatMetadataValue)
+    assert isinstance(md["passed"], dg.BoolMetadataValue) and md["passed"].value is True
+    assert isinstance(md["attempt"], dg.IntMetadataValue) and md["attempt"].value == 1
+    assert md["max_attempts"].value == config.max_attempts and md["status"].value == "passed"
+    assert isinstance(md["config"], dg.JsonMetadataValue) and md["config"].value == config.to_dict()
+    assert md["config_diff"].value == {} and md["real_features_cache_hit"].value is False
+    assert "FID" in md["summary"].value and "PASSED" in md["summary"].value
+    (check,) = check_evaluations(first)
+    assert check.passed and check.check_name == "fid_within_threshold"
+
+    # Retrain attempt 2 of the same month, scored against the floor: the real features come from the cache.
+    diff = {"lr_g": [2e-4, 1e-4]}
+    tags = {"gan/attempt": "2", "gan/config_diff": json.dumps(diff)}
+    second = dg.materialize(
+        assets, partition_key=partition, instance=instance, tags=tags,
+        resources=resources(root, threshold_mode="relative", relative_factor=1e6),
+    )
+    assert second.success
+    again = json.loads(store.get(f"fid_score/{partition}.json"))
+    assert again["real_features"]["cache_hit"] is True
+    assert again["attempt"] == 2 and again["config_diff"] == diff and again["threshold_mode"] == "relative"
+    assert again["threshold"] == pytest.approx(1e6 * again["floor_fid"])
+    assert again["fid"] == pytest.approx(stored["fid"], rel=1e-9)  # same generator, same cached features
+    assert again["previous_score"]["attempt"] == 1 and again["previous_score"]["comparable"] is True
+    (event,) = second.asset_materializations_for_node("fid_score")
+    assert event.metadata["real_features_cache_hit"].value is True
+    assert event.metadata["attempt"].value == 2 and event.metadata["config_diff"].value == diff
+
+
+def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Path) -> None:
+    # The first month: the training window reaches before the partitions' start.
+    root = tmp_path / "artifacts"
+    partition = "2026-01-01"
+    seed_upstream(root, {partition: 16}, partition)
+    graph = [*specs("preprocessed_images", "trained_generator", "dicom_manifest"),
+             fid_score, fid_within_threshold, generated_samples, monthly_report]
+
+    blocked = dg.materialize(
+        graph, partition_key=partition, resources=resources(root, fid_threshold=1e-12, max_attempts=3),
+        tags={"gan/attempt": "3"}, raise_on_error=False,
+    )
+    assert not blocked.success
+    assert materialized(blocked) == {"fid_score"}
+    (check,) = check_evaluations(blocked)
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert "REJECTED" in check.description
+    assert check.metadata["status"].value == "rejected" and check.metadata["attempt"].value == 3
+    assert check.metadata["threshold"].value == 1e-12 and check.metadata["fid"].value > 1e-12
+    store = LocalObjectStore(root)
+    stored = json.loads(store.get(f"fid_score/{partition}.json"))
+    assert stored["passed"] is False and stored["status"] == "rejected"
+    assert stored["memorization"]["training_partitions"] == [partition]
+    assert not store.list("generated_samples/") and not store.list("monthly_report/")
+
+    # Control: the same graph with a reachable threshold runs the downstream assets.
+    passing = dg.materialize(graph, partition_key=partition, resources=resources(root, fid_threshold=1e6))
+    assert passing.success
+    assert materialized(passing) == {"fid_score", "generated_samples", "monthly_report"}
+    assert store.list("generated_samples/") and store.list("monthly_report/")
