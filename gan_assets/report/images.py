@@ -52,3 +52,16 @@ def data_uri(png: bytes) -> str:
 def markdown_image(png: bytes, alt: str) -> str:
     """Markdown that shows the PNG inline in the Dagster UI's metadata panel."""
     return f"![{alt}]({data_uri(png)})"
+
+
+def preview_grid_png(images: np.ndarray, max_images: int = 16, max_side: int = 48) -> bytes:
+    """A small grid PNG (first ``max_images``, each at most ``max_side`` px) to embed in JSON."""
+    images = to_uint8(images)[:max_images]
+    if images.ndim != 3 or len(images) == 0:
+        raise ValueError(f"preview_grid_png needs a non-empty N x H x W batch, got shape {images.shape}")
+    if images.shape[1] > max_side or images.shape[2] > max_side:
+        images = np.stack([
+            np.asarray(Image.fromarray(image).resize((max_side, max_side), Image.Resampling.BILINEAR))
+            for image in images
+        ])
+    return grid_png(images)

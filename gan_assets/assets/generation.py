@@ -1,0 +1,140 @@
+"""Step 5: synthetic images from the approved generator (EMA weights), optionally as DICOM."""
+
+import time
+from typing import Any, Protocol
+
+import dagster as dg
+import pandas as pd
+import torch
+
+from gan_assets import __version__
+from gan_assets.assets.common import GROUP_DELIVERY
+from gan_assets.dicom.secondary_capture import DEFAULT_MODALITY, SyntheticSeries, secondary_capture_bytes
+from gan_assets.model.artifact import generator_from_bundle, sample_images
+from gan_assets.partitions import monthly_partitions
+from gan_assets.report.document import most_common_modality
+from gan_assets.report.images import grid_png, markdown_image, preview_grid_png
+from gan_assets.resources import GanConfig
+from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle
+from gan_assets.storage.images import encoding_attrs, pack_images
+
+ASSET = "generated_samples"
+
+
+class ArtifactStoreResource(Protocol):
+    """LocalArtifactStore or S3ArtifactStore: both hand out the ObjectStore of the artifact root."""
+
+    def object_store(self) -> ObjectStore: ...
+
+
+def sample_device(requested: str) -> str:
+    """The device sampling runs on: 'auto' picks CUDA when present."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"gan_config.device={requested!r} but CUDA is not available here; use 'auto' or 'cpu'")
+    return requested
+
+
+def grid_key(partition: str) -> str:
+    return f"{ASSET}/{partition}.png"
+
+
+def dicom_key(partition: str, index: int) -> str:
+    return f"{ASSET}/{partition}/sample_{index:04d}.dcm"
+
+
+@dg.asset(
+    partitions_def=monthly_partitions,
+    group_name=GROUP_DELIVERY,
+    ins={
+        "trained_generator": dg.AssetIn(),
+        # Input only to order the step after scoring: the blocking check on fid_score stops it.
+        "fid_score": dg.AssetIn(),
+        "dicom_manifest": dg.AssetIn(),
+    },
+    kinds={"pytorch", "numpy"},
+)
+def generated_samples(
+    context: dg.AssetExecutionContext,
+    gan_config: GanConfig,
+    artifact_store: dg.ResourceParam[ArtifactStoreResource],
+    trained_generator: TensorBundle,
+    fid_score: dict[str, Any],
+    dicom_manifest: pd.DataFrame,
+) -> ArrayBundle:
+    """Synthetic images sampled from the approved generator's EMA weights (npz, PNG grid, optional DICOM)."""
+    partition = context.partition_key
+    if not fid_score.get("passed"):
+        # The blocking check stops this in a pipeline run; this guards a manual materialization.
+        raise dg.Failure(
+            description=(
+                f"fid_score for {partition} did not pass (status {fid_score.get('status')!r}, "
+                f"FID {fid_score.get('fid')} vs threshold {fid_score.get('threshold')}): samples come only "
+                "from an approved generator. Retrain (retrain_job) until fid_score passes."
+            )
+        )
+    generator_attempt = int(trained_generator.attrs.get("attempt", 1))
+    if int(fid_score.get("attempt", generator_attempt)) != generator_attempt:
+        context.log.warning(
+            f"fid_score is for attempt {fid_score.get('attempt')} but trained_generator is attempt "
+            f"{generator_attempt}; re-materialize fid_score if the generator was retrained alone"
+        )
+
+    config = gan_config.to_train_config()
+    device = sample_device(config.device)
+    started = time.perf_counter()
+    generator = generator_from_bundle(trained_generator, device=device)
+    images = pack_images(sample_images(generator, config.num_samples, seed=config.sample_seed, device=device))
+    sample_seconds = time.perf_counter() - started
+
+    store = artifact_store.object_store()
+    grid_uri = store.put(grid_key(partition), grid_png(images))
+
+    dicom_uris: list[str] = []
+    modality = most_common_modality(dicom_manifest, DEFAULT_MODALITY)
+    # Files of an earlier materialization with more samples would otherwise linger.
+    for stale in store.list(f"{ASSET}/{partition}/"):
+        if stale.endswith(".dcm"):
+            store.delete(stale)
+    if config.write_sample_dicoms:
+        series = SyntheticSeries.new(modality, label=partition[:7])
+        for index, image in enumerate(images, start=1):
+            data = secondary_capture_bytes(image, series, index, software_version=f"gan-assets {__version__}")
+            dicom_uris.append(store.put(dicom_key(partition, index), data))
+        context.log.info(f"wrote {len(dicom_uris)} synthetic {modality} DICOM files under {store.uri(f'{ASSET}/{partition}/')}")
+    total_seconds = time.perf_counter() - started
+
+    timings = {
+        "sample_seconds": round(sample_seconds, 4),
+        "total_seconds": round(total_seconds, 4),
+        "images_per_second": round(len(images) / sample_seconds, 2) if sample_seconds > 0 else None,
+    }
+    context.add_output_metadata({
+        "preview": dg.MetadataValue.md(markdown_image(preview_grid_png(images), f"synthetic images {partition}")),
+        "count": dg.MetadataValue.int(len(images)),
+        "seed": dg.MetadataValue.int(config.sample_seed),
+        "grid_png": dg.MetadataValue.path(grid_uri),
+        "dicom_files": dg.MetadataValue.int(len(dicom_uris)),
+        "modality": dg.MetadataValue.text(modality),
+        "generator_attempt": dg.MetadataValue.int(generator_attempt),
+        "images_per_second": dg.MetadataValue.float(float(timings["images_per_second"] or 0.0)),
+        "device": dg.MetadataValue.text(device),
+    })
+    return ArrayBundle(
+        arrays={"images": images},
+        attrs={
+            **encoding_attrs(),
+            "seed": config.sample_seed,
+            "count": len(images),
+            "image_size": int(images.shape[-1]),
+            "generator_attempt": generator_attempt,
+            "source_partition": partition,
+            "fid": fid_score.get("fid"),
+            "modality": modality,
+            "grid_png": grid_uri,
+            "dicom": dicom_uris,
+            "device": device,
+            "timings": timings,
+        },
+    )

@@ -1,0 +1,167 @@
+"""Step 6: the monthly report: report.json and a self-contained report.html.
+
+FIDScore/KID go to CloudWatch from fid_score (evaluation), for every attempt, rejected ones too.
+"""
+
+import datetime as _dt
+import json
+import time
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from gan_assets.assets.common import GROUP_DELIVERY
+from gan_assets.assets.generation import ASSET as SAMPLES_ASSET
+from gan_assets.assets.generation import ArtifactStoreResource, grid_key
+from gan_assets.partitions import monthly_partitions
+from gan_assets.report.document import (
+    FID_ASSET,
+    REPORT_ASSET,
+    attempt_entry,
+    build_report,
+    data_counts,
+    merge_attempts,
+    read_trend,
+)
+from gan_assets.report.html import render_report_html
+from gan_assets.report.images import data_uri, grid_png, markdown_image, preview_grid_png
+from gan_assets.storage import ArrayBundle, TensorBundle
+
+# Real examples shown beside the synthetic grid (at most this many).
+REAL_EXAMPLES = 16
+
+
+def json_key(partition: str) -> str:
+    return f"{REPORT_ASSET}/{partition}.json"
+
+
+def html_key(partition: str) -> str:
+    return f"{REPORT_ASSET}/{partition}.html"
+
+
+def fid_score_history(instance: dg.DagsterInstance, partition: str) -> list[dict[str, Any]]:
+    """Every fid_score materialization of this month (oldest first) as attempts-table rows."""
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(FID_ASSET), asset_partitions=[partition]),
+        limit=1000,
+        ascending=True,
+    )
+    entries = []
+    for record in result.records:
+        materialization = record.asset_materialization
+        if materialization is None:
+            continue
+        values = {name: value.value for name, value in materialization.metadata.items()}
+        stamp = _dt.datetime.fromtimestamp(record.timestamp, _dt.timezone.utc).isoformat(timespec="seconds")
+        entries.append(attempt_entry(values, run_id=record.run_id or None, materialized_at=stamp))
+    return entries
+
+
+def _summary_markdown(report: dict[str, Any], preview: str) -> str:
+    evaluation = report["evaluation"]
+    lines = [
+        f"**{report['partition'][:7]}: {report['status'].upper()}**. {report['verdict']}",
+        "",
+        "| month | status | FID | KID | threshold |",
+        "|---|---|---|---|---|",
+    ]
+    for point in report["trend"]:
+        fid = "n/a" if point["fid"] is None else f"{point['fid']:.2f}"
+        kid = "n/a" if point["kid_mean"] is None else f"{point['kid_mean']:.4f}"
+        threshold = "n/a" if point["threshold"] is None else f"{point['threshold']:.2f}"
+        lines.append(f"| {point['partition'][:7]} | {point['status']} | {fid} | {kid} | {threshold} |")
+    lines += [
+        "",
+        f"Attempts: {len(report['attempts'])} of {evaluation['max_attempts']}; "
+        f"{report['generated_images']['count']} synthetic images (seed {report['generated_images']['seed']}).",
+        "",
+        preview,
+    ]
+    return "\n".join(lines)
+
+
+@dg.asset(
+    partitions_def=monthly_partitions,
+    group_name=GROUP_DELIVERY,
+    ins={
+        "fid_score": dg.AssetIn(),
+        "generated_samples": dg.AssetIn(),
+        "trained_generator": dg.AssetIn(),
+        "dicom_manifest": dg.AssetIn(),
+        "preprocessed_images": dg.AssetIn(),
+    },
+    kinds={"html", "json"},
+)
+def monthly_report(
+    context: dg.AssetExecutionContext,
+    artifact_store: dg.ResourceParam[ArtifactStoreResource],
+    fid_score: dict[str, Any],
+    generated_samples: ArrayBundle,
+    trained_generator: TensorBundle,
+    dicom_manifest: pd.DataFrame,
+    preprocessed_images: ArrayBundle,
+) -> dg.MaterializeResult:
+    """The month's report: report.json (scores, config, attempts, trend) and a self-contained report.html."""
+    started = time.perf_counter()
+    partition = context.partition_key
+    store = artifact_store.object_store()
+    samples = generated_samples["images"]
+    sample_attrs = generated_samples.attrs
+
+    # The event log knows which run wrote each attempt; the loaded artifact alone does not.
+    current = attempt_entry(fid_score)
+    history = fid_score_history(context.instance, partition)
+    attempts = merge_attempts(history, current)
+    trend = read_trend(store, partition, fid_score)
+
+    preview = preview_grid_png(samples)
+    real = preprocessed_images["images"][:REAL_EXAMPLES]
+    objects = {"report_json": store.uri(json_key(partition)), "report_html": store.uri(html_key(partition))}
+    report = build_report(
+        partition=partition,
+        fid_score=fid_score,
+        generator_attrs=trained_generator.attrs,
+        sample_attrs=sample_attrs,
+        sample_objects={
+            "npz": store.uri(f"{SAMPLES_ASSET}/{partition}.npz"),
+            "grid_png": sample_attrs.get("grid_png") or store.uri(grid_key(partition)),
+            "dicom": list(sample_attrs.get("dicom") or []),
+        },
+        preview_data_uri=data_uri(preview),
+        data=data_counts(dicom_manifest),
+        attempts=attempts,
+        trend=trend,
+        timings={
+            "training": trained_generator.attrs.get("timings") or {},
+            "generation": sample_attrs.get("timings") or {},
+            "report_seconds": round(time.perf_counter() - started, 4),
+        },
+        objects=objects,
+    )
+    html = render_report_html(
+        report,
+        sample_grid_png=grid_png(samples),
+        real_grid_png=grid_png(real) if len(real) else None,
+        loss_history=trained_generator.attrs.get("loss_history"),
+    )
+    json_uri = store.put(json_key(partition), json.dumps(report, indent=1, sort_keys=True).encode())
+    html_uri = store.put(html_key(partition), html.encode())
+    context.log.info(f"report for {partition}: {report['verdict']} -> {html_uri}")
+
+    evaluation = report["evaluation"]
+
+    metadata: dict[str, Any] = {
+        "summary": dg.MetadataValue.md(_summary_markdown(report, markdown_image(preview, f"samples {partition}"))),
+        "status": dg.MetadataValue.text(report["status"]),
+        "attempts": dg.MetadataValue.int(len(attempts)),
+        "months_in_trend": dg.MetadataValue.int(len(trend)),
+        "report_json": dg.MetadataValue.path(json_uri),
+        "report_html": dg.MetadataValue.path(html_uri),
+    }
+    # Numbers as numeric metadata so the UI plots them across partitions.
+    if evaluation["fid"] is not None:
+        metadata["fid"] = dg.MetadataValue.float(evaluation["fid"])
+    if evaluation["kid_mean"] is not None:
+        metadata["kid_mean"] = dg.MetadataValue.float(evaluation["kid_mean"])
+    return dg.MaterializeResult(metadata=metadata)

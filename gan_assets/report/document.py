@@ -1,0 +1,336 @@
+"""The monthly report as data: building report.json, validating it, and the cross-month trend.
+
+Plain Python (no Dagster): the asset in ``gan_assets.assets.reporting`` gathers the inputs and
+calls :func:`build_report`; a notebook can call the same functions on stored artifacts.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import logging
+import math
+import re
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gan_assets.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+REPORT_ASSET = "monthly_report"
+FID_ASSET = "fid_score"
+STATUSES = ("passed", "failed", "rejected")
+_PARTITION_RE = re.compile(r"^\d{4}-\d{2}-01$")
+# Months shown in the trend (the newest ones); older reports stay in storage.
+TREND_MONTHS = 24
+
+
+class ReportError(ValueError):
+    """An input of the report is missing a field or the built report breaks its schema."""
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None (strict JSON has no NaN/inf)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _int(value: Any) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None else None
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain strict-JSON values: numpy scalars/arrays unwrapped, tuples as lists, NaN/inf as null."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy scalar or array
+        return _jsonable(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
+# ---- schema -------------------------------------------------------------------------------
+
+@functools.cache
+def report_schema() -> dict[str, Any]:
+    """The JSON schema of report.json (``gan_assets/report/report.schema.json``)."""
+    text = resources.files("gan_assets.report").joinpath("report.schema.json").read_text()
+    return json.loads(text)
+
+
+def validate_report(report: Mapping[str, Any]) -> None:
+    """Raise ReportError naming the failing field when ``report`` breaks the schema."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(report_schema())
+    errors = sorted(validator.iter_errors(report), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(root)"
+        raise ReportError(f"report.json breaks its schema at {where}: {first.message} ({len(errors)} error(s))")
+
+
+# ---- inputs -> sections ---------------------------------------------------------------------
+
+def data_counts(manifest: pd.DataFrame) -> dict[str, Any]:
+    """Files seen, accepted and rejected (by reason), and modalities of the accepted files."""
+    missing = {"status", "reason", "modality"} - set(manifest.columns)
+    if missing:
+        raise ReportError(f"dicom_manifest lacks column(s) {sorted(missing)}; re-materialize dicom_manifest")
+    status = manifest["status"].astype(str)
+    ok = manifest[status == "ok"]
+    rejected = manifest[status != "ok"]
+    reasons = rejected["reason"].astype(str).replace("", "unspecified").value_counts()
+    modalities = ok["modality"].astype(str).replace("", "unknown").value_counts()
+    return {
+        "files_seen": int(len(manifest)),
+        "accepted": int(len(ok)),
+        "rejected": int(len(rejected)),
+        "rejects_by_reason": {str(k): int(v) for k, v in sorted(reasons.items())},
+        "modalities": {str(k): int(v) for k, v in sorted(modalities.items())},
+    }
+
+
+def most_common_modality(manifest: pd.DataFrame, default: str) -> str:
+    """Modality of most accepted files of the month (ties: alphabetical), else ``default``."""
+    if "modality" not in manifest.columns or manifest.empty:
+        return default
+    rows = manifest
+    if "status" in manifest.columns:
+        rows = manifest[manifest["status"].astype(str) == "ok"]
+    values = [str(v).strip().upper() for v in rows["modality"] if str(v).strip() and str(v) != "nan"]
+    if not values:
+        return default
+    counts = pd.Series(values).value_counts()
+    best = int(counts.max())
+    return sorted(str(k) for k, v in counts.items() if v == best)[0]
+
+
+def attempt_entry(values: Mapping[str, Any], *, run_id: str | None = None,
+                  materialized_at: str | None = None) -> dict[str, Any]:
+    """One row of the attempts table from fid_score values (the artifact or its event metadata)."""
+    status = str(values.get("status") or ("passed" if values.get("passed") else "failed"))
+    diff = values.get("config_diff") or {}
+    return {
+        "attempt": _int(values.get("attempt")) or 1,
+        "status": status if status in STATUSES else "failed",
+        "passed": bool(values["passed"]) if values.get("passed") is not None else None,
+        "fid": _number(values.get("fid")),
+        "kid_mean": _number(values.get("kid_mean")),
+        "threshold": _number(values.get("threshold")),
+        "config_diff": _jsonable(diff) if isinstance(diff, Mapping) else {},
+        "run_id": run_id,
+        "materialized_at": materialized_at,
+    }
+
+
+def merge_attempts(history: Iterable[dict[str, Any]], current: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every attempt once (the latest record per attempt number wins), the current one included."""
+    by_attempt: dict[int, dict[str, Any]] = {}
+    for entry in history:  # oldest first
+        by_attempt[entry["attempt"]] = entry
+    latest = by_attempt.get(current["attempt"])
+    if latest is None or (latest.get("fid") != current.get("fid")):
+        # The artifact is newer than the event log knows (or there is no log): keep its values,
+        # and what only the log has (run id, time) when it exists.
+        merged = dict(current)
+        for key, value in (latest or {}).items():
+            if merged.get(key) is None:
+                merged[key] = value
+        by_attempt[current["attempt"]] = merged
+    return [by_attempt[k] for k in sorted(by_attempt)]
+
+
+def loss_summary(loss_history: Mapping[str, Sequence[float]] | None) -> dict[str, Any]:
+    history = loss_history or {}
+    steps, loss_d, loss_g = history.get("step") or [], history.get("loss_d") or [], history.get("loss_g") or []
+    return {
+        "logged_steps": len(steps),
+        "final_loss_d": _number(loss_d[-1]) if loss_d else None,
+        "final_loss_g": _number(loss_g[-1]) if loss_g else None,
+    }
+
+
+@functools.cache
+def code_version() -> dict[str, Any]:
+    """Package version and ``git describe`` of the checkout when there is one (fail-soft)."""
+    from gan_assets import __version__
+
+    git = None
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5, check=False,
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            git = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError) as err:  # no git, or not a checkout: still report
+        log.debug("git describe unavailable: %s", err)
+    return {"package": __version__, "git": git}
+
+
+# ---- trend across months -------------------------------------------------------------------
+
+def _read_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(store.get(key).decode())
+    except Exception as err:  # a damaged older report must not block this month's
+        log.warning("skipping %s in the trend: %s", store.uri(key), err)
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _partitions_under(store: ObjectStore, asset: str) -> list[str]:
+    found = []
+    for key in store.list(f"{asset}/"):
+        name = key[len(asset) + 1:]
+        if "/" not in name and name.endswith(".json") and _PARTITION_RE.match(name[:-5]):
+            found.append(name[:-5])
+    return found
+
+
+def trend_point(partition: str, values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    status = str(values.get("status") or ("passed" if values.get("passed") else "failed"))
+    return {
+        "partition": partition,
+        "status": status if status in STATUSES else "failed",
+        "fid": _number(values.get("fid")),
+        "kid_mean": _number(values.get("kid_mean")),
+        "threshold": _number(values.get("threshold")),
+        "attempts": _int(values.get("attempt")) or 1,
+        "source": source,
+    }
+
+
+def read_trend(store: ObjectStore, partition: str, current: dict[str, Any]) -> list[dict[str, Any]]:
+    """FID/KID per month up to ``partition``: from earlier reports, else from fid_score artifacts.
+
+    Months without a report (rejected ones: the blocking check stopped the run before the
+    report) still appear, with their status, from the fid_score artifact of that month.
+    """
+    points: dict[str, dict[str, Any]] = {}
+    for month in _partitions_under(store, FID_ASSET):
+        if month < partition:
+            values = _read_json(store, f"{FID_ASSET}/{month}.json")
+            if values is not None:
+                points[month] = trend_point(month, values, FID_ASSET)
+    for month in _partitions_under(store, REPORT_ASSET):
+        if month < partition:
+            report = _read_json(store, f"{REPORT_ASSET}/{month}.json")
+            if report is not None and isinstance(report.get("evaluation"), dict):
+                evaluation = {**report["evaluation"], "status": report.get("status")}
+                points[month] = trend_point(month, evaluation, REPORT_ASSET)
+    points[partition] = {**trend_point(partition, current, REPORT_ASSET)}
+    return [points[m] for m in sorted(points)][-TREND_MONTHS:]
+
+
+# ---- the report -----------------------------------------------------------------------------
+
+def verdict(evaluation: Mapping[str, Any], status: str) -> str:
+    """One sentence a person reads first."""
+    fid, threshold = evaluation.get("fid"), evaluation.get("threshold")
+    attempt, max_attempts = evaluation.get("attempt"), evaluation.get("max_attempts")
+    score = f"FID {fid:.2f} vs threshold {threshold:.2f}" if fid is not None and threshold is not None else "no FID"
+    tries = f"attempt {attempt} of {max_attempts}"
+    if status == "passed":
+        return f"Approved: {score} ({tries}); synthetic images delivered."
+    if status == "rejected":
+        return f"Rejected: {score}; retrain attempts exhausted ({tries})."
+    return f"Failed: {score} ({tries}); a retrain may follow."
+
+
+def build_report(
+    *,
+    partition: str,
+    fid_score: Mapping[str, Any],
+    generator_attrs: Mapping[str, Any],
+    sample_attrs: Mapping[str, Any],
+    sample_objects: Mapping[str, Any],
+    preview_data_uri: str,
+    data: Mapping[str, Any],
+    attempts: Sequence[dict[str, Any]],
+    trend: Sequence[dict[str, Any]],
+    timings: Mapping[str, Any],
+    objects: Mapping[str, str],
+    generated_at: _dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Assemble report.json from the month's artifacts (validated against the schema)."""
+    missing = [k for k in ("fid", "threshold", "passed") if k not in fid_score]
+    if missing:
+        raise ReportError(f"fid_score for {partition} lacks {missing}; re-materialize fid_score")
+    status = str(fid_score.get("status") or ("passed" if fid_score["passed"] else "failed"))
+    if status not in STATUSES:
+        raise ReportError(f"fid_score status {status!r} for {partition} is not one of {STATUSES}")
+    evaluation = {
+        "fid": _number(fid_score.get("fid")),
+        "kid_mean": _number(fid_score.get("kid_mean")),
+        "kid_std": _number(fid_score.get("kid_std")),
+        "floor_fid": _number(fid_score.get("floor_fid")),
+        "floor_kid": _number(fid_score.get("floor_kid")),
+        "threshold": _number(fid_score.get("threshold")),
+        "threshold_mode": str(fid_score.get("threshold_mode") or "absolute"),
+        "passed": bool(fid_score["passed"]),
+        "attempt": _int(fid_score.get("attempt")) or 1,
+        "max_attempts": _int(fid_score.get("max_attempts")) or 1,
+        "n_real": _int(fid_score.get("n_real")),
+        "n_fake": _int(fid_score.get("n_fake")),
+        "small_sample": bool(fid_score.get("small_sample", False)),
+        "extractor": _jsonable(fid_score.get("extractor")),
+    }
+    fingerprint = generator_attrs.get("data_fingerprint") or {}
+    training_partitions = {str(k): int(v) for k, v in (fingerprint.get("partitions") or {}).items()}
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "partition": partition,
+        "generated_at": (generated_at or _dt.datetime.now(_dt.timezone.utc)).isoformat(timespec="seconds"),
+        "status": status,
+        "verdict": verdict(evaluation, status),
+        "evaluation": evaluation,
+        "memorization": _jsonable(fid_score.get("memorization")),
+        "fingerprint": _jsonable(fid_score.get("fingerprint")),
+        "configuration": _jsonable(generator_attrs.get("config") or fid_score.get("config") or {}),
+        "generated_images": {
+            "count": int(sample_attrs.get("count", 0)),
+            "seed": int(sample_attrs["seed"]),
+            "image_size": _int(sample_attrs.get("image_size")),
+            "encoding": _jsonable({k: sample_attrs[k] for k in ("encoding", "decode", "scale", "offset") if k in sample_attrs}),
+            "objects": _jsonable(dict(sample_objects)),
+            "preview": {"media_type": "image/png", "data_uri": preview_data_uri},
+        },
+        "data": {
+            **_jsonable(dict(data)),
+            "training_images": _int(fingerprint.get("n_images")),
+            "training_partitions": training_partitions,
+        },
+        "training": {
+            "attempt": _int(generator_attrs.get("attempt")) or 1,
+            "device": str(generator_attrs.get("device") or "unknown"),
+            **loss_summary(generator_attrs.get("loss_history")),
+        },
+        "attempts": _jsonable(list(attempts)),
+        "trend": _jsonable(list(trend)),
+        "timings": _jsonable(dict(timings)),
+        "code_version": code_version(),
+        "objects": dict(objects),
+    }
+    validate_report(report)
+    return report

@@ -1,0 +1,200 @@
+"""monthly_report: report.json against its schema, the HTML page, the trend, attempts, charts."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import jsonschema
+import pytest
+from PIL import Image
+
+from dagster_aws.s3 import S3Resource
+
+from gan_assets.assets.generation import generated_samples
+from gan_assets.assets.reporting import monthly_report
+from gan_assets.io_managers import S3ArtifactStore, S3OpenFormatIOManager
+from gan_assets.report.charts import line_chart
+from gan_assets.report.document import ReportError, report_schema, validate_report
+from gan_assets.storage import store_from_uri
+from gan_assets_tests.test_generation import fid_score_value, resources, seed_month, tiny_gan_config, upstream_specs
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "gan_assets" / "report" / "report.schema.json"
+
+
+def materialize_month(root: Path, partition: str, instance: dg.DagsterInstance, **gan: Any) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [*upstream_specs(), generated_samples, monthly_report],
+        selection=["generated_samples", "monthly_report"],
+        partition_key=partition, resources=resources(root, **gan), instance=instance,
+    )
+
+
+def read_report(root: Path, partition: str) -> tuple[dict[str, Any], str]:
+    report = json.loads((root / "monthly_report" / f"{partition}.json").read_text())
+    html = (root / "monthly_report" / f"{partition}.html").read_text()
+    return report, html
+
+
+def test_report_json_html_and_two_point_trend(artifacts_dir: Path) -> None:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    # An in-memory instance: the event log is only read for attempts, and sqlite files are slow here.
+    with dg.DagsterInstance.ephemeral() as instance:
+        seed_month(artifacts_dir, "2026-01-01", fid_score=fid_score_value("2026-01-01", fid=61.25, kid=0.0321))
+        materialize_month(artifacts_dir, "2026-01-01", instance)
+        seed_month(artifacts_dir, "2026-02-01", fid_score=fid_score_value("2026-02-01", fid=47.5, kid=0.0154), seed=1)
+        result = materialize_month(artifacts_dir, "2026-02-01", instance)
+
+    first, _ = read_report(artifacts_dir, "2026-01-01")
+    report, html = read_report(artifacts_dir, "2026-02-01")
+    for document in (first, report):
+        jsonschema.validate(document, schema)  # the schema file in the repo, read independently
+    assert [p["partition"] for p in first["trend"]] == ["2026-01-01"]
+    assert [(p["partition"], p["fid"], p["status"]) for p in report["trend"]] == [
+        ("2026-01-01", 61.25, "passed"), ("2026-02-01", 47.5, "passed"),
+    ]
+    assert report["trend"][0]["source"] == "monthly_report"
+
+    # What the seed's report holds, plus KID, floor, fingerprint, memorization, data, timings, version.
+    assert report["status"] == "passed" and report["verdict"].startswith("Approved")
+    assert report["evaluation"]["fid"] == 47.5 and report["evaluation"]["kid_mean"] == 0.0154
+    assert report["evaluation"]["floor_fid"] == 12.25 and report["evaluation"]["extractor"] == "offline-default"
+    assert report["configuration"]["image_size"] == 32 and report["configuration"]["latent_dim"] == 16
+    assert report["memorization"]["feature_space"]["near_copies"] == 0 and report["fingerprint"]["id"] == "fp-test"
+    assert report["data"]["files_seen"] == 4 and report["data"]["accepted"] == 3
+    assert report["data"]["rejects_by_reason"] == {"unsupported photometric interpretation": 1}
+    assert report["data"]["modalities"] == {"CT": 1, "MR": 2} and report["data"]["training_images"] == 24
+    assert report["timings"]["training"]["train_seconds"] == 0.5
+    assert report["timings"]["generation"]["sample_seconds"] > 0
+    assert report["code_version"]["package"] == "0.1.0"
+    samples = report["generated_images"]
+    assert samples["count"] == 8 and samples["seed"] == 1234
+    assert Path(samples["objects"]["npz"]).is_file() and Path(samples["objects"]["grid_png"]).is_file()
+    preview = Image.open(io.BytesIO(base64.b64decode(samples["preview"]["data_uri"].split(",", 1)[1])))
+    assert preview.size[0] <= 4 * 50 + 2  # small: at most 16 thumbnails
+    assert report["objects"]["report_html"].endswith("monthly_report/2026-02-01.html")
+
+    # The HTML: self-contained, the grid beside real images, the numbers, the two-point trend.
+    assert 'id="sample-grid" src="data:image/png;base64,' in html
+    assert 'id="real-grid" src="data:image/png;base64,' in html
+    assert not re.search(r'(src|href)="(?!data:)', html)  # nothing fetched from elsewhere
+    assert 'id="fid">47.50<' in html and "61.25" in html and "0.0154" in html and "100.00" in html
+    trend_svg = html.split('id="trend"', 1)[1].split("</div>", 1)[0]
+    fid_chart = trend_svg.split("</figure>", 1)[0]
+    assert len(re.findall(r"<title>FID 2026-0[12]: ", fid_chart)) == 2
+    assert "Training losses" in html and html.count("<polyline") >= 4
+    assert "<th>feature_space.near_copies</th>" in html and "<code>fp-test</code>" in html
+    assert "<tr><td>2026-01</td>" in html and "<tr><td>2026-02</td>" in html
+
+    # MaterializeResult: summary, URIs, numbers; the IO manager stored nothing for it.
+    metadata = result.asset_materializations_for_node("monthly_report")[0].metadata
+    assert metadata["fid"].value == 47.5 and metadata["months_in_trend"].value == 2
+    assert metadata["report_json"].value.endswith("monthly_report/2026-02-01.json")
+    assert "| 2026-01 | passed | 61.25 |" in metadata["summary"].value
+    assert sorted(p.name for p in (artifacts_dir / "monthly_report").iterdir()) == [
+        "2026-01-01.html", "2026-01-01.json", "2026-02-01.html", "2026-02-01.json",
+    ]
+
+
+def test_attempts_from_the_event_log_and_rejected_months_in_the_trend(artifacts_dir: Path) -> None:
+    store_root = artifacts_dir
+    # March was rejected: its fid_score artifact exists, the blocking check stopped its report.
+    seed_month(store_root, "2026-03-01", fid_score=fid_score_value(
+        "2026-03-01", fid=180.0, passed=False, attempt=3, status="rejected"))
+    partition = "2026-04-01"
+    diff = {"lr_d": [0.0002, 0.0001], "lr_g": [0.0002, 0.0001]}
+    seed_month(store_root, partition, fid_score=fid_score_value(partition, fid=88.0, attempt=2, config_diff=diff))
+    with dg.DagsterInstance.ephemeral() as instance:
+        # The two fid_score materializations of April as the evaluation stage records them.
+        for attempt, fid, passed, config_diff in ((1, 140.0, False, {}), (2, 88.0, True, diff)):
+            instance.report_runless_asset_event(dg.AssetMaterialization(
+                asset_key="fid_score", partition=partition,
+                metadata={
+                    "fid": fid, "kid_mean": 0.05, "threshold": 100.0, "passed": passed, "attempt": attempt,
+                    "max_attempts": 3, "status": "passed" if passed else "failed",
+                    "config_diff": dg.MetadataValue.json(config_diff),
+                },
+            ))
+        materialize_month(store_root, partition, instance)
+
+    report, html = read_report(store_root, partition)
+    validate_report(report)
+    assert [(a["attempt"], a["status"], a["fid"]) for a in report["attempts"]] == [
+        (1, "failed", 140.0), (2, "passed", 88.0),
+    ]
+    assert report["attempts"][0]["config_diff"] == {} and report["attempts"][1]["config_diff"] == diff
+    assert report["attempts"][0]["materialized_at"] is not None
+    assert [(p["partition"], p["status"], p["source"]) for p in report["trend"]] == [
+        ("2026-03-01", "rejected", "fid_score"), ("2026-04-01", "passed", "monthly_report"),
+    ]
+    assert '<td class="status-rejected">rejected</td>' in html
+    assert "lr_g: 0.0002 &rarr; 0.0001" in html and "initial config" in html
+
+
+def test_report_on_s3_reads_the_trend_from_the_bucket(moto_endpoint: str, s3_bucket: str, s3_client: Any) -> None:
+    prefix = "gan"
+    store = store_from_uri(f"s3://{s3_bucket}/{prefix}", s3_client)
+    seed_month(store, "2026-05-01", fid_score=fid_score_value("2026-05-01", fid=150.0, passed=False, attempt=3,
+                                                             status="rejected"))
+    seed_month(store, "2026-06-01", fid_score=fid_score_value("2026-06-01", fid=70.0))
+    s3 = S3Resource(endpoint_url=moto_endpoint, region_name="us-east-1")
+    with dg.DagsterInstance.ephemeral() as instance:
+        dg.materialize(
+            [*upstream_specs(), generated_samples, monthly_report],
+            selection=["generated_samples", "monthly_report"], partition_key="2026-06-01", instance=instance,
+            resources={
+                "io_manager": S3OpenFormatIOManager(s3_resource=s3, s3_bucket=s3_bucket, s3_prefix=prefix),
+                "artifact_store": S3ArtifactStore(s3_resource=s3, s3_bucket=s3_bucket, s3_prefix=prefix),
+                "gan_config": tiny_gan_config(write_sample_dicoms=True, num_samples=2),
+            },
+        )
+    body = s3_client.get_object(Bucket=s3_bucket, Key=f"{prefix}/monthly_report/2026-06-01.json")["Body"].read()
+    report = json.loads(body)
+    jsonschema.validate(report, json.loads(SCHEMA_PATH.read_text()))
+    assert [(p["partition"], p["status"]) for p in report["trend"]] == [("2026-05-01", "rejected"), ("2026-06-01", "passed")]
+    objects = report["generated_images"]["objects"]
+    assert objects["npz"] == f"s3://{s3_bucket}/{prefix}/generated_samples/2026-06-01.npz"
+    assert objects["dicom"] == [f"s3://{s3_bucket}/{prefix}/generated_samples/2026-06-01/sample_{i:04d}.dcm" for i in (1, 2)]
+    for uri in (objects["npz"], objects["grid_png"], *objects["dicom"], report["objects"]["report_html"]):
+        s3_client.head_object(Bucket=s3_bucket, Key=uri.split(f"s3://{s3_bucket}/", 1)[1])
+
+
+def test_schema_rejects_a_broken_report() -> None:
+    report = {
+        "schema_version": 1, "partition": "2026-02-01", "generated_at": "2026-03-01T00:00:00+00:00",
+        "status": "passed", "verdict": "ok",
+    }
+    with pytest.raises(ReportError, match="breaks its schema"):
+        validate_report(report)
+    schema = copy.deepcopy(report_schema())
+    assert "evaluation" in schema["required"] and "trend" in schema["required"]
+    bad_status = {**report, "status": "maybe"}
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(bad_status))
+    assert any(list(e.absolute_path) == ["status"] for e in errors)
+
+
+def test_line_chart_geometry() -> None:
+    chart = line_chart([0.0, 1.0, 2.0], [("FID", [10.0, None, 30.0])], title="t", width=200, height=100,
+                       x_labels=["a", "b", "c"], point_status=["passed", None, "rejected"])
+    plot = chart["plot"]
+    (first, last) = [tuple(map(float, p.split(","))) for p in chart["series"][0]["points"].split()]
+    # x: the first and last positions sit on the plot's edges; the gap (None) is skipped.
+    assert first[0] == plot["left"] and last[0] == plot["right"]
+    # y: the larger value is higher on the page (smaller y), both inside the plot area.
+    assert plot["top"] <= last[1] < first[1] <= plot["bottom"]
+    assert [m["status"] for m in chart["series"][0]["markers"]] == ["passed", "rejected"]
+    ticks = [float(t["label"]) for t in chart["y_ticks"]]
+    assert ticks[0] <= 10.0 and ticks[-1] >= 30.0
+    single = line_chart([5.0], [("FID", [42.0])], title="one", width=200, height=100)
+    x, y = map(float, single["series"][0]["points"].split(","))
+    assert x == (single["plot"]["left"] + single["plot"]["right"]) / 2
+    assert single["plot"]["top"] < y < single["plot"]["bottom"]
+    with pytest.raises(ValueError, match="one value per x"):
+        line_chart([0.0, 1.0], [("a", [1.0])], title="bad")

@@ -1,0 +1,176 @@
+"""Sinks: CloudWatch against moto's server, the webhook against a local HTTP server, the failure sensor."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import boto3
+import dagster as dg
+import pytest
+
+from gan_assets.partitions import monthly_partitions
+from gan_assets.report.sinks import metric_dimensions, post_webhook, rejection_message
+from gan_assets.resources import CloudWatchMetrics, Notifier
+from gan_assets.sensors import notify_on_run_failure
+from gan_assets_tests.conftest import free_port
+
+
+class Recorder:
+    """A local webhook endpoint that records each request and answers with a chosen status."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.requests: list[dict[str, Any]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                recorder.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                self.send_response(recorder.status)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T000/B000?token=abc"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def texts(self) -> list[str]:
+        return [json.loads(r["body"])["text"] for r in self.requests]
+
+
+@pytest.fixture
+def webhook() -> Iterator[Recorder]:
+    recorder = Recorder()
+    recorder.thread.start()
+    try:
+        yield recorder
+    finally:
+        recorder.server.shutdown()
+        recorder.server.server_close()
+
+
+# ---- CloudWatch --------------------------------------------------------------------------
+
+def test_cloudwatch_puts_fid_and_kid_readable_back(moto_endpoint: str) -> None:
+    namespace = f"GanAssetsTest{uuid.uuid4().hex[:8]}"
+    sink = CloudWatchMetrics(enabled=True, namespace=namespace, endpoint_url=moto_endpoint)
+    model = "dcgan"
+    assert sink.put_fid_metrics("2026-03-01", model, fid=42.5, kid=0.0125) is True
+
+    client = boto3.client("cloudwatch", endpoint_url=moto_endpoint, region_name="us-east-1")
+    listed = client.list_metrics(Namespace=namespace)["Metrics"]
+    assert sorted(m["MetricName"] for m in listed) == ["FIDScore", "KID"]
+    assert {d["Name"]: d["Value"] for d in listed[0]["Dimensions"]} == {"Month": "2026-03-01", "Model": "dcgan"}
+    now = dt.datetime.now(dt.timezone.utc)
+    for metric, value in (("FIDScore", 42.5), ("KID", 0.0125)):
+        stats = client.get_metric_statistics(
+            Namespace=namespace, MetricName=metric, Dimensions=metric_dimensions("2026-03-01", model),
+            StartTime=now - dt.timedelta(hours=1), EndTime=now + dt.timedelta(hours=1),
+            Period=3600, Statistics=["Maximum", "SampleCount"],
+        )["Datapoints"]
+        assert len(stats) == 1 and stats[0]["Maximum"] == pytest.approx(value) and stats[0]["SampleCount"] == 1
+
+
+def test_cloudwatch_off_by_default_and_failures_never_raise(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    namespace = f"GanAssetsOff{uuid.uuid4().hex[:8]}"
+    assert CloudWatchMetrics(namespace=namespace, endpoint_url=moto_endpoint).put_fid_metrics("2026-03-01", "m", 1.0, 0.1) is False
+    client = boto3.client("cloudwatch", endpoint_url=moto_endpoint, region_name="us-east-1")
+    assert client.list_metrics(Namespace=namespace)["Metrics"] == []
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # one try at a closed port keeps the test fast
+    dead = CloudWatchMetrics(enabled=True, namespace=namespace, endpoint_url=f"http://127.0.0.1:{free_port()}")
+    with caplog.at_level(logging.WARNING, logger="gan_assets.report.sinks"):
+        assert dead.put_fid_metrics("2026-03-01", "m", 1.0, 0.1) is False
+    assert "CloudWatch put_metric_data failed" in caplog.text
+
+
+# ---- webhook -------------------------------------------------------------------------------
+
+def test_notifier_posts_slack_compatible_json(webhook: Recorder) -> None:
+    assert Notifier(webhook_url=webhook.url).notify("month 2026-03 rejected") is True
+    (request,) = webhook.requests
+    assert request["path"] == "/services/T000/B000?token=abc"
+    assert request["headers"]["Content-Type"] == "application/json"
+    assert json.loads(request["body"]) == {"text": "month 2026-03 rejected"}
+
+
+def test_notifier_reads_the_url_from_the_env_and_is_off_without_it(
+    webhook: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GAN_ASSETS_WEBHOOK_URL", raising=False)
+    assert Notifier().notify("nobody hears this") is False
+    assert webhook.requests == []
+    monkeypatch.setenv("GAN_ASSETS_WEBHOOK_URL", webhook.url)
+    assert Notifier().notify("from the env") is True
+    assert webhook.texts() == ["from the env"]
+
+
+def test_notifier_failures_are_logged_never_raised(webhook: Recorder, caplog: pytest.LogCaptureFixture) -> None:
+    webhook.status = 500
+    with caplog.at_level(logging.WARNING, logger="gan_assets.report.sinks"):
+        assert Notifier(webhook_url=webhook.url).notify("x") is False
+        assert "answered HTTP 500" in caplog.text
+        assert Notifier(webhook_url=f"http://127.0.0.1:{free_port()}/hook", timeout_seconds=2).notify("x") is False
+        assert "notifier POST failed (ConnectionRefusedError)" in caplog.text
+        assert post_webhook("ftp://127.0.0.1/hook", "x") is False
+    assert len(webhook.requests) == 1  # the 500 answer was a real request
+
+
+def test_rejection_message_names_month_attempts_and_link() -> None:
+    text = rejection_message("2026-03-01", 3, 180.0, 100.0, "http://ui/runs/abc")
+    assert "2026-03-01" in text and "3 attempt(s)" in text and "180.00" in text and "http://ui/runs/abc" in text
+
+
+# ---- run-failure sensor ----------------------------------------------------------------------
+
+@dg.asset(partitions_def=monthly_partitions)
+def breaks_on_purpose() -> None:
+    """Fails like a real step would."""
+    raise RuntimeError("landing zone unreachable")
+
+
+def _failed_run(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    result = dg.materialize([breaks_on_purpose], partition_key="2026-02-01", instance=instance, raise_on_error=False)
+    assert not result.success
+    return result
+
+
+def test_run_failure_sensor_posts_what_which_month_and_link(webhook: Recorder) -> None:
+    notifier = Notifier(webhook_url=webhook.url, ui_base_url="http://dagster.example:3000/")
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = _failed_run(instance)
+        context = dg.build_run_status_sensor_context(
+            sensor_name="notify_on_run_failure", dagster_instance=instance, dagster_run=result.dagster_run,
+            dagster_event=result.get_run_failure_event(), resources={"notifier": notifier},
+        ).for_run_failure()
+        notify_on_run_failure(context)
+    (text,) = webhook.texts()
+    assert "__ephemeral_asset_job__" in text and "2026-02-01" in text
+    assert f"http://dagster.example:3000/runs/{result.run_id}" in text
+    assert "breaks_on_purpose" in text  # the failed step, from the run's failure event
+
+
+def test_run_failure_sensor_survives_a_dead_notifier(caplog: pytest.LogCaptureFixture) -> None:
+    notifier = Notifier(webhook_url=f"http://127.0.0.1:{free_port()}/hook", timeout_seconds=2)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = _failed_run(instance)
+        context = dg.build_run_status_sensor_context(
+            sensor_name="notify_on_run_failure", dagster_instance=instance, dagster_run=result.dagster_run,
+            dagster_event=result.get_run_failure_event(), resources={"notifier": notifier},
+        ).for_run_failure()
+        with caplog.at_level(logging.WARNING):
+            notify_on_run_failure(context)  # must not raise
+    assert "notifier POST failed" in caplog.text
