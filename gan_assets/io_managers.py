@@ -5,21 +5,23 @@ Both exist in a local flavour (the embedded default) and an S3 flavour that take
 but values are serialised by type into open formats (see ``gan_assets.storage.codecs``).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: Dagster's resource metaclass must see the
+# real ``ResourceDependency[S3Resource]`` annotation, not a string, or passing an S3Resource
+# fails pydantic validation.
 from abc import abstractmethod
-from typing import Any
+from typing import Any, Optional
 
 import dagster as dg
 from dagster._core.storage.upath_io_manager import UPathIOManager
 from dagster_aws.s3 import S3Resource
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 from upath import UPath
 
 from gan_assets.storage import ObjectStore, decode, encode, known_extensions, store_from_uri
 from gan_assets.storage.stores import ObjectNotFoundError
 
-# When several formats exist under one stem (a report's .json and .html), loads prefer these.
+# Formats the IO manager writes for typed values; on a tie between several under one stem,
+# loads prefer them in this order. Blobs (png, html, ...) under the same stem are sidecars.
 _LOAD_PREFERENCE = ("npz", "pt", "json", "csv", "npy")
 
 
@@ -34,7 +36,7 @@ class TypedObjectIOManager(UPathIOManager):
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
-        self._written: dict[str, tuple[str, int]] = {}
+        self._written: dict[str, tuple[str, int, str]] = {}  # stem -> (uri, bytes, extension)
         super().__init__(base_path=UPath("/"))
 
     @staticmethod
@@ -42,14 +44,21 @@ class TypedObjectIOManager(UPathIOManager):
         return path.as_posix().lstrip("/")
 
     def _find_key(self, stem: str) -> str:
-        extensions = {}
+        found: dict[str, str] = {}
         for key in self.store.list(stem + "."):
             ext = key[len(stem) + 1:]
             if ext in known_extensions():
-                extensions[ext] = key
-        for ext in (*_LOAD_PREFERENCE, *sorted(extensions)):
-            if ext in extensions:
-                return extensions[ext]
+                found[ext] = key
+        typed = [found[ext] for ext in _LOAD_PREFERENCE if ext in found]
+        if len(typed) == 1:
+            return typed[0]
+        if typed:
+            # Several typed objects under one stem: the asset changed type and the old object
+            # stayed behind (it may be an artifact_store sidecar too). The newest one is what
+            # the IO manager wrote last; on a timestamp tie the preference order decides.
+            return max(typed, key=lambda k: (self.store.modified(k), -typed.index(k)))
+        if found:
+            return found[sorted(found)[0]]  # an asset whose value is a Blob (png, html, ...)
         raise ObjectNotFoundError(
             f"no stored object for {self.store.uri(stem)}.*; materialize that asset partition first"
         )
@@ -60,7 +69,8 @@ class TypedObjectIOManager(UPathIOManager):
         ext, data = encode(obj)
         key = f"{self._stem(path)}.{ext}"
         uri = self.store.put(key, data)
-        self._written[self._stem(path)] = (uri, len(data))
+        context.log.debug(f"Wrote {len(data)} bytes to {uri}")
+        self._written[self._stem(path)] = (uri, len(data), ext)
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
         key = self._find_key(self._stem(path))
@@ -76,7 +86,8 @@ class TypedObjectIOManager(UPathIOManager):
     def unlink(self, path: UPath) -> None:
         stem = self._stem(path)
         for key in self.store.list(stem + "."):
-            self.store.delete(key)
+            if key[len(stem) + 1:] in known_extensions():  # not sidecar folders like {stem}.x/...
+                self.store.delete(key)
 
     def make_directory(self, path: UPath) -> None:
         return None  # stores create folders (local) or need none (S3)
@@ -88,12 +99,13 @@ class TypedObjectIOManager(UPathIOManager):
         written = self._written.pop(self._stem(self._get_path_for_output(context)), None)
         if written is None:
             return {}
-        uri, size = written
+        uri, size, ext = written
         # "path" replaces UPathIOManager's store-relative path with the object's real location.
         return {
             "path": dg.MetadataValue.path(uri),
             "uri": dg.MetadataValue.path(uri),
             "stored_bytes": dg.MetadataValue.int(size),
+            "format": dg.MetadataValue.text(ext),
         }
 
     def _get_path_for_output(self, context: dg.OutputContext) -> UPath:
@@ -108,9 +120,34 @@ class TypedObjectIOManager(UPathIOManager):
         return f"Writing {self.store.uri(self._stem(path))}.<format>"
 
 
-class _OpenFormatIOManagerBase(dg.ConfigurableIOManager):
+class _CachedStoreMixin:
+    """Builds the ObjectStore once per run (``setup_for_execution``) instead of once per call.
+
+    An S3 client costs a botocore session (hundreds of milliseconds); a run with many inputs
+    and outputs would otherwise pay that for every load and every write.
+    """
+
+    _store: Optional[ObjectStore]  # a PrivateAttr, declared on each pydantic subclass
+
     @abstractmethod
-    def object_store(self) -> ObjectStore: ...
+    def _build_store(self) -> ObjectStore: ...
+
+    def object_store(self) -> ObjectStore:
+        """The store under this resource's root: put/get/list/uri of ``{asset_key}/{partition}.{ext}``."""
+        if self._store is None:
+            self._store = self._build_store()
+        return self._store
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._store = self._build_store()
+
+
+class _ArtifactStoreBase(_CachedStoreMixin, dg.ConfigurableResource):
+    _store: Optional[ObjectStore] = PrivateAttr(default=None)
+
+
+class _OpenFormatIOManagerBase(_CachedStoreMixin, dg.ConfigurableIOManager):
+    _store: Optional[ObjectStore] = PrivateAttr(default=None)
 
     def _inner(self) -> TypedObjectIOManager:
         return TypedObjectIOManager(self.object_store())
@@ -127,7 +164,7 @@ class LocalOpenFormatIOManager(_OpenFormatIOManagerBase):
 
     base_dir: str = Field(description="Folder that holds {asset_key}/{partition}.{ext} objects.")
 
-    def object_store(self) -> ObjectStore:
+    def _build_store(self) -> ObjectStore:
         return store_from_uri(self.base_dir)
 
 
@@ -138,25 +175,25 @@ class S3OpenFormatIOManager(_OpenFormatIOManagerBase):
     s3_bucket: str = Field(description="Bucket that holds the artifacts.")
     s3_prefix: str = Field(default="gan-assets", description="Key prefix inside the bucket.")
 
-    def object_store(self) -> ObjectStore:
+    def _build_store(self) -> ObjectStore:
         return store_from_uri(f"s3://{self.s3_bucket}/{self.s3_prefix}", self.s3_resource.get_client())
 
 
-class LocalArtifactStore(dg.ConfigurableResource):
+class LocalArtifactStore(_ArtifactStoreBase):
     """Extra artifacts (previews, reports, synthetic DICOM, caches) under the same local root."""
 
     base_dir: str = Field(description="Same folder as the IO manager's base_dir.")
 
-    def object_store(self) -> ObjectStore:
+    def _build_store(self) -> ObjectStore:
         return store_from_uri(self.base_dir)
 
 
-class S3ArtifactStore(dg.ConfigurableResource):
+class S3ArtifactStore(_ArtifactStoreBase):
     """Extra artifacts (previews, reports, synthetic DICOM, caches) under the same S3 root."""
 
     s3_resource: dg.ResourceDependency[S3Resource]
     s3_bucket: str = Field(description="Bucket that holds the artifacts.")
     s3_prefix: str = Field(default="gan-assets", description="Key prefix inside the bucket.")
 
-    def object_store(self) -> ObjectStore:
+    def _build_store(self) -> ObjectStore:
         return store_from_uri(f"s3://{self.s3_bucket}/{self.s3_prefix}", self.s3_resource.get_client())

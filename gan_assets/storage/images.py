@@ -12,7 +12,13 @@ UINT8_OFFSET = -1.0
 
 def pack_images(images: np.ndarray) -> np.ndarray:
     """float in [-1, 1] -> uint8 (u = round((x + 1) * 127.5)); values outside are clipped."""
-    scaled = (np.clip(np.asarray(images, dtype=np.float32), -1.0, 1.0) + 1.0) * UINT8_SCALE
+    images = np.asarray(images, dtype=np.float32)
+    # NaN would silently become an arbitrary byte (usually 0): a diverged model or a bad
+    # rescale upstream must fail here, not be stored as plausible-looking black pixels.
+    nan_count = int(np.count_nonzero(np.isnan(images)))
+    if nan_count:
+        raise ValueError(f"pack_images: {nan_count} NaN value(s) in images of shape {images.shape}")
+    scaled = (np.clip(images, -1.0, 1.0) + 1.0) * UINT8_SCALE
     return np.rint(scaled).astype(np.uint8)
 
 

@@ -3,12 +3,14 @@
 ``LocalObjectStore`` is a folder (the embedded default); ``S3ObjectStore`` is a bucket and
 prefix reached through a boto3 S3 client (AWS, MinIO or any S3-compatible endpoint).
 Writes are atomic: a local write goes to a temporary file in the same folder and is renamed;
-an S3 write is a single PUT (multipart above the transfer threshold, committed at once).
+an S3 write is a single PUT, or above ``MULTIPART_THRESHOLD`` a multipart upload through
+boto3's managed transfer, which S3 only makes visible once every part has been committed.
 """
 
 from __future__ import annotations
 
 import io
+import mimetypes
 import os
 import tempfile
 from abc import ABC, abstractmethod
@@ -28,17 +30,23 @@ class ObjectStore(ABC):
         """Store atomically; return the object's URI."""
 
     @abstractmethod
-    def get(self, key: str) -> bytes: ...
+    def get(self, key: str) -> bytes:
+        """The object's bytes; ObjectNotFoundError (naming the URI) when there is none."""
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing object is not an error."""
 
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
         """Keys that start with ``prefix`` (sorted)."""
+
+    @abstractmethod
+    def modified(self, key: str) -> float:
+        """Last-modified time (seconds since the epoch) of an existing object."""
 
     @abstractmethod
     def uri(self, key: str) -> str: ...
@@ -49,13 +57,18 @@ class ObjectStore(ABC):
 
 
 def _clean(key: str) -> str:
-    key = key.replace("\\", "/").strip("/")
-    if not key or any(part in ("", ".", "..") for part in key.split("/")):
-        raise ValueError(f"invalid storage key {key!r}")
-    return key
+    cleaned = key.replace("\\", "/").strip("/")
+    if not cleaned or any(part in ("", ".", "..") for part in cleaned.split("/")):
+        raise ValueError(f"invalid storage key {key!r}: empty, '.' or '..' path segments are not allowed")
+    return cleaned
 
 
 class LocalObjectStore(ObjectStore):
+    """A folder; temporary files are dot-files beside their target, never listed."""
+
+    # mkstemp creates 0600 files; artifacts are meant to be read by the UI and other users.
+    FILE_MODE = 0o644
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
 
@@ -78,6 +91,8 @@ class LocalObjectStore(ObjectStore):
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
+            os.chmod(tmp, self.FILE_MODE)
+            # Same folder, same filesystem: the rename is atomic, readers see old or new bytes.
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -89,7 +104,7 @@ class LocalObjectStore(ObjectStore):
         path = self._path(key)
         try:
             return path.read_bytes()
-        except FileNotFoundError as err:
+        except (FileNotFoundError, IsADirectoryError) as err:
             raise ObjectNotFoundError(f"no stored object at {path}") from err
 
     def exists(self, key: str) -> bool:
@@ -98,6 +113,13 @@ class LocalObjectStore(ObjectStore):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def modified(self, key: str) -> float:
+        path = self._path(key)
+        try:
+            return path.stat().st_mtime_ns / 1e9
+        except FileNotFoundError as err:
+            raise ObjectNotFoundError(f"no stored object at {path}") from err
+
     def list(self, prefix: str) -> list[str]:
         prefix = prefix.replace("\\", "/").lstrip("/")
         folder, _, stem = prefix.rpartition("/")
@@ -105,16 +127,24 @@ class LocalObjectStore(ObjectStore):
         if not base.is_dir():
             return []
         keys = []
-        for path in base.rglob("*"):
-            if path.is_file() and not path.name.startswith("."):
-                key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    keys.append(key)
+        # Only entries of `base` whose name starts with the stem can match: no walk of the
+        # whole asset folder for one partition's lookup.
+        for entry in base.iterdir():
+            if not entry.name.startswith(stem) or entry.name.startswith("."):
+                continue
+            candidates = entry.rglob("*") if entry.is_dir() else [entry]
+            for path in candidates:
+                if path.is_file() and not path.name.startswith("."):
+                    key = path.relative_to(self.root).as_posix()
+                    if key.startswith(prefix):
+                        keys.append(key)
         return sorted(keys)
 
 
 class S3ObjectStore(ObjectStore):
-    # Above this size boto3's managed transfer switches to multipart upload.
+    """A bucket and key prefix, through a boto3 S3 client (any endpoint)."""
+
+    # Above this size boto3's managed transfer switches to a (parallel) multipart upload.
     MULTIPART_THRESHOLD = 64 * 1024 * 1024
 
     def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
@@ -133,18 +163,33 @@ class S3ObjectStore(ObjectStore):
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
+    @staticmethod
+    def _not_found(err: Exception) -> bool:
+        response = getattr(err, "response", None) or {}
+        return response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
     def put(self, key: str, data: bytes) -> str:
         from boto3.s3.transfer import TransferConfig
 
-        config = TransferConfig(multipart_threshold=self.MULTIPART_THRESHOLD)
-        self.client.upload_fileobj(io.BytesIO(data), self.bucket, self._key(key), Config=config)
+        threshold = self.MULTIPART_THRESHOLD
+        # S3 parts must be >= 5 MiB (but the last); chunks as large as the threshold keep the
+        # part count low for big checkpoints.
+        config = TransferConfig(multipart_threshold=threshold, multipart_chunksize=max(threshold, 5 * 1024 * 1024))
+        content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        self.client.upload_fileobj(
+            io.BytesIO(data), self.bucket, self._key(key), Config=config, ExtraArgs={"ContentType": content_type}
+        )
         return self.uri(key)
 
     def get(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except self.client.exceptions.NoSuchKey as err:
-            raise ObjectNotFoundError(f"no stored object at {self.uri(key)}") from err
+        except ClientError as err:
+            if self._not_found(err):
+                raise ObjectNotFoundError(f"no stored object at {self.uri(key)}") from err
+            raise
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
@@ -152,10 +197,21 @@ class S3ObjectStore(ObjectStore):
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if self._not_found(err):
                 return False
             raise
         return True
+
+    def modified(self, key: str) -> float:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as err:
+            if self._not_found(err):
+                raise ObjectNotFoundError(f"no stored object at {self.uri(key)}") from err
+            raise
+        return head["LastModified"].timestamp()
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
@@ -178,5 +234,9 @@ def store_from_uri(root: str, s3_client: Any = None) -> ObjectStore:
         if s3_client is None:
             raise ValueError(f"storage root {root} is on S3 but no S3 client was given")
         bucket, _, prefix = root[len("s3://"):].partition("/")
+        if not bucket:
+            raise ValueError(f"storage root {root!r} names no bucket; use s3://bucket/prefix")
         return S3ObjectStore(s3_client, bucket, prefix)
+    if root.startswith("file://"):
+        root = root[len("file://"):]
     return LocalObjectStore(root)

@@ -1,0 +1,402 @@
+"""Storage core: codecs and object stores, locally and on a real S3 HTTP endpoint (moto server)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from dagster_aws.s3 import S3Resource
+
+from gan_assets.storage import (
+    ArrayBundle,
+    Blob,
+    LocalObjectStore,
+    ObjectStore,
+    S3ObjectStore,
+    StorageFormatError,
+    TensorBundle,
+    decode,
+    encode,
+    store_from_uri,
+)
+from gan_assets.storage import stores as stores_module
+from gan_assets.storage.codecs import StorageTypeError
+from gan_assets.storage.images import encoding_attrs, pack_images, unpack_images
+from gan_assets.storage.stores import ObjectNotFoundError
+
+PNG_BYTES = bytes.fromhex("89504e470d0a1a0a") + b"\x00\x00\x00\rIHDR" + bytes(range(40))
+
+
+class Opaque:
+    """A custom class: has no open format, so it must never be stored (or smuggled in a .pt)."""
+
+    def __init__(self) -> None:
+        self.secret = 42
+
+
+def sample_values() -> dict[str, Any]:
+    """One value of every stored type, with awkward contents where a format could go wrong."""
+    rng = np.random.default_rng(0)
+    return {
+        "array_bundle": ArrayBundle(
+            arrays={
+                "images": rng.integers(0, 256, size=(5, 8, 8), dtype=np.uint8),
+                "ids": np.array(["a1", "b22", "", "ünïcode", "x" * 40], dtype=np.str_),
+                "scores": rng.normal(size=5).astype(np.float32),
+            },
+            attrs={**encoding_attrs(), "image_size": 8, "partition": "2026-01-01", "nested": {"k": [1, 2]}},
+        ),
+        "ndarray": rng.normal(size=(3, 4)),
+        "tensor_bundle": TensorBundle(
+            tensors={
+                "main.0.weight": torch.randn(4, 3, 2, 2),
+                "main.1.running_mean": torch.zeros(4),
+                "main.1.num_batches_tracked": torch.tensor(7),
+            },
+            attrs={"config": {"lr": 2e-4, "beta1": 0.5}, "attempt": 2, "loss_history": {"step": [0, 2]}},
+        ),
+        "json_dict": {"fid": 12.5, "passed": True, "status": "passed", "nested": {"list": [1, "two", None]}},
+        "json_list": [1, 2.5, "three", {"four": 4}, None, False],
+        "dataframe": pd.DataFrame(
+            {
+                "id": ["001", "002", "", "NA"],  # numeric-looking, empty and NA-looking strings
+                "rows": [512, 256, 0, -1],
+                "ratio": [0.1, np.nan, 1 / 3, 2.0],
+                "ok": [True, False, True, False],
+                "reason": [None, "not DICOM", "", 'comma, "quote"\nnewline'],
+            }
+        ),
+        "blob_png": Blob(PNG_BYTES, "png"),
+        "blob_html": Blob("<html><body>héllo</body></html>".encode(), ".HTML"),
+    }
+
+
+VALUE_NAMES = list(sample_values())
+EXPECTED_EXTENSION = {
+    "array_bundle": "npz",
+    "ndarray": "npy",
+    "tensor_bundle": "pt",
+    "json_dict": "json",
+    "json_list": "json",
+    "dataframe": "csv",
+    "blob_png": "png",
+    "blob_html": "html",
+}
+
+
+def assert_same(expected: Any, actual: Any) -> None:
+    """Exact equality for every stored type (dtype and shape included)."""
+    assert type(actual) is type(expected)
+    if isinstance(expected, ArrayBundle):
+        assert actual.attrs == expected.attrs
+        assert sorted(actual.arrays) == sorted(expected.arrays)
+        for name, array in expected.arrays.items():
+            assert actual.arrays[name].dtype == array.dtype, name
+            np.testing.assert_array_equal(actual.arrays[name], array)
+    elif isinstance(expected, np.ndarray):
+        assert actual.dtype == expected.dtype
+        np.testing.assert_array_equal(actual, expected)
+    elif isinstance(expected, TensorBundle):
+        assert actual.attrs == expected.attrs
+        assert sorted(actual.tensors) == sorted(expected.tensors)
+        for name, tensor in expected.tensors.items():
+            assert actual.tensors[name].dtype == tensor.dtype, name
+            assert torch.equal(actual.tensors[name], tensor), name
+    elif isinstance(expected, pd.DataFrame):
+        pd.testing.assert_frame_equal(actual, expected, check_exact=True)
+    elif isinstance(expected, Blob):
+        assert (actual.extension, actual.data) == (expected.extension, expected.data)
+    else:
+        assert actual == expected
+
+
+@pytest.fixture(scope="module")
+def s3_resource_client(moto_endpoint: str) -> Any:
+    """A client made by dagster-aws's S3Resource (one per module: each costs a botocore session)."""
+    return S3Resource(endpoint_url=moto_endpoint, region_name="us-east-1").get_client()
+
+
+@pytest.fixture(params=["local", "s3_boto3", "s3_resource"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    """The same tests on a local folder, on S3 via boto3, and on S3 via dagster-aws's S3Resource."""
+    if request.param == "local":
+        return LocalObjectStore(tmp_path / "root")
+    bucket = request.getfixturevalue("s3_bucket")
+    client = request.getfixturevalue("s3_client" if request.param == "s3_boto3" else "s3_resource_client")
+    return S3ObjectStore(client, bucket, "gan/prefix")
+
+
+# ---------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("name", VALUE_NAMES)
+def test_codec_round_trip_in_memory(name: str) -> None:
+    value = sample_values()[name]
+    ext, data = encode(value)
+    assert ext == EXPECTED_EXTENSION[name]
+    assert_same(value, decode(ext, data))
+
+
+@pytest.mark.parametrize("name", VALUE_NAMES)
+def test_store_round_trip_every_type(store: ObjectStore, name: str) -> None:
+    value = sample_values()[name]
+    ext, data = encode(value)
+    key = f"preprocessed_images/2026-01-01.{ext}"
+    uri = store.put(key, data)
+    assert uri == store.uri(key)
+    assert uri == f"{store.root_uri}/{key}"  # one layout: {root}/{asset_key}/{partition}.{ext}
+    assert store.exists(key)
+    assert store.get(key) == data
+    assert_same(value, decode(ext, store.get(key), where=uri))
+
+
+def test_key_layout_is_the_same_on_both_backends(tmp_path: Path, s3_client: Any, s3_bucket: str) -> None:
+    local = LocalObjectStore(tmp_path)
+    remote = S3ObjectStore(s3_client, s3_bucket, "root/nested")
+    keys = ["a/2026-01-01.npz", "a/2026-02-01.npz", "a/2026-02-01.png", "a/2026-02-01/grid.png", "b/c/x.json"]
+    for key in keys:
+        local.put(key, b"x")
+        remote.put(key, b"x")
+    assert local.list("") == remote.list("") == sorted(keys)
+    assert local.list("a/2026-02-01.") == remote.list("a/2026-02-01.") == ["a/2026-02-01.npz", "a/2026-02-01.png"]
+    assert local.list("a/") == remote.list("a/") == sorted(keys[:4])
+    assert (tmp_path / "b/c/x.json").read_bytes() == b"x"
+    assert s3_client.get_object(Bucket=s3_bucket, Key="root/nested/b/c/x.json")["Body"].read() == b"x"
+    assert remote.uri("a/2026-01-01.npz") == f"s3://{s3_bucket}/root/nested/a/2026-01-01.npz"
+
+
+def test_missing_object_and_delete(store: ObjectStore) -> None:
+    with pytest.raises(ObjectNotFoundError, match="2026-05-01.npz"):
+        store.get("asset/2026-05-01.npz")
+    with pytest.raises(FileNotFoundError):  # UPathIOManager's allow_missing_partitions relies on this
+        store.get("asset/2026-05-01.npz")
+    assert not store.exists("asset/2026-05-01.npz")
+    store.put("asset/2026-05-01.npz", b"abc")
+    store.put("asset/2026-05-01.npz", b"new")  # overwrite replaces
+    assert store.get("asset/2026-05-01.npz") == b"new"
+    assert store.modified("asset/2026-05-01.npz") > 0
+    store.delete("asset/2026-05-01.npz")
+    store.delete("asset/2026-05-01.npz")  # deleting twice is fine
+    assert not store.exists("asset/2026-05-01.npz")
+    assert store.list("asset/") == []
+
+
+@pytest.mark.parametrize("bad_key", ["", "/", "a/../b.npz", "a//b.npz", "./a.npz"])
+def test_invalid_keys_are_refused(tmp_path: Path, bad_key: str) -> None:
+    with pytest.raises(ValueError, match="invalid storage key"):
+        LocalObjectStore(tmp_path).put(bad_key, b"x")
+
+
+def test_store_from_uri(tmp_path: Path, s3_client: Any) -> None:
+    assert isinstance(store_from_uri(str(tmp_path)), LocalObjectStore)
+    assert store_from_uri(f"file://{tmp_path}").root_uri == str(tmp_path.resolve())
+    s3 = store_from_uri("s3://bucket/some/prefix/", s3_client)
+    assert isinstance(s3, S3ObjectStore) and s3.root_uri == "s3://bucket/some/prefix"
+    with pytest.raises(ValueError, match="no S3 client"):
+        store_from_uri("s3://bucket/prefix")
+    with pytest.raises(ValueError, match="names no bucket"):
+        store_from_uri("s3:///prefix", s3_client)
+
+
+# ---------------------------------------------------------------- refusing unsafe types
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({1, 2, 3}, "builtins.set"),
+        (Opaque(), "Opaque"),
+        (b"raw bytes", "builtins.bytes"),
+        ("a string", "builtins.str"),
+        (True, "builtins.bool"),
+        (float("nan"), "builtins.float"),
+        (np.array([{"a": 1}, None], dtype=object), "dtype object"),
+        (ArrayBundle(arrays={"ids": np.array(["a", 1], dtype=object)}), "'ids' has dtype object"),
+        (ArrayBundle(arrays={"x": np.zeros(2)}, attrs={"bad": Opaque()}), "ArrayBundle.attrs is not strict JSON"),
+        (ArrayBundle(arrays={"x": np.zeros(2)}, attrs={"nan": float("nan")}), "not strict JSON"),
+        (ArrayBundle(arrays={"__attrs__": np.zeros(2)}), "reserved"),
+        (TensorBundle(tensors={"w": np.zeros(2)}), "'w' is ndarray, not a tensor"),
+        (TensorBundle(tensors={"w": Opaque()}), "not a tensor"),
+        ({"value": np.float32(1.5)}, "not strict JSON"),
+        ({"fid": float("inf")}, "not strict JSON"),
+        (pd.DataFrame({"cells": [[1, 2], [3]]}), "column 'cells' holds list"),
+        (pd.DataFrame({"obj": pd.Series([Opaque()], dtype=object)}), "column 'obj' holds Opaque"),
+        (pd.DataFrame([[1, 2]], columns=["a", "a"]), "unique strings"),
+    ],
+)
+def test_unsupported_values_are_refused_at_write_time(value: Any, message: str) -> None:
+    with pytest.raises(StorageTypeError, match=message):
+        encode(value)
+
+
+def test_storage_type_error_is_a_type_error_and_blob_extensions_are_checked() -> None:
+    with pytest.raises(TypeError, match="no pickle fallback"):
+        encode({1, 2})
+    with pytest.raises(StorageTypeError, match="'exe' is not one of"):
+        Blob(b"MZ", "exe")
+    with pytest.raises(StorageTypeError, match="must be bytes"):
+        Blob("text", "html")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- garbled and tampered objects
+
+
+def _saved_pt(payload: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return buf.getvalue()
+
+
+def _npz_with_pickled_array() -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, evil=np.array([Opaque()], dtype=object))  # np.savez pickles object arrays
+    return buf.getvalue()
+
+
+def _npz_single_npy() -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.arange(3))
+    return buf.getvalue()
+
+
+TAMPERED: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
+    "npz_truncated": ("npz", lambda good: good[: len(good) // 2]),
+    "npz_garbage": ("npz", lambda good: b"\x00garbage" * 20),
+    "npz_pickled_object_array": ("npz", lambda good: _npz_with_pickled_array()),
+    "npz_is_a_single_npy": ("npz", lambda good: _npz_single_npy()),
+    "npy_truncated": ("npy", lambda good: good[: len(good) - 9]),
+    "npy_pickled": ("npy", lambda good: b"\x80\x04\x95" + good[3:]),
+    "pt_truncated": ("pt", lambda good: good[: len(good) // 2]),
+    "pt_custom_class": ("pt", lambda good: _saved_pt({"tensors": {"w": Opaque()}, "attrs_json": "{}"})),
+    "pt_custom_class_at_top": ("pt", lambda good: _saved_pt(Opaque())),
+    "pt_not_a_bundle": ("pt", lambda good: _saved_pt(torch.zeros(3))),
+    "pt_non_tensor_entry": ("pt", lambda good: _saved_pt({"tensors": {"w": [1, 2]}, "attrs_json": "{}"})),
+    "json_garbled": ("json", lambda good: good[:-3]),
+    "json_not_utf8": ("json", lambda good: b"\xff\xfe{"),
+    "csv_bad_header": ("csv", lambda good: b"# dtypes: {not json\n" + good),
+    "csv_bad_values": ("csv", lambda good: good.replace(b"512", b"five-hundred")),
+}
+
+GOOD_VALUE_FOR_EXTENSION = {"npz": "array_bundle", "npy": "ndarray", "pt": "tensor_bundle", "json": "json_dict", "csv": "dataframe"}
+
+
+@pytest.mark.parametrize("case", list(TAMPERED))
+def test_tampered_objects_give_a_clear_error_naming_the_uri(tmp_path: Path, case: str) -> None:
+    ext, tamper = TAMPERED[case]
+    store = LocalObjectStore(tmp_path)
+    _, good = encode(sample_values()[GOOD_VALUE_FOR_EXTENSION[ext]])
+    key = f"asset/2026-02-01.{ext}"
+    uri = store.put(key, tamper(good))
+    with pytest.raises(StorageFormatError) as caught:
+        decode(ext, store.get(key), where=uri)
+    assert uri in str(caught.value)
+    assert f".{ext}" in str(caught.value)
+
+
+def test_pt_with_pickled_custom_object_is_refused_by_the_safe_loader() -> None:
+    data = _saved_pt({"tensors": {"w": torch.zeros(1)}, "attrs_json": "{}", "extra": Opaque()})
+    with pytest.raises(StorageFormatError, match=r"s3://b/k\.pt.*safe loader \(weights_only=True\)"):
+        decode("pt", data, where="s3://b/k.pt")
+
+
+def test_truncated_npz_on_s3_names_the_uri(s3_client: Any, s3_bucket: str) -> None:
+    store = S3ObjectStore(s3_client, s3_bucket, "p")
+    _, good = encode(sample_values()["array_bundle"])
+    uri = store.put("preprocessed_images/2026-01-01.npz", good[: len(good) - 100])
+    assert uri == f"s3://{s3_bucket}/p/preprocessed_images/2026-01-01.npz"
+    with pytest.raises(StorageFormatError, match=f"{uri}: stored .npz object is corrupt"):
+        decode("npz", store.get("preprocessed_images/2026-01-01.npz"), where=uri)
+
+
+def test_flipped_byte_inside_npz_payload_is_detected() -> None:
+    bundle = ArrayBundle(arrays={"images": np.full((4, 16, 16), 7, dtype=np.uint8)})
+    _, data = encode(bundle)
+    position = data.index(bytes([7] * 64)) + 10  # inside the array payload, not a header
+    tampered = data[:position] + bytes([8]) + data[position + 1:]
+    with pytest.raises(StorageFormatError, match="CRC"):  # zip's per-member CRC catches bit rot
+        decode("npz", tampered, where="x.npz")
+
+
+def test_unknown_extension_is_a_format_error() -> None:
+    with pytest.raises(StorageFormatError, match="unknown extension .pkl"):
+        decode("pkl", b"\x80\x04.", where="x.pkl")
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def test_local_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    store.put("asset/2026-01-01.json", b'{"v": 1}')
+    assert sorted(p.name for p in (tmp_path / "asset").iterdir()) == ["2026-01-01.json"]
+    assert (tmp_path / "asset/2026-01-01.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_failed_local_write_keeps_the_old_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalObjectStore(tmp_path)
+    store.put("asset/2026-01-01.json", b'{"v": 1}')
+
+    def failing_replace(src: str, dst: str) -> None:
+        # The bytes are fully written to the temp file at this point: a crash here is the worst case.
+        assert Path(src).read_bytes() == b'{"v": 2, "partial": "no"}'
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(stores_module.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space left"):
+        store.put("asset/2026-01-01.json", b'{"v": 2, "partial": "no"}')
+    monkeypatch.undo()
+    assert store.get("asset/2026-01-01.json") == b'{"v": 1}'
+    assert os.listdir(tmp_path / "asset") == ["2026-01-01.json"]  # the temp file is gone
+    assert store.list("asset/") == ["asset/2026-01-01.json"]
+
+
+# ---------------------------------------------------------------- S3 multipart
+
+
+def test_large_objects_go_through_multipart_upload(
+    s3_client: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(S3ObjectStore, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
+    store = S3ObjectStore(s3_client, s3_bucket, "big")
+    images = np.random.default_rng(1).integers(0, 256, size=(12, 1024, 1024), dtype=np.uint8)  # 12 MiB
+    bundle = ArrayBundle(arrays={"images": images}, attrs={"partition": "2026-01-01"})
+    ext, data = encode(bundle)
+    store.put(f"preprocessed_images/2026-01-01.{ext}", data)
+    head = s3_client.head_object(Bucket=s3_bucket, Key="big/preprocessed_images/2026-01-01.npz")
+    # A multipart object's ETag is md5-of-part-md5s suffixed with the part count (5+5+2 MiB).
+    assert head["ETag"].strip('"').endswith("-3")
+    assert head["ContentLength"] == len(data)
+    assert_same(bundle, decode(ext, store.get("preprocessed_images/2026-01-01.npz")))
+
+    store.put("small/2026-01-01.json", b"{}")
+    small = s3_client.head_object(Bucket=s3_bucket, Key="big/small/2026-01-01.json")
+    assert "-" not in small["ETag"] and small["ContentType"] == "application/json"
+
+
+# ---------------------------------------------------------------- image packing
+
+
+def test_pack_unpack_images_round_trip_within_half_a_step() -> None:
+    images = np.random.default_rng(2).uniform(-1, 1, size=(3, 16, 16)).astype(np.float32)
+    packed = pack_images(images)
+    assert packed.dtype == np.uint8
+    assert np.abs(unpack_images(packed) - images).max() <= 0.5 / 127.5 + 1e-6
+    np.testing.assert_array_equal(pack_images(np.array([-1.0, 0.0, 1.0, 5.0, -np.inf])), [0, 128, 255, 255, 0])
+    attrs = encoding_attrs()
+    assert packed[0, 0, 0] / attrs["scale"] + attrs["offset"] == pytest.approx(unpack_images(packed)[0, 0, 0])
+    json.dumps(attrs)  # stored beside the images, so it must be JSON
+
+
+def test_pack_images_refuses_nan() -> None:
+    images = np.zeros((2, 4, 4), dtype=np.float32)
+    images[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match="1 NaN value"):
+        pack_images(images)
