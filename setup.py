@@ -29,7 +29,7 @@ setup(
     extras_require={
         # Decoders for JPEG lossless, JPEG-LS and HTJ2K transfer syntaxes.
         "codecs": ["pylibjpeg>=2.0", "pylibjpeg-libjpeg>=2.1", "pylibjpeg-openjpeg>=2.3"],
-        "prod": ["dagster-postgres==0.29.27", "dagster-k8s==0.29.27"],
+        "prod": ["dagster-postgres==0.29.27", "psycopg2-binary"],
         "test": [
             "pytest>=8",
             "pytest-timeout",

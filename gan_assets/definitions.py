@@ -62,10 +62,15 @@ def _shared_resources() -> dict[str, Any]:
         "gan_config": gan_config_from_env(),
         "preprocess_config": PreprocessConfig(),
         "dicom_source": DicomSource(
-            location=os.environ.get("GAN_ASSETS_LANDING_ZONE", os.path.abspath("data/landing_zone"))
+            location=os.environ.get("GAN_ASSETS_LANDING_ZONE", os.path.abspath("data/landing_zone")),
+            endpoint_url=os.environ.get("GAN_ASSETS_S3_ENDPOINT_URL") or None,
         ),
         "fid_extractor": FidExtractor(),
-        "cloudwatch": CloudWatchMetrics(),
+        "cloudwatch": CloudWatchMetrics(
+            enabled=os.environ.get("GAN_ASSETS_CLOUDWATCH", "").lower() in ("1", "true", "yes"),
+            namespace=os.environ.get("GAN_ASSETS_CLOUDWATCH_NAMESPACE", "GanAssets"),
+            endpoint_url=os.environ.get("GAN_ASSETS_CLOUDWATCH_ENDPOINT_URL") or None,
+        ),
         "notifier": Notifier(),
     }
 

@@ -88,7 +88,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     if args.month not in keys:
         raise SystemExit(f"--month {args.month} is not a partition; pick one of {keys[0]} .. {keys[-1]}")
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    pipeline = defs.get_job_def("gan_pipeline")
+    pipeline = defs.resolve_job_def("gan_pipeline")
     index = keys.index(args.month)
     window = keys[max(0, index - TRAINING_WINDOW_MONTHS + 1):index]
     ingest = [dg.AssetKey("dicom_manifest"), dg.AssetKey("preprocessed_images")]
@@ -108,10 +108,12 @@ def _retrain_like_the_sensor(defs, instance, result):  # noqa: ANN001, ANN202 - 
     """Without a daemon, tick ``retrain_on_fid_failure`` in-process and run what it requests."""
     import dagster as dg
 
-    sensor = defs.get_sensor_def("retrain_on_fid_failure")
+    sensor = defs.resolve_sensor_def("retrain_on_fid_failure")
     cursor = None
     for _ in range(20):  # bounded: the sensor itself stops at max_attempts
-        context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+        context = dg.build_sensor_context(
+            instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
+        )
         data = sensor.evaluate_tick(context)
         cursor = data.cursor
         requests = list(data.run_requests or [])
@@ -120,7 +122,7 @@ def _retrain_like_the_sensor(defs, instance, result):  # noqa: ANN001, ANN202 - 
         for request in requests:
             logger.info("== retrain %s attempt %s (as the sensor requests)", request.partition_key,
                         request.tags.get("gan/attempt"))
-            job = defs.get_job_def(request.job_name or "retrain_job")
+            job = defs.resolve_job_def(request.job_name or "retrain_job")
             result = job.execute_in_process(
                 partition_key=request.partition_key, instance=instance, run_config=request.run_config,
                 tags=request.tags, raise_on_error=False,
