@@ -32,12 +32,17 @@ install-test: $(VENV)/.installed-test
 
 demo: install
 	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m gan_assets.demo run
 
+# The UI at http://127.0.0.1:$DAGSTER_PORT (3000) with the daemon (schedule, sensors, run queue).
+# Dagster reads $DAGSTER_HOME/dagster.yaml: the repo's file is copied there on every start, so
+# edit ./dagster.yaml, never the copy. GAN_ASSETS_CONFIG_OVERRIDES='{"steps": 50}' shrinks runs.
 dev: install
 	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m gan_assets.demo data --if-missing
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${DAGSTER_PORT:-3000} -w workspace.yaml
+	exec $(VENV)/bin/dagster dev -h 127.0.0.1 -p $${DAGSTER_PORT:-3000} -w workspace.yaml
 
 test: install-test
 	$(PY) -m pytest gan_assets_tests -q -ra

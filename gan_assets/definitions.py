@@ -119,4 +119,6 @@ defs = dg.Definitions(
     schedules=[monthly_pipeline_schedule],
     sensors=[retrain_on_fid_failure, notify_on_run_failure],
     resources=resources_for(DEPLOYMENT),
+    # The graph is a chain: a process per step would only re-import torch for each step.
+    executor=dg.in_process_executor,
 )

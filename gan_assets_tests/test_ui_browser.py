@@ -1,0 +1,259 @@
+"""The Dagster UI as a user drives it, in a real browser (Debian's chromium via Playwright).
+
+`dagster dev` runs the repo's workspace.yaml against a temporary DAGSTER_HOME that holds the
+repo's dagster.yaml, a small landing zone and a tiny gan_config. The browser checks the asset
+graph (every asset, the lineage edges, the groups), the sensor and schedule pages, then
+materializes one month from the graph's launch dialog, waits for the run to succeed and checks
+the stored artifacts and the FID check in the UI. Screenshots go to
+``$GAN_ASSETS_TEST_ARTIFACTS/ui`` (else the test's tmp dir); every process started here is
+ended by session, and the test fails if one survives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gan_assets_tests.ui_harness import (
+    CHROMIUM_ARGS,
+    CHROMIUM_PATH,
+    REPO_ROOT,
+    DagsterDev,
+    UITimeout,
+    chromium_available,
+    dagster_dev,
+    launch_partition_from_graph,
+    open_expanded_asset_graph,
+    page_excerpt,
+    prepare_dagster_home,
+    read_asset_graph,
+    run_failure_summary,
+    runs_for_partition,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+CODE_LOCATION = "gan_assets.definitions"  # workspace.yaml's python_module
+MONTH = "2026-03"
+PARTITION = f"{MONTH}-01"
+CHAIN = ["dicom_source", "dicom_manifest", "preprocessed_images", "trained_generator",
+         "fid_score", "generated_samples", "monthly_report"]
+GROUPS = {"ingest": ["dicom_manifest", "dicom_source", "preprocessed_images"],
+          "model": ["fid_score", "trained_generator"],
+          "delivery": ["generated_samples", "monthly_report"]}
+# The brief's tiny config; an FID threshold no tiny model can miss keeps the blocking check
+# green so the run reaches monthly_report (the failing path is test_retrain_loop's job).
+TINY_CONFIG = {"image_size": 32, "latent_dim": 16, "generator_width": 8, "discriminator_width": 8,
+               "batch_size": 8, "steps": 4, "log_every": 2, "num_samples": 8, "fid_num_fake": 16,
+               "fid_threshold": 1e9, "device": "cpu"}
+SERVER_START_S = 240.0
+RUN_S = 300.0
+
+
+def _artifacts_root(tmp_path: Path) -> Path:
+    base = os.environ.get("GAN_ASSETS_TEST_ARTIFACTS")
+    root = Path(base) / "ui" if base else tmp_path / "screenshots"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+class Browser:
+    """One headless chromium page plus the bookkeeping that turns a failure into a readable report."""
+
+    def __init__(self, page: Any, shots: Path, server: DagsterDev) -> None:
+        self.page = page
+        self.shots = shots
+        self.server = server
+
+    def shot(self, name: str) -> Path:
+        path = self.shots / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    @contextmanager
+    def step(self, what: str) -> Iterator[None]:
+        """Run one user step; on failure add the page's text, a screenshot and the server log."""
+        try:
+            yield
+        except Exception as err:
+            try:
+                where = self.shot(f"FAILED-{what.replace(' ', '_')[:40]}")
+            except Exception as shot_err:
+                where = Path(f"<no screenshot: {shot_err!r}>")
+            raise AssertionError(
+                f"UI step failed: {what}: {err}\n--- page showed ---\n{page_excerpt(self.page)}\n"
+                f"--- screenshot: {where}\n--- dagster dev log tail ---\n{self.server.log_tail(3000)}"
+            ) from err
+
+
+@pytest.fixture
+def ui_env(tmp_path: Path) -> dict[str, str]:
+    """Landing zone with one small month, artifacts folder, tiny gan_config: the code location's env."""
+    from gan_assets.dicom.demo_data import generate_landing_zone
+
+    landing = tmp_path / "landing_zone"
+    generate_landing_zone(landing, seed=0, files_per_month=10, months=[MONTH], workers=1)
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    return {
+        "GAN_ASSETS_ENV": "local",
+        "GAN_ASSETS_LANDING_ZONE": str(landing),
+        "GAN_ASSETS_ARTIFACTS_DIR": str(artifacts),
+        "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps(TINY_CONFIG),
+        # no webhook, no CloudWatch: nothing leaves the machine
+        "GAN_ASSETS_WEBHOOK_URL": "",
+    }
+
+
+def asset_descriptions(server: DagsterDev) -> dict[str, str]:
+    """Asset name -> description (the asset's docstring), as the UI's GraphQL API serves them."""
+    nodes = server.graphql("{ assetNodes { assetKey { path } description } }")["assetNodes"]
+    return {"/".join(n["assetKey"]["path"]): (n["description"] or "").strip() for n in nodes}
+
+
+def show_markdown_image(page: Any, url: str, label: str) -> None:
+    """Open the markdown metadata entry ``label`` of the latest event; assert its image is drawn."""
+    page.goto(url)
+    row = page.locator(f"xpath=//tr[td[1][normalize-space()='{label}']]")
+    row.first.get_by_text("[Show Markdown]").click()
+    dialog = page.get_by_role("dialog")
+    dialog.wait_for()
+
+    def drawn() -> bool:
+        return bool(dialog.evaluate(
+            "d => Array.from(d.querySelectorAll('img')).some(i => i.complete && i.naturalWidth >= 32"
+            " && i.naturalHeight >= 32 && i.src.startsWith('data:image/png'))"))
+
+    wait_for(f"the {label} PNG to be drawn in its dialog", drawn, 30)
+
+
+def _wait_for_run(server: DagsterDev, timeout_s: float) -> dict[str, Any]:
+    """The UI-launched run of PARTITION, once it is finished (SUCCESS or not)."""
+
+    def finished() -> dict[str, Any] | None:
+        runs = runs_for_partition(server, PARTITION)
+        if runs and runs[0]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            return runs[0]
+        return None
+
+    return wait_for(f"the run of {PARTITION} to finish", finished, timeout_s, interval_s=2.0)
+
+
+def test_ui_graph_and_materialize_one_month(tmp_path: Path, ui_env: dict[str, str]) -> None:
+    if not chromium_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM_PATH} missing: .ci/run installs Debian's chromium with apt-get")
+        pytest.skip(f"{CHROMIUM_PATH} missing: apt-get install chromium (never `playwright install`)")
+    from playwright.sync_api import sync_playwright
+
+    shots = _artifacts_root(tmp_path)
+    home = prepare_dagster_home(tmp_path / "dagster_home")
+    artifacts = Path(ui_env["GAN_ASSETS_ARTIFACTS_DIR"])
+    started = time.monotonic()
+
+    with dagster_dev(workspace=REPO_ROOT / "workspace.yaml", dagster_home=home, env=ui_env,
+                     log_path=shots / "dagster_dev.log") as server:
+        locations = server.wait_until_loaded(SERVER_START_S)
+        assert locations == [CODE_LOCATION], locations
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                page.set_default_timeout(30_000)
+                ui = Browser(page, shots, server)
+
+                with ui.step("asset graph shows every asset, edge and group"):
+                    open_expanded_asset_graph(page, server.url)
+
+                    def graph_complete() -> bool:
+                        nodes, edges, groups = read_asset_graph(page, CHAIN)
+                        return len(nodes) == len(CHAIN) and groups == GROUPS and all(
+                            (a, b) in edges for a, b in zip(CHAIN, CHAIN[1:]))
+
+                    try:  # nodes, then edges, are drawn as the layout settles
+                        wait_for("the whole graph to be drawn", graph_complete, 45)
+                    except UITimeout:
+                        pass  # the assertions below say what is missing
+                    nodes, edges, groups = read_asset_graph(page, CHAIN)
+                    assert sorted(nodes) == sorted(CHAIN), f"asset nodes drawn: {sorted(nodes)}"
+                    missing_edges = [(a, b) for a, b in zip(CHAIN, CHAIN[1:]) if (a, b) not in edges]
+                    assert not missing_edges, f"lineage edges not drawn: {missing_edges}; drawn: {edges}"
+                    assert groups == GROUPS, groups
+                    ui.shot("01_asset_graph")
+
+                with ui.step("every asset has a description; fid_score's page shows it and the blocking check"):
+                    descriptions = asset_descriptions(server)
+                    assert sorted(descriptions) == sorted(CHAIN), descriptions
+                    assert all(descriptions.values()), f"assets without a description: {descriptions}"
+                    page.goto(f"{server.url}/assets/fid_score")
+                    page.get_by_text(descriptions["fid_score"].splitlines()[0][:60]).first.wait_for()
+                    page.goto(f"{server.url}/assets/fid_score?view=checks")
+                    page.get_by_text("fid_within_threshold").first.wait_for()
+                    page.get_by_text("blocking").first.wait_for()
+
+                with ui.step("automation page lists the sensors and the schedule"):
+                    page.goto(f"{server.url}/automation")
+                    for name in ("retrain_on_fid_failure", "notify_on_run_failure", "monthly_pipeline_schedule"):
+                        page.get_by_text(name, exact=True).first.wait_for()
+                    # rows fill in (kind, cron, on/off switch) once the instigator states load
+                    page.get_by_text("Run status sensor").first.wait_for()
+                    page.get_by_text("on day 1 of the month").first.wait_for()
+                    ui.shot("02_automation")
+
+                with ui.step(f"materialize {PARTITION} from the graph"):
+                    open_expanded_asset_graph(page, server.url)
+                    launch_partition_from_graph(page, PARTITION)
+                    ui.shot("03_launched")
+
+                with ui.step(f"the run of {PARTITION} succeeds"):
+                    run = _wait_for_run(server, RUN_S)
+                    tags = {t["key"]: t["value"] for t in run["tags"]}
+                    assert tags.get("dagster/from_ui") == "true", tags
+                    page.goto(f"{server.url}/runs/{run['runId']}")
+                    assert run["status"] == "SUCCESS", (
+                        f"run {run['runId']} ended {run['status']}:\n{run_failure_summary(server, run['runId'])}")
+                    page.get_by_text("Success", exact=True).first.wait_for(timeout=60_000)
+                    ui.shot("04_run")
+
+                stored = sorted(p.relative_to(artifacts).as_posix() for p in artifacts.rglob("*") if p.is_file())
+                for expected in (f"dicom_manifest/{PARTITION}.", f"preprocessed_images/{PARTITION}.npz",
+                                 f"trained_generator/{PARTITION}.", f"fid_score/{PARTITION}.json",
+                                 f"generated_samples/{PARTITION}.npz", f"generated_samples/{PARTITION}.png",
+                                 f"monthly_report/{PARTITION}.json", f"monthly_report/{PARTITION}.html"):
+                    assert any(key.startswith(expected) for key in stored), f"{expected}* not stored; stored: {stored}"
+                score = json.loads((artifacts / f"fid_score/{PARTITION}.json").read_text())
+                assert score["passed"] is True, score
+
+                with ui.step("the FID check result is shown"):
+                    page.goto(f"{server.url}/assets/fid_score?view=checks")
+                    page.get_by_text("fid_within_threshold").first.wait_for()
+                    page.get_by_text("Passed", exact=True).first.wait_for(timeout=60_000)
+                    ui.shot("05_fid_check")
+
+                with ui.step("fid_score's numeric metadata is plotted across partitions"):
+                    page.goto(f"{server.url}/assets/fid_score")
+                    page.get_by_role("button", name="Plots").first.click()
+                    for label in ("fid", "kid_mean", "threshold"):
+                        page.get_by_text(label, exact=True).first.wait_for(timeout=60_000)
+                    wait_for("plot canvases", lambda: page.locator("canvas").count() >= 3, 30)
+                    ui.shot("06_fid_plots")
+
+                # Long markdown (an inline PNG) sits behind "[Show Markdown]", which opens it in a dialog.
+                for asset, label, shot in (("generated_samples", "preview", "07_generated_samples_preview"),
+                                           ("trained_generator", "loss_curve", "08_loss_curve")):
+                    with ui.step(f"{asset}'s {label} image renders"):
+                        show_markdown_image(page, f"{server.url}/assets/{asset}?view=events", label)
+                        ui.shot(shot)
+                        page.keyboard.press("Escape")
+            finally:
+                browser.close()
+    print(f"UI test took {time.monotonic() - started:.0f}s; screenshots in {shots}")
