@@ -1,0 +1,155 @@
+"""Training stage: ``trained_generator`` trains a DCGAN on a window of recent months of images."""
+
+import hashlib
+from typing import Any
+
+import dagster as dg
+import numpy as np
+
+from gan_assets.assets.common import GROUP_MODEL, TRAINING_TAG, run_attempt
+from gan_assets.model.artifact import generator_from_bundle
+from gan_assets.model.previews import FIXED_NOISE_COUNT, fixed_noise_grid_png, loss_curve_png
+from gan_assets.model.train import TrainResult, train_gan
+from gan_assets.partitions import TRAINING_WINDOW_MONTHS, monthly_partitions
+from gan_assets.report.images import markdown_image
+from gan_assets.resources import GanConfig
+from gan_assets.storage import ArrayBundle, TensorBundle
+from gan_assets.storage.images import unpack_images
+
+TRAINING_POOL = "gan_training"
+
+TRAINING_WINDOW = dg.TimeWindowPartitionMapping(
+    start_offset=-(TRAINING_WINDOW_MONTHS - 1),
+    # The first months of the calendar have fewer months before them: train on what exists.
+    allow_nonexistent_upstream_partitions=True,
+)
+
+
+def training_window(
+    loaded: dict[str, ArrayBundle] | ArrayBundle | None, partition_keys: list[str]
+) -> dict[str, ArrayBundle]:
+    """The loaded window as {partition: bundle} (a one-month window loads as a bare bundle)."""
+    if loaded is None:
+        return {}
+    if isinstance(loaded, ArrayBundle):
+        return {partition_keys[-1] if partition_keys else "unknown": loaded}
+    return dict(sorted(loaded.items()))
+
+
+def pack_window(window: dict[str, ArrayBundle], image_size: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Float images of the whole window (months in order) and their fingerprint."""
+    counts: dict[str, int] = {}
+    digest = hashlib.sha256()
+    parts: list[np.ndarray] = []
+    for key, bundle in window.items():
+        if "images" not in bundle.arrays:
+            raise ValueError(f"preprocessed_images {key} has no 'images' array; re-materialize preprocessed_images for {key}")
+        packed = np.asarray(bundle["images"])
+        if packed.ndim != 3 or packed.dtype != np.uint8:
+            raise ValueError(
+                f"preprocessed_images {key} holds {packed.dtype} images of shape {packed.shape}; "
+                "expected uint8 N x H x W (pack_images); re-materialize preprocessed_images"
+            )
+        if len(packed) and packed.shape[1:] != (image_size, image_size):
+            raise ValueError(
+                f"preprocessed_images {key} has {packed.shape[1]}x{packed.shape[2]} images but "
+                f"gan_config.image_size={image_size}; re-materialize preprocessed_images with this "
+                "image_size or set gan_config.image_size to match"
+            )
+        counts[key] = int(len(packed))
+        digest.update(key.encode() + b"\0" + np.ascontiguousarray(packed).tobytes())
+        if len(packed):
+            parts.append(unpack_images(packed))
+    n_images = sum(counts.values())
+    if n_images == 0:
+        months = ", ".join(window) or "none materialized"
+        raise ValueError(
+            f"no training images in the window of {TRAINING_WINDOW_MONTHS} months (partitions: {months}); "
+            "materialize preprocessed_images for this month (check dicom_manifest for rejected files)"
+        )
+    fingerprint = {"partitions": counts, "n_images": n_images, "sha256": digest.hexdigest()}
+    return np.concatenate(parts), fingerprint
+
+
+def _train(images: np.ndarray, config: Any, logger: Any) -> TrainResult:
+    if config.num_workers > 1:
+        from gan_assets.model.distributed import train_distributed  # torch.distributed only when asked for
+
+        return train_distributed(images, config, logger=logger)
+    return train_gan(images, config, logger=logger)
+
+
+@dg.asset(
+    partitions_def=monthly_partitions,
+    group_name=GROUP_MODEL,
+    ins={
+        "preprocessed_images": dg.AssetIn(
+            partition_mapping=TRAINING_WINDOW,
+            metadata={"allow_missing_partitions": True},
+        )
+    },
+    # Training steps carry this tag, and sit in one concurrency pool, so the instance can run
+    # them one at a time (dagster.yaml: tag_concurrency_limits on run tags / pool limits).
+    op_tags={TRAINING_TAG: "true"},
+    pool=TRAINING_POOL,
+    kinds={"pytorch"},
+)
+def trained_generator(
+    context: dg.AssetExecutionContext,
+    gan_config: GanConfig,
+    preprocessed_images: Any,
+) -> dg.Output[TensorBundle]:
+    """DCGAN generator (EMA weights) trained on this and the previous months' images, with its config and loss history."""
+    config = gan_config.to_train_config()
+    attempt = run_attempt(context)
+    window_keys = sorted(context.asset_partition_keys_for_input("preprocessed_images"))
+    window = training_window(preprocessed_images, window_keys)
+    images, fingerprint = pack_window(window, config.image_size)
+    context.log.info(
+        f"attempt {attempt}: training on {fingerprint['n_images']} images from {fingerprint['partitions']}"
+    )
+    result = _train(images, config, context.log)
+
+    bundle = TensorBundle(
+        tensors=result.generator_state,
+        attrs={
+            "config": config.to_dict(),
+            "attempt": attempt,
+            "data_fingerprint": fingerprint,
+            "loss_history": result.loss_history,
+            "timings": {
+                "wall_seconds": result.wall_seconds,
+                "images_per_second": result.images_per_second,
+                **result.timings,
+            },
+            "device": result.device,
+            "steps": result.steps,
+            "images_seen": result.images_seen,
+            "final_loss_d": result.final_loss_d,
+            "final_loss_g": result.final_loss_g,
+            "parameter_counts": result.parameter_counts,
+            "ema": config.ema,
+            "fixed_noise_seed": config.seed,
+            "fixed_noise_count": FIXED_NOISE_COUNT,
+            "partition": context.partition_key,
+        },
+    )
+    # The grid comes from the stored weights, rebuilt as any consumer will rebuild them.
+    samples_png = fixed_noise_grid_png(generator_from_bundle(bundle), config.seed)
+    metadata: dict[str, Any] = {
+        "steps": dg.MetadataValue.int(result.steps),
+        "wall_seconds": dg.MetadataValue.float(result.wall_seconds),
+        "images_per_second": dg.MetadataValue.float(result.images_per_second),
+        "device": dg.MetadataValue.text(result.device),
+        "final_loss_d": dg.MetadataValue.float(result.final_loss_d),
+        "final_loss_g": dg.MetadataValue.float(result.final_loss_g),
+        "n_images": dg.MetadataValue.int(fingerprint["n_images"]),
+        "partitions": dg.MetadataValue.json(fingerprint["partitions"]),
+        "attempt": dg.MetadataValue.int(attempt),
+        "generator_parameters": dg.MetadataValue.int(result.parameter_counts["generator"]),
+        "discriminator_parameters": dg.MetadataValue.int(result.parameter_counts["discriminator"]),
+        "config": dg.MetadataValue.json(config.to_dict()),
+        "loss_curve": dg.MetadataValue.md(markdown_image(loss_curve_png(result.loss_history), "loss curve")),
+        "samples": dg.MetadataValue.md(markdown_image(samples_png, f"fixed-noise samples (seed {config.seed})")),
+    }
+    return dg.Output(bundle, metadata=metadata)

@@ -1,0 +1,207 @@
+"""The retrain loop's mutation policy: how a failed attempt's config becomes the next one.
+
+Plain Python, no Dagster: the sensor (``gan_assets.sensors.retrain_on_fid_failure``) calls
+:func:`mutate_config` with the config the failing attempt actually used, so mutations chain
+(attempt 3 starts from attempt 2's config, not from the defaults).
+
+The default policy (:data:`DEFAULT_POLICY`), one rule per attempt to be trained:
+
+=========  ======================================================================
+attempt 2  halve ``lr_g`` and ``lr_d`` (the classic first remedy of an unstable GAN)
+attempt 3  halve both learning rates again and train 50% more ``steps``
+           (smaller steps need a bigger budget to get as far)
+attempt 4  turn on DiffAugment ``translation,cutout`` and the generator EMA, 50% more
+           ``steps`` (augmentation is the remedy for a discriminator that overfits
+           a small month; the EMA smooths the generator that is scored)
+attempt 5  switch to the hinge loss with spectral normalisation on the discriminator,
+           50% more ``steps`` (the stabilisers of SN-GAN / BigGAN)
+attempt 6+ the last rule again (more steps each time)
+=========  ======================================================================
+
+Every rule is deterministic: the same config and attempt always give the same result. A rule
+that would change nothing (e.g. DiffAugment and EMA already on) additionally bumps ``seed`` by
+one, so that a retry never repeats a run that is known to fail.
+
+Configurable without code: set ``GAN_ASSETS_MUTATION_POLICY`` to a JSON list of rules (or to
+the path of a ``.json`` file holding one), where rule ``i`` produces attempt ``i + 2`` and
+attempts past the end reuse the last rule. A rule is an object with any of
+
+- ``"scale"``: ``{field: factor}`` multiplies a numeric field (integers round up, stay >= 1);
+- ``"set"``: ``{field: value}`` sets a field (``diffaugment`` values are merged with the
+  policies already on, so a rule never turns augmentation off by accident);
+- ``"description"``: text shown in logs.
+
+For example ``[{"scale": {"lr_g": 0.5}}, {"set": {"loss": "hinge"}}]``. Evaluation settings
+(threshold, attempts, sample counts) and the data shape (``image_size``) cannot be mutated:
+changing the bar or the data between attempts would make the attempts incomparable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gan_assets.model.config import TRAIN_CONFIG_FIELDS, ConfigError, TrainConfig
+
+POLICY_ENV_VAR = "GAN_ASSETS_MUTATION_POLICY"
+
+# Fields a rule may not touch: the evaluation bar, the loop's own bounds, the data shape and
+# where training runs.
+FROZEN_FIELDS = frozenset({
+    "image_size", "fid_threshold", "threshold_mode", "relative_factor", "max_attempts",
+    "fid_num_fake", "memorization_threshold", "num_samples", "sample_seed",
+    "write_sample_dicoms", "device", "num_workers",
+})
+_NUMERIC_FIELDS = {
+    name for name, value in TrainConfig().to_dict().items()
+    if isinstance(value, (int, float)) and not isinstance(value, bool)
+}
+
+
+class MutationPolicyError(ValueError):
+    """A mutation policy is malformed; the message names the rule and field."""
+
+
+@dataclass(frozen=True)
+class MutationRule:
+    """One step of the policy: multiply some fields, set others."""
+
+    scale: Mapping[str, float] = field(default_factory=dict)
+    set: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def validate(self, where: str = "rule") -> None:
+        for name, factor in self.scale.items():
+            self._check_field(name, where, "scale")
+            if name not in _NUMERIC_FIELDS:
+                raise MutationPolicyError(f"{where}: scale.{name}: only numeric fields can be scaled")
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+                raise MutationPolicyError(f"{where}: scale.{name}={factor!r}: use a positive number")
+        for name in self.set:
+            self._check_field(name, where, "set")
+        if not self.scale and not self.set:
+            raise MutationPolicyError(f"{where}: a rule needs 'scale' and/or 'set'")
+
+    @staticmethod
+    def _check_field(name: str, where: str, op: str) -> None:
+        if name not in TRAIN_CONFIG_FIELDS:
+            raise MutationPolicyError(f"{where}: {op}.{name}: unknown gan_config field; known: {sorted(TRAIN_CONFIG_FIELDS)}")
+        if name in FROZEN_FIELDS:
+            raise MutationPolicyError(f"{where}: {op}.{name}: this field must stay fixed between attempts")
+
+    def apply(self, config: TrainConfig) -> TrainConfig:
+        values = config.to_dict()
+        for name, factor in self.scale.items():
+            current = values[name]
+            if isinstance(current, int):
+                # Round up so a small budget still grows (4 steps x 1.5 -> 6), never below 1.
+                values[name] = max(1, math.ceil(round(current * factor, 9)))
+            else:
+                values[name] = float(current) * float(factor)
+        for name, value in self.set.items():
+            if name == "diffaugment":
+                values[name] = _merge_augment(values[name], str(value))
+            else:
+                values[name] = value
+        return TrainConfig.from_dict(values)
+
+    def describe(self) -> str:
+        if self.description:
+            return self.description
+        parts = [f"{k} x{v:g}" for k, v in self.scale.items()] + [f"{k}={v!r}" for k, v in self.set.items()]
+        return ", ".join(parts)
+
+
+def _merge_augment(current: str, wanted: str) -> str:
+    policies = [p.strip() for p in current.split(",") if p.strip()]
+    for policy in (p.strip() for p in wanted.split(",")):
+        if policy and policy not in policies:
+            policies.append(policy)
+    return ",".join(policies)
+
+
+@dataclass(frozen=True)
+class MutationPolicy:
+    """Rules for attempts 2, 3, ...; attempts past the last rule reuse the last rule."""
+
+    rules: tuple[MutationRule, ...]
+
+    def __post_init__(self) -> None:
+        if not self.rules:
+            raise MutationPolicyError("a mutation policy needs at least one rule")
+        for index, rule in enumerate(self.rules):
+            rule.validate(f"mutation rule {index} (attempt {index + 2})")
+
+    def rule_for(self, next_attempt: int) -> MutationRule:
+        if next_attempt < 2:
+            raise ValueError(f"attempt {next_attempt}: only retrains (attempt >= 2) are mutated")
+        return self.rules[min(next_attempt - 2, len(self.rules) - 1)]
+
+    @classmethod
+    def from_json(cls, value: Sequence[Mapping[str, Any]] | str) -> "MutationPolicy":
+        """Parse a JSON list of rules (text or already-decoded)."""
+        raw: Any = json.loads(value) if isinstance(value, str) else value
+        if not isinstance(raw, list):
+            raise MutationPolicyError("a mutation policy is a JSON list of rules, e.g. [{\"scale\": {\"lr_g\": 0.5}}]")
+        rules = []
+        for index, item in enumerate(raw):
+            if not isinstance(item, dict):
+                raise MutationPolicyError(f"mutation rule {index}: expected an object, got {item!r}")
+            unknown = sorted(set(item) - {"scale", "set", "description"})
+            if unknown:
+                raise MutationPolicyError(f"mutation rule {index}: unknown key(s) {unknown}; use scale, set, description")
+            rules.append(MutationRule(scale=dict(item.get("scale", {})), set=dict(item.get("set", {})),
+                                      description=str(item.get("description", ""))))
+        return cls(tuple(rules))
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [{"scale": dict(r.scale), "set": dict(r.set), "description": r.description} for r in self.rules]
+
+
+DEFAULT_POLICY = MutationPolicy((
+    MutationRule(scale={"lr_g": 0.5, "lr_d": 0.5}, description="halve both learning rates"),
+    MutationRule(scale={"lr_g": 0.5, "lr_d": 0.5, "steps": 1.5},
+                 description="halve both learning rates again, 50% more steps"),
+    MutationRule(scale={"steps": 1.5}, set={"diffaugment": "translation,cutout", "ema": True},
+                 description="DiffAugment translation,cutout and generator EMA on, 50% more steps"),
+    MutationRule(scale={"steps": 1.5}, set={"loss": "hinge", "spectral_norm": True},
+                 description="hinge loss with spectral norm, 50% more steps"),
+))
+
+
+def policy_from_env(environ: Mapping[str, str] | None = None) -> MutationPolicy:
+    """The policy named by ``GAN_ASSETS_MUTATION_POLICY`` (JSON text or a .json path), else the default."""
+    env = os.environ if environ is None else environ
+    raw = env.get(POLICY_ENV_VAR, "").strip()
+    if not raw:
+        return DEFAULT_POLICY
+    if not raw.startswith(("[", "{")):
+        path = Path(raw)
+        if not path.is_file():
+            raise MutationPolicyError(f"{POLICY_ENV_VAR}={raw!r}: neither a JSON list nor an existing .json file")
+        raw = path.read_text()
+    try:
+        return MutationPolicy.from_json(raw)
+    except json.JSONDecodeError as err:
+        raise MutationPolicyError(f"{POLICY_ENV_VAR} is not valid JSON: {err}") from err
+
+
+def mutate_config(
+    config: TrainConfig | Mapping[str, Any], next_attempt: int, policy: MutationPolicy | None = None
+) -> TrainConfig:
+    """The config for ``next_attempt`` (>= 2), from the config the previous attempt used."""
+    base = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
+    rule = (policy or DEFAULT_POLICY).rule_for(next_attempt)
+    try:
+        mutated = rule.apply(base)
+    except ConfigError as err:
+        raise MutationPolicyError(f"mutation rule for attempt {next_attempt} ({rule.describe()}) gives an invalid config: {err}") from err
+    if mutated == base:
+        # A retry with an identical config would reproduce the failure; vary the seed instead.
+        mutated = mutated.replace(seed=base.seed + 1)
+    return mutated
