@@ -1,0 +1,211 @@
+"""The whole retrain loop in-process, with the real training, evaluation and delivery assets.
+
+The daemon's part is played by hand: tick retrain_on_fid_failure with the stored cursor,
+execute every requested run (its run config, tags and partition) on the same instance, tick
+again, until the sensor asks for nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG
+from gan_assets.dicom.scan import MANIFEST_COLUMNS
+from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
+from gan_assets.jobs import retrain_job
+from gan_assets.model.config import TrainConfig
+from gan_assets.model.mutation import POLICY_ENV_VAR
+from gan_assets.sensors import FID_SCORE_KEY, retrain_on_fid_failure
+from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
+from gan_assets.storage.images import encoding_attrs, pack_images
+
+MONTH = "2026-03-01"
+# The brief's tiny test config; 24 real images of 32 px per month.
+TINY_LOOP: dict[str, Any] = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8,
+                                 batch_size=8, steps=4, log_every=2, num_samples=8, fid_num_fake=16,
+                                 device="cpu")
+N_IMAGES = 24
+
+
+def seed_preprocessed_images(root: Path, months: list[str], n: int = N_IMAGES, size: int = 32) -> None:
+    """Write dicom_manifest and preprocessed_images as ingest would: soft blobs on a dark field."""
+    store = LocalObjectStore(root)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    for index, month in enumerate(months):
+        rng = np.random.default_rng(100 + index)
+        images = []
+        for _ in range(n):
+            cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
+            radius = rng.uniform(size * 0.12, size * 0.28)
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
+            images.append(np.clip(blob * 1.8 - 0.9 + rng.normal(0, 0.04, blob.shape), -1, 1))
+        bundle = ArrayBundle(
+            arrays={"images": pack_images(np.stack(images)),
+                    "ids": np.array([f"{month}-{i:03d}" for i in range(n)], dtype=np.str_)},
+            attrs={**encoding_attrs(), "image_size": size, "partition": month, "n_images": n},
+        )
+        ext, data = encode(bundle)
+        store.put(f"preprocessed_images/{month}.{ext}", data)
+        # The month's manifest, as ingest writes it: generated_samples and the report read it.
+        manifest = pd.DataFrame([{column: "" for column in MANIFEST_COLUMNS} | {
+            "id": f"{month}-{i:03d}", "month": month, "modality": "MR", "rows": size, "columns": size,
+            "frames": 1, "samples_per_pixel": 1, "bits_allocated": 16, "file_bytes": 4096,
+            "transfer_syntax": "1.2.840.10008.1.2.1", "photometric": "MONOCHROME2", "status": "ok",
+        } for i in range(n)], columns=list(MANIFEST_COLUMNS))
+        ext, data = encode(manifest)
+        store.put(f"dicom_manifest/{month}.{ext}", data)
+
+
+def loop_defs(artifacts: Path) -> dg.Definitions:
+    """The project's assets, checks, retrain job and sensor; artifacts under ``artifacts``, gan_config from env."""
+    from gan_assets import definitions
+
+    return dg.Definitions(
+        assets=list(definitions.defs.assets or []),
+        asset_checks=list(definitions.defs.asset_checks or []),
+        jobs=[retrain_job],
+        sensors=[retrain_on_fid_failure],
+        resources={
+            **definitions.resources_for("local"),
+            "io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts)),
+            "artifact_store": LocalArtifactStore(base_dir=str(artifacts)),
+            "gan_config": definitions.gan_config_from_env(),
+        },
+    )
+
+
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
+    context = dg.build_multi_asset_sensor_context(
+        monitored_assets=[FID_SCORE_KEY], instance=instance, definitions=defs, cursor=cursor,
+        resources=defs.resources)
+    data = retrain_on_fid_failure.evaluate_tick(context)
+    return list(data.run_requests or []), data.cursor
+
+
+def run_loop(defs: dg.Definitions, instance: dg.DagsterInstance, limit: int = 8) -> list[dg.ExecuteInProcessResult]:
+    """Attempt 1 (no tags, the defaults), then every run the sensor requests, until it requests none."""
+    job = defs.resolve_job_def("retrain_job")
+    results = [job.execute_in_process(instance=instance, partition_key=MONTH, raise_on_error=False)]
+    cursor = None
+    for _ in range(limit):
+        requests, cursor = tick(defs, instance, cursor)
+        if not requests:
+            return results
+        assert len(requests) == 1, [r.run_key for r in requests]
+        (request,) = requests
+        results.append(job.execute_in_process(
+            run_config=request.run_config, tags=request.tags, partition_key=request.partition_key,
+            instance=instance, raise_on_error=False))
+    raise AssertionError(f"the loop did not stop after {limit} requests")
+
+
+def scores(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    (event,) = result.asset_materializations_for_node("fid_score")
+    return {k: v.value for k, v in event.metadata.items() if k in
+            ("fid", "threshold", "passed", "attempt", "max_attempts", "status", "config", "config_diff")}
+
+
+def trained_generator_events(instance: dg.DagsterInstance) -> list[Any]:
+    return list(instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("trained_generator"), asset_partitions=[MONTH]),
+        limit=50, ascending=True).records)
+
+
+def configure(monkeypatch: pytest.MonkeyPatch, artifacts: Path, **changes: Any) -> TrainConfig:
+    """Env of one loop: a fresh artifacts dir seeded with the month's images, tiny config + changes."""
+    seed_preprocessed_images(artifacts, [MONTH])
+    values = {**TINY_LOOP, **changes}
+    monkeypatch.setenv("GAN_ASSETS_ENV", "local")
+    monkeypatch.setenv("GAN_ASSETS_ARTIFACTS_DIR", str(artifacts))
+    monkeypatch.setenv("GAN_ASSETS_LANDING_ZONE", str(artifacts.parent / "landing_zone"))
+    monkeypatch.setenv("GAN_ASSETS_CONFIG_OVERRIDES", json.dumps(values))
+    monkeypatch.delenv("GAN_ASSETS_MUTATION_POLICY", raising=False)
+    monkeypatch.delenv("GAN_ASSETS_WEBHOOK_URL", raising=False)
+    return TrainConfig(**values)
+
+
+def stored_generator_config(artifacts: Path) -> dict[str, Any]:
+    bundle = decode("pt", (artifacts / "trained_generator" / f"{MONTH}.pt").read_bytes())
+    assert isinstance(bundle, TensorBundle)
+    return bundle.attrs["config"]
+
+
+@dataclass
+class Loop:
+    artifacts: Path
+    base: TrainConfig
+    instance: dg.DagsterInstance
+    results: list[dg.ExecuteInProcessResult]
+
+
+@pytest.fixture(scope="module")
+def impossible_loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
+    """One loop with an impossible threshold, shared by the tests (it trains max_attempts times)."""
+    artifacts = tmp_path_factory.mktemp("impossible") / "artifacts"
+    with dg.instance_for_test() as instance:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            base = configure(monkeypatch, artifacts, fid_threshold=1e-9, max_attempts=3)
+            results = run_loop(loop_defs(artifacts), instance)
+        yield Loop(artifacts, base, instance, results)
+
+
+def test_an_impossible_threshold_runs_exactly_max_attempts_chained_trainings_then_stops(impossible_loop: Loop) -> None:
+    base, instance, results, artifacts = (
+        impossible_loop.base, impossible_loop.instance, impossible_loop.results, impossible_loop.artifacts)
+    assert len(results) == 3
+    attempts = [scores(r) for r in results]
+    assert [s["attempt"] for s in attempts] == [1, 2, 3]
+    assert [s["status"] for s in attempts] == ["failed", "failed", "rejected"]
+    assert not any(s["passed"] for s in attempts)
+    # Chained: 2e-4 -> 1e-4 -> 5e-5, and attempt 3 trains 50% more steps.
+    assert [(s["config"]["lr_g"], s["config"]["lr_d"], s["config"]["steps"]) for s in attempts] == [
+        (base.lr_g, base.lr_d, 4), (base.lr_g / 2, base.lr_d / 2, 4), (base.lr_g / 4, base.lr_d / 4, 6)]
+    assert attempts[0]["config_diff"] == {}
+    assert attempts[1]["config_diff"] == {"lr_d": [2e-4, 1e-4], "lr_g": [2e-4, 1e-4]}
+    assert attempts[2]["config_diff"] == {"lr_d": [1e-4, 5e-5], "lr_g": [1e-4, 5e-5], "steps": [4, 6]}
+    for result, expected in zip(results, attempts):
+        assert result.dagster_run.tags.get(ATTEMPT_TAG, "1") == str(expected["attempt"])
+        assert json.loads(result.dagster_run.tags.get(CONFIG_DIFF_TAG, "{}")) == expected["config_diff"]
+    # Exactly three trainings, and the stored model is the last attempt's.
+    assert len(trained_generator_events(instance)) == 3
+    assert stored_generator_config(artifacts)["lr_g"] == pytest.approx(5e-5)
+    # The blocking check kept everything downstream from materializing.
+    assert instance.get_latest_materialization_event(dg.AssetKey("generated_samples")) is None
+    stored = json.loads((artifacts / "fid_score" / f"{MONTH}.json").read_text())
+    assert stored["status"] == "rejected" and stored["attempt"] == 3
+
+
+def test_a_threshold_met_on_attempt_2_stops_after_two_with_downstream_assets(
+        impossible_loop: Loop, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Attempt 1 is the impossible loop's attempt 1 (same config; CPU training is seeded), so a
+    # threshold 10% under its FID fails it. A policy given by env makes attempt 2 train 20x
+    # longer (4 -> 80 steps: FID about 73 vs 91 on this data), which meets the threshold.
+    first = scores(impossible_loop.results[0])["fid"]
+    artifacts = tmp_path / "artifacts"
+    configure(monkeypatch, artifacts, fid_threshold=0.9 * first, max_attempts=3)
+    monkeypatch.setenv(POLICY_ENV_VAR, json.dumps([{"scale": {"steps": 20}, "description": "train 20x longer"}]))
+    with dg.instance_for_test() as instance:
+        results = run_loop(loop_defs(artifacts), instance)
+
+        attempts = [scores(r) for r in results]
+        assert [s["status"] for s in attempts] == ["failed", "passed"], [s["fid"] for s in attempts]
+        assert attempts[0]["fid"] == pytest.approx(first, rel=1e-6)
+        assert attempts[1]["config_diff"] == {"steps": [4, 80]}
+        assert results[1].dagster_run.tags["gan/mutation"] == "train 20x longer"
+        assert not results[0].success and results[1].success  # attempt 1: blocked by the check
+        assert len(trained_generator_events(instance)) == 2
+        for key in ("generated_samples", "monthly_report"):
+            event = instance.get_latest_materialization_event(dg.AssetKey(key))
+            assert event is not None and event.run_id == results[1].run_id, key
+        assert (artifacts / "generated_samples" / f"{MONTH}.png").is_file()
+        assert (artifacts / "monthly_report" / f"{MONTH}.json").is_file()
+        assert stored_generator_config(artifacts)["steps"] == 80

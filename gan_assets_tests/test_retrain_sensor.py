@@ -1,0 +1,299 @@
+"""retrain_on_fid_failure, one tick at a time, against real fid_score events in a test instance.
+
+The events come from materializing a small fid_score that emits the contract metadata (the
+sensor only reads events, so the scorer behind them does not matter here); the full loop with
+the real training and evaluation assets is in test_retrain_loop.py.
+"""
+
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from gan_assets import sensors
+from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG, PARENT_RUN_TAG, run_attempt
+from gan_assets.io_managers import LocalArtifactStore
+from gan_assets.jobs import retrain_job
+from gan_assets.model.config import TrainConfig, config_diff
+from gan_assets.model.mutation import POLICY_ENV_VAR
+from gan_assets.partitions import monthly_partitions
+from gan_assets.resources import GanConfig, Notifier
+from gan_assets.sensors import FID_SCORE_KEY, decide_retrain, retrain_on_fid_failure
+
+TINY = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8, batch_size=8,
+            steps=4, log_every=2, num_samples=8, fid_num_fake=16)
+MONTH = "2026-03-01"
+
+
+class StandInScore(dg.Config):
+    fid: float = 500.0
+
+
+@dg.asset(partitions_def=monthly_partitions)
+def trained_generator() -> None:
+    """Stand-in so that retrain_job's selection resolves."""
+
+
+@dg.asset(name="fid_score", partitions_def=monthly_partitions, deps=[trained_generator])
+def fid_score(context: dg.AssetExecutionContext, config: StandInScore, gan_config: GanConfig) -> dg.MaterializeResult:
+    """Emits fid_score's contract metadata for a given FID."""
+    train = gan_config.to_train_config()
+    attempt = run_attempt(context)
+    passed = config.fid <= train.fid_threshold
+    status = "passed" if passed else ("rejected" if attempt >= train.max_attempts else "failed")
+    return dg.MaterializeResult(metadata={
+        "fid": config.fid, "kid_mean": 0.0, "threshold": train.fid_threshold, "passed": passed,
+        "attempt": attempt, "max_attempts": train.max_attempts, "status": status,
+        "config": dg.MetadataValue.json(train.to_dict()),
+        "config_diff": dg.MetadataValue.json(json.loads(context.run.tags.get(CONFIG_DIFF_TAG, "{}"))),
+    })
+
+
+class Webhook:
+    """A webhook receiver on 127.0.0.1 that records every POSTed JSON body."""
+
+    def __init__(self) -> None:
+        received: list[dict[str, Any]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def make_defs(artifacts: Path, webhook_url: str | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[trained_generator, fid_score],
+        jobs=[retrain_job],
+        sensors=[retrain_on_fid_failure],
+        resources={
+            "gan_config": GanConfig(**TINY),
+            "notifier": Notifier(webhook_url=webhook_url, ui_base_url="http://ui.test"),
+            "artifact_store": LocalArtifactStore(base_dir=str(artifacts)),
+        },
+    )
+
+
+def score(instance: dg.DagsterInstance, partition: str, fid: float, *, attempt: int = 1,
+          config: dict[str, Any] | None = None) -> str:
+    """Materialize the stand-in fid_score for one month; returns the run id."""
+    result = dg.materialize(
+        [fid_score], instance=instance, partition_key=partition,
+        resources={"gan_config": GanConfig(**(config or TINY))},
+        run_config={"ops": {"fid_score": {"config": {"fid": fid}}}},
+        tags={ATTEMPT_TAG: str(attempt)},
+    )
+    return result.run_id
+
+
+def report(instance: dg.DagsterInstance, partition: str, fid: float, *, attempt: int = 1) -> None:
+    """The same contract metadata as a runless event: cheaper where the parent run does not matter."""
+    train = TrainConfig(**TINY)
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=FID_SCORE_KEY, partition=partition,
+        metadata={"fid": fid, "threshold": train.fid_threshold, "passed": fid <= train.fid_threshold,
+                  "attempt": attempt, "max_attempts": train.max_attempts,
+                  "config": dg.MetadataValue.json(train.to_dict())},
+    ))
+
+
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
+    """One sensor evaluation the way the daemon does it: the previous tick's cursor in, the new one out."""
+    context = dg.build_multi_asset_sensor_context(
+        monitored_assets=[FID_SCORE_KEY], instance=instance, definitions=defs, cursor=cursor,
+        resources=defs.resources,
+    )
+    data = retrain_on_fid_failure.evaluate_tick(context)
+    return list(data.run_requests or []), data.cursor
+
+
+def test_a_failing_event_yields_exactly_one_request_with_the_mutated_config_and_tags(
+        instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    defs = make_defs(tmp_path)
+    run_id = score(instance, MONTH, fid=500.0)  # default threshold 200: fails, attempt 1 of 3
+
+    requests, cursor = tick(defs, instance, None)
+
+    assert len(requests) == 1
+    request = requests[0]
+    used = TrainConfig(**TINY).to_dict()
+    expected = TrainConfig(**TINY).replace(lr_g=1e-4, lr_d=1e-4).to_dict()
+    assert request.run_config == {"resources": {"gan_config": {"config": expected}}}
+    assert request.partition_key == MONTH
+    assert request.run_key == f"{MONTH}:2"
+    assert request.tags[ATTEMPT_TAG] == "2"
+    assert request.tags[PARENT_RUN_TAG] == run_id
+    assert json.loads(request.tags[CONFIG_DIFF_TAG]) == config_diff(used, expected) == {
+        "lr_d": [2e-4, 1e-4], "lr_g": [2e-4, 1e-4]}
+    assert request.job_name in (None, "retrain_job")
+
+    # A repeated tick (the daemon passes the stored cursor back) requests nothing more.
+    again, cursor_after = tick(defs, instance, cursor)
+    assert again == [] and cursor_after == cursor
+
+
+def test_mutations_chain_from_the_config_the_failing_attempt_used(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    defs = make_defs(tmp_path)
+    second = TrainConfig(**TINY).replace(lr_g=1e-4, lr_d=1e-4).to_dict()
+    score(instance, MONTH, fid=500.0, attempt=2, config=second)
+    (request,), _ = tick(defs, instance, None)
+    third = request.run_config["resources"]["gan_config"]["config"]
+    assert (third["lr_g"], third["lr_d"], third["steps"]) == (5e-5, 5e-5, 6)
+    assert request.tags[ATTEMPT_TAG] == "3" and request.run_key == f"{MONTH}:3"
+
+
+def test_passing_events_and_the_last_attempt_yield_no_request_and_rejection_is_notified(
+        instance: dg.DagsterInstance, tmp_path: Path, webhook: Webhook) -> None:
+    defs = make_defs(tmp_path, webhook.url)
+    score(instance, "2026-01-01", fid=10.0)  # passes
+    last_run = score(instance, "2026-02-01", fid=500.0, attempt=3)  # fails at max_attempts=3
+
+    requests, cursor = tick(defs, instance, None)
+
+    assert requests == []
+    assert cursor is not None  # both events were consumed
+    assert len(webhook.received) == 1
+    text = webhook.received[0]["text"]
+    assert "2026-02-01" in text and "REJECTED" in text and "3 of 3" in text
+    assert f"http://ui.test/runs/{last_run}" in text
+    assert tick(defs, instance, cursor)[0] == [] and len(webhook.received) == 1  # notified once
+
+
+def test_three_months_failing_before_one_tick_give_three_requests(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    defs = make_defs(tmp_path)
+    months = ["2026-01-01", "2026-02-01", "2026-03-01"]
+    for month in months:
+        report(instance, month, fid=500.0)
+
+    requests, cursor = tick(defs, instance, None)
+
+    assert sorted(r.partition_key for r in requests) == months
+    assert sorted(r.run_key for r in requests) == [f"{m}:2" for m in months]
+    assert tick(defs, instance, cursor)[0] == []
+
+
+def test_the_cursor_moves_only_past_the_events_handled(
+        instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    defs = make_defs(tmp_path)
+    monkeypatch.setattr(sensors, "RETRAIN_EVENTS_PER_TICK", 2)
+    months = ["2026-01-01", "2026-02-01", "2026-03-01"]
+    for month in months:
+        report(instance, month, fid=500.0)
+
+    first, cursor = tick(defs, instance, None)
+    second, cursor = tick(defs, instance, cursor)
+    third, _ = tick(defs, instance, cursor)
+
+    assert [r.partition_key for r in first] == months[:2]
+    assert [r.partition_key for r in second] == months[2:]
+    assert third == []
+
+
+def test_config_falls_back_to_the_stored_fid_score_artifact(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    defs = make_defs(tmp_path)
+    used = TrainConfig(**TINY).replace(lr_g=3e-4).to_dict()
+    (tmp_path / "fid_score").mkdir()
+    (tmp_path / "fid_score" / f"{MONTH}.json").write_text(json.dumps({"attempt": 1, "config": used}))
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=FID_SCORE_KEY, partition=MONTH,
+        metadata={"passed": False, "attempt": 1, "max_attempts": 3, "fid": 500.0, "threshold": 200.0},
+    ))
+    (request,), _ = tick(defs, instance, None)
+    assert request.run_config["resources"]["gan_config"]["config"]["lr_g"] == pytest.approx(1.5e-4)
+    assert PARENT_RUN_TAG not in request.tags  # a runless event has no parent run
+
+
+def test_events_that_cannot_be_mutated_are_reported_not_retried_forever(
+        instance: dg.DagsterInstance, tmp_path: Path, webhook: Webhook) -> None:
+    defs = make_defs(tmp_path, webhook.url)
+    # No config in the event and none stored: logged, consumed, no request.
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=FID_SCORE_KEY, partition=MONTH, metadata={"passed": False, "attempt": 1, "max_attempts": 3}))
+    requests, cursor = tick(defs, instance, None)
+    assert requests == [] and cursor is not None
+    assert len(webhook.received) == 1 and "cannot be retrained automatically" in webhook.received[0]["text"]
+    decision = decide_retrain({"passed": False, "attempt": 1, "max_attempts": 3}, MONTH, "", None)
+    assert decision.action == "stuck" and "no config recorded for attempt 1" in decision.reason
+    # Events not written by fid_score's contract are consumed without a request.
+    assert decide_retrain({"fid": 3.0}, MONTH, "", None).action == "skip"
+    assert decide_retrain({"passed": False, "attempt": 1, "max_attempts": 3,
+                           "config": TrainConfig(**TINY).to_dict()}, None, "", None).action == "skip"
+
+
+def test_a_malformed_policy_fails_the_tick_without_consuming_events(
+        instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    defs = make_defs(tmp_path)
+    report(instance, MONTH, fid=500.0)
+    monkeypatch.setenv(POLICY_ENV_VAR, '[{"scale": {"fid_threshold": 10}}]')
+    with pytest.raises(Exception, match="fid_threshold: this field must stay fixed"):
+        tick(defs, instance, None)
+    monkeypatch.delenv(POLICY_ENV_VAR)
+    (request,), _ = tick(defs, instance, None)  # fixed: the backlog is handled
+    assert request.run_key == f"{MONTH}:2"
+
+
+def test_the_policy_is_configurable_by_env(instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(POLICY_ENV_VAR, json.dumps([{"scale": {"steps": 2}, "description": "double steps"}]))
+    defs = make_defs(tmp_path)
+    report(instance, MONTH, fid=500.0)
+    (request,), _ = tick(defs, instance, None)
+    assert json.loads(request.tags[CONFIG_DIFF_TAG]) == {"steps": [4, 8]}
+    assert request.tags["gan/mutation"] == "double steps"
+
+
+def test_requests_are_valid_runs_of_retrain_job(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    """The request's run config, tags and partition launch retrain_job, whose fid_score records attempt 2."""
+    defs = make_defs(tmp_path)
+    score(instance, MONTH, fid=500.0)
+    (request,), cursor = tick(defs, instance, None)
+    run_config = {**request.run_config, "ops": {"fid_score": {"config": {"fid": 400.0}}}}
+    result = defs.resolve_job_def("retrain_job").execute_in_process(
+        run_config=run_config, tags=request.tags, partition_key=request.partition_key, instance=instance)
+    assert result.success
+    (event,) = result.asset_materializations_for_node("fid_score")
+    assert event.metadata["attempt"].value == 2
+    assert event.metadata["config"].value["lr_g"] == pytest.approx(1e-4)
+    (next_request,), _ = tick(defs, instance, cursor)
+    assert next_request.run_key == f"{MONTH}:3"
+
+
+def test_only_the_newest_score_of_a_month_in_a_batch_counts(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    defs = make_defs(tmp_path)
+    report(instance, MONTH, fid=500.0)  # failed...
+    report(instance, MONTH, fid=10.0)  # ...then a manual re-run passed before the tick
+    report(instance, "2026-04-01", fid=500.0)
+    report(instance, "2026-04-01", fid=600.0)  # failed twice: retrained once
+    requests, _ = tick(defs, instance, None)
+    assert [r.run_key for r in requests] == ["2026-04-01:2"]
