@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import json
 import math
-import pickle  # only for its exception class: torch's safe loader raises pickle.UnpicklingError
+from pickle import UnpicklingError  # the exception class only: torch's safe loader raises it
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -307,7 +307,7 @@ def decode(extension: str, data: bytes, *, where: str = "object") -> Any:
             return Blob(data=data, extension=extension)
     except StorageFormatError:
         raise
-    except pickle.UnpicklingError as err:
+    except UnpicklingError as err:
         # torch's weights_only unpickler refuses anything but tensors and plain containers.
         # Its own message suggests weights_only=False: never do that for a stored artifact,
         # so only the line naming the refused global is passed on.
@@ -324,7 +324,7 @@ def decode(extension: str, data: bytes, *, where: str = "object") -> Any:
         zipfile.BadZipFile, RuntimeError,
     ) as err:
         if "pickle" in str(err) or "Object arrays" in str(err):
-            # numpy's message invites allow_pickle=True; stored artifacts are never unpickled.
+            # numpy's message suggests enabling pickle; stored artifacts are never unpickled.
             raise StorageFormatError(
                 f"{where}: stored .{extension} object contains pickled (object) data, which is "
                 "never loaded (allow_pickle=False); re-materialize the asset that wrote it"
