@@ -33,8 +33,8 @@ def test_attempt_3_chains_from_attempt_2_halving_again_with_50_percent_more_step
     assert third.lr_g == pytest.approx(5e-5) and third.lr_d == pytest.approx(1e-4)
     assert third.steps == 6  # 4 x 1.5
     assert set(config_diff(TINY.to_dict(), third.to_dict())) == {"lr_g", "lr_d", "steps"}
-    # 300 steps (the default budget) -> 450.
-    assert mutate_config(TrainConfig(), 3).steps == 450
+    # 400 steps (the default budget) -> 600.
+    assert TrainConfig().steps == 400 and mutate_config(TrainConfig(), 3).steps == 600
 
 
 def test_attempt_4_and_5_turn_on_augmentation_ema_then_hinge_spectral_norm() -> None:
