@@ -198,3 +198,23 @@ def test_line_chart_geometry() -> None:
     assert single["plot"]["top"] < y < single["plot"]["bottom"]
     with pytest.raises(ValueError, match="one value per x"):
         line_chart([0.0, 1.0], [("a", [1.0])], title="bad")
+
+
+def test_rejects_group_by_reason_code_and_count_decode_time_rejects() -> None:
+    import pandas as pd
+
+    from gan_assets.report.document import data_counts
+
+    manifest = pd.DataFrame({
+        "status": ["ok", "ok", "ok", "rejected", "rejected"],
+        "modality": ["CT", "CT", "CT", "", ""],
+        "reason_code": ["", "", "", "pixel_data_short", "pixel_data_short"],
+        "reason": ["", "", "", "pixel data says 131072 bytes but 78644 remain",
+                   "pixel data says 524288 bytes but 1200 remain"],
+    })
+    decode = [{"reason_code": "decode_failed", "reason": "JPEG-LS needs pylibjpeg-libjpeg"}]
+    counts = data_counts(manifest, decode)
+    # Two files with one cause but different byte counts are one reason; the decode reject counts.
+    assert counts["rejects_by_reason"] == {"decode_failed": 1, "pixel_data_short": 2}
+    assert counts["reject_examples"]["pixel_data_short"].startswith("pixel data says 131072")
+    assert (counts["files_seen"], counts["accepted"], counts["rejected"]) == (5, 2, 3)

@@ -129,7 +129,7 @@ def monthly_report(
             "dicom": list(sample_attrs.get("dicom") or []),
         },
         preview_data_uri=data_uri(preview),
-        data=data_counts(dicom_manifest),
+        data=data_counts(dicom_manifest, preprocessed_images.attrs.get("rejected_at_decode") or []),
         attempts=attempts,
         trend=trend,
         timings={

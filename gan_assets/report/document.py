@@ -91,21 +91,40 @@ def validate_report(report: Mapping[str, Any]) -> None:
 
 # ---- inputs -> sections ---------------------------------------------------------------------
 
-def data_counts(manifest: pd.DataFrame) -> dict[str, Any]:
-    """Files seen, accepted and rejected (by reason), and modalities of the accepted files."""
+def data_counts(manifest: pd.DataFrame, decode_rejects: list[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Files seen, accepted and rejected (by reason), and modalities of the accepted files.
+
+    Rejects are grouped by the manifest's stable ``reason_code`` when it has one (the sentences
+    carry per-file detail such as byte counts), with one example sentence per code. Files that
+    passed the header scan but failed at decode (``decode_rejects``, from preprocessed_images)
+    count as rejected too, so files seen = accepted + rejected.
+    """
     missing = {"status", "reason", "modality"} - set(manifest.columns)
     if missing:
         raise ReportError(f"dicom_manifest lacks column(s) {sorted(missing)}; re-materialize dicom_manifest")
     status = manifest["status"].astype(str)
     ok = manifest[status == "ok"]
     rejected = manifest[status != "ok"]
-    reasons = rejected["reason"].astype(str).replace("", "unspecified").value_counts()
+    code_column = "reason_code" if "reason_code" in manifest.columns else "reason"
+    entries = [
+        (str(row[code_column]) or "unspecified", str(row["reason"]))
+        for row in rejected.to_dict("records")
+    ]
+    entries += [(str(r.get("reason_code") or r.get("reason") or "unspecified"), str(r.get("reason", "")))
+                for r in (decode_rejects or [])]
+    counts: dict[str, int] = {}
+    examples: dict[str, str] = {}
+    for code, sentence in entries:
+        counts[code] = counts.get(code, 0) + 1
+        examples.setdefault(code, sentence)
+    accepted = int(len(ok)) - len(decode_rejects or [])
     modalities = ok["modality"].astype(str).replace("", "unknown").value_counts()
     return {
         "files_seen": int(len(manifest)),
-        "accepted": int(len(ok)),
-        "rejected": int(len(rejected)),
-        "rejects_by_reason": {str(k): int(v) for k, v in sorted(reasons.items())},
+        "accepted": accepted,
+        "rejected": int(len(manifest)) - accepted,
+        "rejects_by_reason": dict(sorted(counts.items())),
+        "reject_examples": dict(sorted(examples.items())),
         "modalities": {str(k): int(v) for k, v in sorted(modalities.items())},
     }
 
