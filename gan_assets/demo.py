@@ -58,6 +58,8 @@ def _run_data(args: argparse.Namespace) -> int:
 
 # ---- run subcommand (lead: materialize the graph for one month) ---------------------------
 DEMO_MONTH = "2026-03-01"
+# Dagster's console logger prints every engine event at DEBUG; a newcomer wants the stages.
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _add_run_parser(sub: argparse._SubParsersAction) -> None:
@@ -94,10 +96,13 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     ingest = [dg.AssetKey("dicom_manifest"), dg.AssetKey("preprocessed_images")]
     for month in window:
         logger.info("== ingest %s (training window)", month)
-        pipeline.execute_in_process(partition_key=month, instance=instance, asset_selection=ingest)
+        pipeline.execute_in_process(partition_key=month, instance=instance, asset_selection=ingest,
+                                    run_config=QUIET_LOGS)
 
     logger.info("== gan_pipeline %s", args.month)
-    result = pipeline.execute_in_process(partition_key=args.month, instance=instance, raise_on_error=False)
+    result = pipeline.execute_in_process(
+        partition_key=args.month, instance=instance, raise_on_error=False, run_config=QUIET_LOGS
+    )
     if not args.no_retrain:
         result = _retrain_like_the_sensor(defs, instance, result)
     _print_summary(defs, instance, args.month)
@@ -124,7 +129,8 @@ def _retrain_like_the_sensor(defs, instance, result):  # noqa: ANN001, ANN202 - 
                         request.tags.get("gan/attempt"))
             job = defs.resolve_job_def(request.job_name or "retrain_job")
             result = job.execute_in_process(
-                partition_key=request.partition_key, instance=instance, run_config=request.run_config,
+                partition_key=request.partition_key, instance=instance,
+                run_config={**dict(request.run_config or {}), **QUIET_LOGS},
                 tags=request.tags, raise_on_error=False,
             )
     return result
