@@ -68,14 +68,17 @@ class FeatureExtractor(ABC):
     input_range: str
     batch_size: int
     device: torch.device
+    # Set by each subclass's constructor once its weights are fixed.
+    _sha: str
+    _feature_dim: int
 
     @property
-    @abstractmethod
-    def weights_sha256(self) -> str: ...
+    def weights_sha256(self) -> str:
+        return self._sha
 
     @property
-    @abstractmethod
-    def feature_dim(self) -> int: ...
+    def feature_dim(self) -> int:
+        return self._feature_dim
 
     @abstractmethod
     def input_size_for(self, image_size: int) -> int:
@@ -221,14 +224,6 @@ class RandomConvExtractor(FeatureExtractor):
                     bias = rng.standard_normal(tuple(module.bias.shape)) * 0.01
                     module.bias.copy_(torch.from_numpy(bias.astype(np.float32)))
 
-    @property
-    def weights_sha256(self) -> str:
-        return self._sha
-
-    @property
-    def feature_dim(self) -> int:
-        return self._feature_dim
-
     def input_size_for(self, image_size: int) -> int:
         return self.input_size or int(image_size)
 
@@ -286,14 +281,6 @@ class TorchScriptExtractor(FeatureExtractor):
         if out.shape[0] != 2:
             raise ExtractorError(f"{self.name} returned batch size {out.shape[0]} for 2 inputs; it must map N images to N feature vectors")
         return int(out.reshape(2, -1).shape[1])
-
-    @property
-    def weights_sha256(self) -> str:
-        return self._sha
-
-    @property
-    def feature_dim(self) -> int:
-        return self._feature_dim
 
     def input_size_for(self, image_size: int) -> int:
         return self.input_size
