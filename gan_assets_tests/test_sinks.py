@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from gan_assets.partitions import monthly_partitions
-from gan_assets.report.sinks import metric_dimensions, post_webhook, rejection_message
+from gan_assets.report.sinks import metric_dimensions, post_webhook
 from gan_assets.resources import CloudWatchMetrics, Notifier
 from gan_assets.sensors import notify_on_run_failure
 from gan_assets_tests.conftest import free_port
@@ -127,11 +127,6 @@ def test_notifier_failures_are_logged_never_raised(webhook: Recorder, caplog: py
         assert "notifier POST failed (ConnectionRefusedError)" in caplog.text
         assert post_webhook("ftp://127.0.0.1/hook", "x") is False
     assert len(webhook.requests) == 1  # the 500 answer was a real request
-
-
-def test_rejection_message_names_month_attempts_and_link() -> None:
-    text = rejection_message("2026-03-01", 3, 180.0, 100.0, "http://ui/runs/abc")
-    assert "2026-03-01" in text and "3 attempt(s)" in text and "180.00" in text and "http://ui/runs/abc" in text
 
 
 # ---- run-failure sensor ----------------------------------------------------------------------

@@ -76,11 +76,3 @@ def run_failure_message(job_name: str, partition_key: str | None, detail: str, r
     if len(detail) > 300:  # a chat line, not a stack trace; the link has the rest
         detail = detail[:297] + "..."
     return f":x: gan-assets run `{job_name}` failed for month {month}: {detail} <{run_url}|open run>"
-
-
-def rejection_message(partition_key: str, attempts: int, fid: float, threshold: float, run_url: str) -> str:
-    """Short chat message for a month whose retrain attempts are exhausted."""
-    return (
-        f":no_entry: gan-assets month {partition_key} rejected after {attempts} attempt(s): "
-        f"FID {fid:.2f} > threshold {threshold:.2f}. <{run_url}|open run>"
-    )
