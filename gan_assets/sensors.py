@@ -113,13 +113,20 @@ def decide_retrain(
     if run_id:
         tags[PARENT_RUN_TAG] = run_id
     request = dg.RunRequest(
-        run_key=f"{partition}:{next_attempt}",
+        run_key=retrain_run_key(partition, next_attempt, run_id),
         run_config={"resources": {"gan_config": {"config": mutated}}},
         tags=tags,
         partition_key=partition,
     )
     return decision("retrain", f"attempt {attempt} of {max_attempts} failed; retraining as attempt "
                                f"{next_attempt} with {diff}", request)
+
+
+def retrain_run_key(partition: str, attempt: int, parent_run_id: str | None) -> str:
+    """``<month>:<attempt>:<failing run>``: the same failure is never requested twice, yet a month
+    that is materialized afresh later and fails again starts a new chain (Dagster never reuses a
+    run key, so ``<month>:<attempt>`` alone would silently skip every later chain of that month)."""
+    return f"{partition}:{attempt}:{parent_run_id}" if parent_run_id else f"{partition}:{attempt}"
 
 
 def _retrain_on_fid_failure(context: dg.MultiAssetSensorEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:

@@ -173,7 +173,7 @@ def test_running_daemon_retrains_a_failing_month_with_the_mutated_config(
         assert retrain.job_name == "retrain_job"
         assert retrain.tags["dagster/partition"] == MONTH
         assert retrain.tags[PARENT_RUN_TAG] == first.run_id
-        assert retrain.tags["dagster/run_key"] == f"{MONTH}:2"
+        assert retrain.tags["dagster/run_key"] == f"{MONTH}:2:{first.run_id}"
         assert retrain.tags.get("dagster/sensor_name") == "retrain_on_fid_failure"
         config = retrain.run_config["resources"]["gan_config"]["config"]
         assert config["lr_g"] == pytest.approx(used["lr_g"] / 2)

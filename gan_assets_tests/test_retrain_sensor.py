@@ -152,7 +152,7 @@ def test_a_failing_event_yields_exactly_one_request_with_the_mutated_config_and_
     expected = TrainConfig(**TINY).replace(lr_g=1e-4, lr_d=1e-4).to_dict()
     assert request.run_config == {"resources": {"gan_config": {"config": expected}}}
     assert request.partition_key == MONTH
-    assert request.run_key == f"{MONTH}:2"
+    assert request.run_key == f"{MONTH}:2:{run_id}"
     assert request.tags[ATTEMPT_TAG] == "2"
     assert request.tags[PARENT_RUN_TAG] == run_id
     assert json.loads(request.tags[CONFIG_DIFF_TAG]) == config_diff(used, expected) == {
@@ -167,11 +167,11 @@ def test_a_failing_event_yields_exactly_one_request_with_the_mutated_config_and_
 def test_mutations_chain_from_the_config_the_failing_attempt_used(instance: dg.DagsterInstance, tmp_path: Path) -> None:
     defs = make_defs(tmp_path)
     second = TrainConfig(**TINY).replace(lr_g=1e-4, lr_d=1e-4).to_dict()
-    score(instance, MONTH, fid=500.0, attempt=2, config=second)
+    parent = score(instance, MONTH, fid=500.0, attempt=2, config=second)
     (request,), _ = tick(defs, instance, None)
     third = request.run_config["resources"]["gan_config"]["config"]
     assert (third["lr_g"], third["lr_d"], third["steps"]) == (5e-5, 5e-5, 6)
-    assert request.tags[ATTEMPT_TAG] == "3" and request.run_key == f"{MONTH}:3"
+    assert request.tags[ATTEMPT_TAG] == "3" and request.run_key == f"{MONTH}:3:{parent}"
 
 
 def test_passing_events_and_the_last_attempt_yield_no_request_and_rejection_is_notified(
@@ -286,7 +286,7 @@ def test_requests_are_valid_runs_of_retrain_job(instance: dg.DagsterInstance, tm
     assert event.metadata["attempt"].value == 2
     assert event.metadata["config"].value["lr_g"] == pytest.approx(1e-4)
     (next_request,), _ = tick(defs, instance, cursor)
-    assert next_request.run_key == f"{MONTH}:3"
+    assert next_request.run_key == f"{MONTH}:3:{result.run_id}"
 
 
 def test_only_the_newest_score_of_a_month_in_a_batch_counts(instance: dg.DagsterInstance, tmp_path: Path) -> None:
@@ -297,3 +297,17 @@ def test_only_the_newest_score_of_a_month_in_a_batch_counts(instance: dg.Dagster
     report(instance, "2026-04-01", fid=600.0)  # failed twice: retrained once
     requests, _ = tick(defs, instance, None)
     assert [r.run_key for r in requests] == ["2026-04-01:2"]
+
+
+def test_a_month_materialized_afresh_after_a_finished_chain_is_retrained_again(
+        instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    """Run keys are never reused by Dagster: a later chain of the same month needs keys of its own."""
+    defs = make_defs(tmp_path)
+    first = score(instance, MONTH, fid=500.0)
+    (request,), cursor = tick(defs, instance, None)
+    # Months later the month is re-ingested and trained from scratch (attempt 1) and fails again.
+    again = score(instance, MONTH, fid=450.0)
+    (second_request,), _ = tick(defs, instance, cursor)
+    assert second_request.run_key != request.run_key
+    assert second_request.tags[PARENT_RUN_TAG] == again != first
+    assert second_request.tags[ATTEMPT_TAG] == "2"
