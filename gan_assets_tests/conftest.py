@@ -50,6 +50,17 @@ def s3_client(moto_endpoint: str) -> Any:
 
 
 @pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models: a second intra-op thread only adds spin-waiting on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def artifacts_dir(tmp_path: Path) -> Path:
     path = tmp_path / "artifacts"
     path.mkdir()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -31,13 +30,7 @@ TINY = TrainConfig(image_size=32, latent_dim=16, generator_width=8, discriminato
                    steps=4, log_every=2, num_samples=8, fid_num_fake=16, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny models: a second intra-op thread only adds spin-waiting on a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def two_halves(n: int = 64, size: int = 32, seed: int = 0) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -28,12 +27,7 @@ TINY = {"image_size": 32, "latent_dim": 16, "generator_width": 8, "discriminator
 UPSTREAM = dg.AssetSpec("preprocessed_images", partitions_def=monthly_partitions)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def seed_month(root: Path, partition: str, n: int, size: int = 32) -> np.ndarray:
