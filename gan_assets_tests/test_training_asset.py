@@ -9,7 +9,6 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
-import torch
 
 from gan_assets.assets.common import TRAINING_TAG
 from gan_assets.assets.training import pack_window, trained_generator
