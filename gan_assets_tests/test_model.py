@@ -13,6 +13,7 @@ from PIL import Image
 from gan_assets.model.artifact import sample_images
 from gan_assets.model.augment import DiffAugment, rand_cutout, rand_translation
 from gan_assets.model.config import TrainConfig
+from gan_assets.model import dcgan
 from gan_assets.model.dcgan import build_discriminator, build_generator
 from gan_assets.model.ema import ModelEMA
 from gan_assets.model.previews import fixed_noise_grid_png, loss_curve_png
@@ -238,31 +239,76 @@ def test_device_auto_and_missing_cuda() -> None:
             resolve_device("cuda")
 
 
+FAST_PATH_LAYERS = [
+    # (our layer, input shape): every CPU fast path of dcgan.Conv2d / dcgan.ConvTranspose2d
+    ("conv 8x8 -> 4x4", lambda: dcgan.Conv2d(6, 5, 4, 2, 1, bias=False), (3, 6, 8, 8)),
+    ("conv 1 channel in", lambda: dcgan.Conv2d(1, 5, 4, 2, 1, bias=False), (3, 1, 16, 16)),
+    ("conv 4x4 -> 1x1", lambda: dcgan.Conv2d(6, 1, 4, 1, 0, bias=False), (3, 6, 4, 4)),
+    ("convT 1x1 -> 4x4", lambda: dcgan.ConvTranspose2d(7, 5, 4, 1, 0, bias=False), (3, 7, 1, 1)),
+    ("convT 4x4 -> 8x8", lambda: dcgan.ConvTranspose2d(6, 5, 4, 2, 1, bias=False), (3, 6, 4, 4)),
+    ("convT 1 channel out", lambda: dcgan.ConvTranspose2d(6, 1, 4, 2, 1, bias=False), (3, 6, 8, 8)),
+]
+
+
+@pytest.mark.parametrize("name,make,shape", FAST_PATH_LAYERS, ids=[name for name, _, _ in FAST_PATH_LAYERS])
+@pytest.mark.parametrize("grads", ["input+weight", "weight only", "input only"])
+def test_cpu_fast_path_layers_match_stock_convolutions(name: str, make, shape: tuple[int, ...], grads: str) -> None:
+    """Each CPU fast path computes what torch's layer computes: output, and every gradient autograd asks for.
+
+    "weight only" is D's real / detached-fake pass (the image needs no gradient), "input only"
+    G's step through a frozen D.
+    """
+    torch.manual_seed(0)
+    ours = make()
+    stock_type = torch.nn.ConvTranspose2d if isinstance(ours, torch.nn.ConvTranspose2d) else torch.nn.Conv2d
+    stock = stock_type(ours.in_channels, ours.out_channels, 4, ours.stride, ours.padding, bias=False)
+    stock.load_state_dict(ours.state_dict())
+    for layer in (ours, stock):
+        layer.weight.requires_grad_(grads != "input only")
+    x = torch.randn(*shape)
+    x_ours, x_stock = x.clone().requires_grad_(grads != "weight only"), x.clone().requires_grad_(grads != "weight only")
+    out_ours, out_stock = ours(x_ours), stock(x_stock)
+    # the fast path really ran (with a frozen weight the 8x8 <-> 4x4 layers deliberately use oneDNN)
+    fast = not (grads == "input only" and name in ("conv 8x8 -> 4x4", "convT 4x4 -> 8x8"))
+    assert ("Convolution" not in type(out_ours.grad_fn).__name__) == fast, type(out_ours.grad_fn).__name__
+    assert out_ours.shape == out_stock.shape
+    torch.testing.assert_close(out_ours, out_stock, atol=1e-5, rtol=1e-5)
+    upstream = torch.randn_like(out_stock)
+    (out_ours * upstream).sum().backward()
+    (out_stock * upstream).sum().backward()
+    if grads == "weight only":
+        assert x_ours.grad is None
+    else:
+        torch.testing.assert_close(x_ours.grad, x_stock.grad, atol=1e-5, rtol=1e-5)
+    if grads == "input only":
+        assert ours.weight.grad is None
+    else:
+        torch.testing.assert_close(ours.weight.grad, stock.weight.grad, atol=1e-4, rtol=1e-5)
+    with torch.no_grad():  # inference (generation, previews) runs torch's own layers
+        torch.testing.assert_close(ours(x), stock(x), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("spectral_norm", [False, True])
-def test_cpu_matmul_layers_match_stock_convolutions(spectral_norm: bool) -> None:
-    """The CPU fast paths (8x8 -> 4x4 conv, 4x4 -> 8x8 transposed conv) compute what torch's layers do."""
+def test_cpu_fast_path_networks_match_stock_layers(spectral_norm: bool) -> None:
+    """Whole networks with the fast paths compute what the same networks with torch's layers do."""
     from gan_assets.model.dcgan import Conv2d, ConvTranspose2d
 
-    torch.manual_seed(0)
-    for ours, x in ((Conv2d(6, 5, 4, 2, 1, bias=False), torch.randn(3, 6, 8, 8)),
-                    (ConvTranspose2d(6, 5, 4, 2, 1, bias=False), torch.randn(3, 6, 4, 4))):
-        stock = (torch.nn.Conv2d if isinstance(ours, torch.nn.Conv2d) else torch.nn.ConvTranspose2d)(6, 5, 4, 2, 1, bias=False)
-        stock.load_state_dict(ours.state_dict())
-        x_ours, x_stock = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-        out_ours, out_stock = ours(x_ours), stock(x_stock)
-        assert out_ours.shape == out_stock.shape
-        assert torch.allclose(out_ours, out_stock, atol=1e-5)
-        upstream = torch.randn_like(out_stock)
-        (out_ours * upstream).sum().backward()
-        (out_stock * upstream).sum().backward()
-        assert torch.allclose(x_ours.grad, x_stock.grad, atol=1e-5)
-        assert torch.allclose(ours.weight.grad, stock.weight.grad, atol=1e-4)
     # and inside a whole discriminator, with or without spectral norm
     config = TINY.replace(spectral_norm=spectral_norm)
     discriminator = build_discriminator(config).eval()
-    x = torch.randn(4, 1, 32, 32)
-    fast = discriminator(x)
-    for layer in discriminator.modules():
-        if isinstance(layer, Conv2d):
+    generator = build_generator(config)
+    x = torch.randn(4, 1, 32, 32, requires_grad=True)
+    z = torch.randn(4, config.latent_dim)
+    fast_d, fast_g = discriminator(x), generator(z)
+    fast_grad = torch.autograd.grad(fast_d.sum() + fast_g.square().sum(), [x, *generator.parameters()])
+    for layer in [*discriminator.modules(), *generator.modules()]:
+        if isinstance(layer, ConvTranspose2d):
+            layer.__class__ = torch.nn.ConvTranspose2d
+        elif isinstance(layer, Conv2d):
             layer.__class__ = torch.nn.Conv2d
-    assert torch.allclose(fast, discriminator(x), atol=1e-5)
+    stock_d, stock_g = discriminator(x), generator(z)
+    stock_grad = torch.autograd.grad(stock_d.sum() + stock_g.square().sum(), [x, *generator.parameters()])
+    torch.testing.assert_close(fast_d, stock_d, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast_g, stock_g, atol=1e-5, rtol=1e-5)
+    for fast, stock in zip(fast_grad, stock_grad):
+        torch.testing.assert_close(fast, stock, atol=1e-4, rtol=1e-4)
