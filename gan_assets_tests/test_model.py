@@ -252,39 +252,54 @@ FAST_PATH_LAYERS = [
 
 @pytest.mark.parametrize("name,make,shape", FAST_PATH_LAYERS, ids=[name for name, _, _ in FAST_PATH_LAYERS])
 @pytest.mark.parametrize("grads", ["input+weight", "weight only", "input only"])
-def test_cpu_fast_path_layers_match_stock_convolutions(name: str, make, shape: tuple[int, ...], grads: str) -> None:
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+def test_cpu_fast_path_layers_match_stock_convolutions(
+    name: str, make, shape: tuple[int, ...], grads: str, memory_format: torch.memory_format
+) -> None:
     """Each CPU fast path computes what torch's layer computes: output, and every gradient autograd asks for.
 
     "weight only" is D's real / detached-fake pass (the image needs no gradient), "input only"
-    G's step through a frozen D.
+    G's step through a frozen D. Activations and gradients come out in the network's layout.
     """
     torch.manual_seed(0)
-    ours = make()
+    ours = layers.set_memory_format(make(), memory_format)
     stock_type = torch.nn.ConvTranspose2d if isinstance(ours, torch.nn.ConvTranspose2d) else torch.nn.Conv2d
     stock = stock_type(ours.in_channels, ours.out_channels, 4, ours.stride, ours.padding, bias=False)
     stock.load_state_dict(ours.state_dict())
     for layer in (ours, stock):
         layer.weight.requires_grad_(grads != "input only")
-    x = torch.randn(*shape)
+    x = torch.randn(*shape).contiguous(memory_format=memory_format)
     x_ours, x_stock = x.clone().requires_grad_(grads != "weight only"), x.clone().requires_grad_(grads != "weight only")
     out_ours, out_stock = ours(x_ours), stock(x_stock)
     # the fast path really ran
     assert "Convolution" not in type(out_ours.grad_fn).__name__, type(out_ours.grad_fn).__name__
     assert out_ours.shape == out_stock.shape
+    assert out_ours.is_contiguous(memory_format=memory_format)
     torch.testing.assert_close(out_ours, out_stock, atol=1e-5, rtol=1e-5)
-    upstream = torch.randn_like(out_stock)
-    (out_ours * upstream).sum().backward()
-    (out_stock * upstream).sum().backward()
+    upstream = torch.randn_like(out_stock).contiguous(memory_format=memory_format)
+    out_ours.backward(upstream)
+    out_stock.backward(upstream)
     if grads == "weight only":
         assert x_ours.grad is None
     else:
+        assert x_ours.grad.is_contiguous(memory_format=memory_format)
         torch.testing.assert_close(x_ours.grad, x_stock.grad, atol=1e-5, rtol=1e-5)
     if grads == "input only":
         assert ours.weight.grad is None
     else:
+        assert ours.weight.grad.is_contiguous(memory_format=memory_format)  # as the parameter: no copy in Adam
         torch.testing.assert_close(ours.weight.grad, stock.weight.grad, atol=1e-4, rtol=1e-5)
     with torch.no_grad():  # inference (generation, previews) runs torch's own layers
         torch.testing.assert_close(ours(x), stock(x), atol=1e-5, rtol=1e-5)
+
+
+def test_fast_path_output_takes_an_inplace_activation() -> None:
+    """D's LeakyReLU(inplace=True) follows the patch-row conv: its output must not be a view."""
+    conv = layers.set_memory_format(layers.Conv2d(4, 6, 4, 2, 1, bias=False), torch.channels_last)
+    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    out = torch.nn.functional.leaky_relu(conv(x), 0.2, inplace=True)
+    out.sum().backward()
+    assert conv.weight.grad is not None
 
 
 @pytest.mark.parametrize("spectral_norm", [False, True])
@@ -310,7 +325,9 @@ def test_cpu_fast_path_networks_match_stock_layers(spectral_norm: bool) -> None:
     torch.testing.assert_close(fast_d, stock_d, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast_g, stock_g, atol=1e-5, rtol=1e-5)
     for fast, stock in zip(fast_grad, stock_grad):
-        torch.testing.assert_close(fast, stock, atol=1e-4, rtol=1e-4)
+        # float32 sums in another order: compare on the gradient's own scale (with spectral norm
+        # and an unconverged power iteration, D's input gradient reaches ~5e3)
+        torch.testing.assert_close(fast, stock, atol=1e-6 * float(stock.abs().max()) + 1e-6, rtol=1e-4)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 8), (3, 5, 16, 12), (1, 1, 4, 4)])
