@@ -293,6 +293,15 @@ def test_cpu_fast_path_layers_match_stock_convolutions(
         torch.testing.assert_close(ours(x), stock(x), atol=1e-5, rtol=1e-5)
 
 
+def test_odd_sized_maps_run_torchs_layer() -> None:
+    """The patch-row form assumes even sides; anything else is torch's convolution, same result."""
+    conv = layers.Conv2d(1, 3, 4, 2, 1, bias=False)
+    x = torch.randn(2, 1, 9, 9, requires_grad=True)
+    out = conv(x)
+    assert "Convolution" in type(out.grad_fn).__name__
+    torch.testing.assert_close(out, torch.nn.functional.conv2d(x, conv.weight, stride=2, padding=1))
+
+
 def test_fast_path_output_takes_an_inplace_activation() -> None:
     """D's LeakyReLU(inplace=True) follows the patch-row conv: its output must not be a view."""
     conv = layers.set_memory_format(layers.Conv2d(4, 6, 4, 2, 1, bias=False), torch.channels_last)

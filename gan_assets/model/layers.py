@@ -30,6 +30,11 @@ def _cpu_autograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dim() == 4 and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
 
 
+def _even(x: torch.Tensor) -> bool:
+    """Both sides even: the patch-row form of a stride-2 layer assumes it."""
+    return x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0
+
+
 def patch_rows(x: torch.Tensor) -> torch.Tensor:
     """im2col of a 4 x 4 stride-2 padding-1 convolution, one row per output pixel.
 
@@ -161,7 +166,7 @@ class Conv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _cpu_autograd(x, self.weight):
-            if _is_4x4(self, 2, 1) and (self.in_channels == 1 or x.shape[-2:] == (8, 8)):
+            if _is_4x4(self, 2, 1) and _even(x) and (self.in_channels == 1 or x.shape[-2:] == (8, 8)):
                 return _PatchConv.apply(x, self.weight, self.memory_format)
             if x.shape[-2:] == (4, 4) and _is_4x4(self, 1, 0):
                 n = x.shape[0]
