@@ -131,7 +131,6 @@ def main() -> None:
         "unit": "img/s" if basis == "wall" else "img per CPU-second",
         "ratio": round(statistics.median(round_ratios), 3),
         "ratio_basis": f"{basis} time, median of per-round ratios",
-        "ratio_pooled": round(rate["ours"] / rate["reference"], 3),
         "round_ratios": [round(r, 3) for r in round_ratios],
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         "options": str(StepOptions.for_device(torch.device("cpu"))),

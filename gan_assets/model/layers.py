@@ -83,7 +83,7 @@ def _mm_to_nchw(a: torch.Tensor, b: torch.Tensor, n: int, h: int, w: int,
         out = torch.empty((n, channels, h, w), dtype=a.dtype, device=a.device, memory_format=torch.channels_last)
         torch.mm(a, b, out=out.permute(0, 2, 3, 1).view(n * h * w, channels))
         return out
-    return (a @ b).view(n, h, w, channels).permute(0, 3, 1, 2).contiguous()
+    return _pixels_to_nchw(a @ b, n, h, w, memory_format)
 
 
 class _PatchConv(torch.autograd.Function):
