@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,62 +21,17 @@ import dagster as dg
 import pytest
 
 from gan_assets.assets.common import ATTEMPT_TAG, PARENT_RUN_TAG
+from gan_assets_tests.daemon_harness import (
+    log_excerpt,
+    processes_with_home,
+    stop_process_group,
+    write_instance,
+    write_workspace,
+)
 from gan_assets_tests.test_retrain_loop import MONTH, TINY_LOOP, loop_defs, seed_preprocessed_images
 
 REPO = Path(__file__).resolve().parents[1]
 DEADLINE_SECONDS = 150.0
-DAGSTER_YAML = """\
-telemetry:
-  enabled: false
-storage:
-  sqlite:
-    base_dir: {home}
-run_coordinator:
-  module: dagster._core.run_coordinator
-  class: QueuedRunCoordinator
-run_launcher:
-  module: dagster._core.launcher
-  class: DefaultRunLauncher
-"""
-
-
-def _processes_with_home(home: Path) -> list[int]:
-    """PIDs of processes whose environment names this test's DAGSTER_HOME (all were started here)."""
-    pids = []
-    marker = f"DAGSTER_HOME={home}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
-
-
-def _stop(process: subprocess.Popen[bytes], home: Path) -> None:
-    """SIGTERM the daemon's process group, then SIGKILL it and any straggler started with this home."""
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    # Code servers and run workers are in the same group; this catches any that were not, and
-    # waits until the killed ones are gone.
-    deadline = time.monotonic() + 15.0
-    while (stragglers := _processes_with_home(home)) and time.monotonic() < deadline:
-        for pid in stragglers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.5)
 
 
 def _fid_events(instance: dg.DagsterInstance, run_id: str) -> list[dg.EventLogRecord]:
@@ -86,18 +40,9 @@ def _fid_events(instance: dg.DagsterInstance, run_id: str) -> list[dg.EventLogRe
     return [r for r in records if r.run_id == run_id]
 
 
-def _log_excerpt(path: Path) -> str:
-    """The daemon's own lines (ticks, launches, errors) and the log's tail, for a failure message."""
-    lines = path.read_text(errors="replace").splitlines()
-    daemon_lines = [line for line in lines if "dagster.daemon" in line or "Error" in line]
-    return "\n".join(daemon_lines[-40:]) + "\n...\n" + "\n".join(lines[-30:])
-
-
 @pytest.fixture
 def daemon_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(DAGSTER_YAML.format(home=home))
+    home = write_instance(tmp_path / "dagster_home")
     artifacts = tmp_path / "artifacts"
     landing = tmp_path / "landing_zone"
     landing.mkdir()
@@ -122,11 +67,7 @@ def test_running_daemon_retrains_a_failing_month_with_the_mutated_config(
     home = Path(daemon_env["DAGSTER_HOME"])
     artifacts = Path(daemon_env["GAN_ASSETS_ARTIFACTS_DIR"])
     seed_preprocessed_images(artifacts, [MONTH])
-    workspace = tmp_path / "workspace.yaml"
-    workspace.write_text(
-        "load_from:\n  - python_module:\n      module_name: gan_assets.definitions\n"
-        f"      working_directory: {REPO}\n"
-    )
+    workspace = write_workspace(tmp_path / "workspace.yaml", REPO)
     for name in ("GAN_ASSETS_ENV", "GAN_ASSETS_ARTIFACTS_DIR", "GAN_ASSETS_LANDING_ZONE",
                  "GAN_ASSETS_CONFIG_OVERRIDES", "DAGSTER_HOME"):
         monkeypatch.setenv(name, daemon_env[name])
@@ -152,7 +93,7 @@ def test_running_daemon_retrains_a_failing_month_with_the_mutated_config(
             retrain, second = None, []
             started = time.monotonic()
             while time.monotonic() - started < DEADLINE_SECONDS:
-                assert daemon.poll() is None, f"dagster-daemon exited early:\n{_log_excerpt(log_path)}"
+                assert daemon.poll() is None, f"dagster-daemon exited early:\n{log_excerpt(log_path)}"
                 runs = instance.get_runs(filters=dg.RunsFilter(tags={ATTEMPT_TAG: "2"}))
                 if runs:
                     retrain = runs[0]
@@ -161,14 +102,14 @@ def test_running_daemon_retrains_a_failing_month_with_the_mutated_config(
                     if second:
                         break
                     assert not retrain.is_finished, (
-                        f"attempt-2 run {retrain.run_id} ended {retrain.status} without scoring:\n{_log_excerpt(log_path)}")
+                        f"attempt-2 run {retrain.run_id} ended {retrain.status} without scoring:\n{log_excerpt(log_path)}")
                 time.sleep(2)
             elapsed = time.monotonic() - started
             assert second, (f"no attempt-2 fid_score within {DEADLINE_SECONDS}s (run: {retrain and retrain.run_id}); "
-                            f"daemon log:\n{_log_excerpt(log_path)}")
+                            f"daemon log:\n{log_excerpt(log_path)}")
         finally:
-            _stop(daemon, home)
-        assert _processes_with_home(home) == []
+            stop_process_group(daemon, home)
+        assert processes_with_home(home) == []
 
         assert retrain.job_name == "retrain_job"
         assert retrain.tags["dagster/partition"] == MONTH

@@ -10,7 +10,6 @@ that identifies a person.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import multiprocessing as mp
 import os
@@ -49,36 +48,6 @@ def _init_worker(spec: SourceSpec, key: bytes, tune: bool) -> None:
     _WORKER.update(zone=LandingZone(spec), key=key)
 
 
-_POOL: tuple[tuple[Any, ...], ProcessPoolExecutor] | None = None
-
-
-def _pool(workers: int, spec: SourceSpec, key: bytes, tune: bool) -> ProcessPoolExecutor:
-    """The process's ingest pool, reused while its settings match (the header scan and the
-    decode of one run share it; a new pool costs a fork per worker plus start-up)."""
-    global _POOL
-    ident = (workers, spec, key, tune)
-    if _POOL is not None and _POOL[0] == ident:
-        return _POOL[1]
-    shutdown_pool()
-    context = mp.get_context("forkserver")
-    # The fork server imports pydicom, numpy, Pillow and the decoder plugins once; workers
-    # are forks of it, so they start warm (and never fork a threaded Dagster process).
-    context.set_forkserver_preload(["gan_assets.dicom.warm"])
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                               initargs=(spec, key, tune))
-    _POOL = (ident, pool)
-    return pool
-
-
-@atexit.register
-def shutdown_pool() -> None:
-    """Stop the ingest pool's workers (also at interpreter exit)."""
-    global _POOL
-    if _POOL is not None:
-        _POOL[1].shutdown(wait=True, cancel_futures=True)
-        _POOL = None
-
-
 def resolve_workers(workers: int) -> int:
     """0 means one per CPU this process may use."""
     if workers > 0:
@@ -98,13 +67,22 @@ def run_parallel(fn: Callable[[T], R], tasks: Sequence[T], *, spec: SourceSpec, 
         return [fn(task) for task in tasks]
     # A few chunks per worker balance load without paying IPC per file.
     chunksize = max(1, len(tasks) // (workers * 4))
+    context = mp.get_context("forkserver")
+    # The fork server imports pydicom, numpy, Pillow and the decoder plugins once; workers
+    # are forks of it, so they start warm (and never fork a threaded Dagster process).
+    context.set_forkserver_preload(["gan_assets.dicom.warm"])
+    # The pool lives for this call only. A pool kept for the process outlived the run: a Dagster
+    # run worker joins its live child processes before atexit handlers run, so it never exited.
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                               initargs=(spec, key, tune))
     try:
-        return list(_pool(workers, spec, key, tune).map(fn, tasks, chunksize=chunksize))
+        return list(pool.map(fn, tasks, chunksize=chunksize))
     except BrokenProcessPool as err:
-        shutdown_pool()
         raise RuntimeError(
             f"an ingest worker process died ({err}); most often it ran out of memory: lower "
             "preprocess_config.workers or the image sizes in the landing zone") from err
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---- header scan --------------------------------------------------------------------------
