@@ -24,7 +24,12 @@ setup(
         "pandas>=2.0",
         "pillow>=10.0",
         "jinja2>=3.1",
+        # The monthly report is validated against its JSON schema before it is written.
+        "jsonschema>=4",
         "boto3",
+        # Imported by the package directly (they also come with dagster, which may change that).
+        "pydantic>=2",
+        "universal_pathlib>=0.2",
     ],
     extras_require={
         # Decoders for JPEG lossless, JPEG-LS and HTJ2K transfer syntaxes.
@@ -35,7 +40,6 @@ setup(
             "pytest-timeout",
             "moto[server,s3,cloudwatch]>=5",
             "playwright>=1.40",
-            "jsonschema>=4",
             "dagster-postgres==0.29.27",
             "psycopg2-binary",
         ],
