@@ -31,11 +31,11 @@ from gan_assets.io_managers import (
 from gan_assets.jobs import gan_pipeline, retrain_job
 from gan_assets.resources import (
     CloudWatchMetrics,
-    DicomSource,
     FidExtractor,
     GanConfig,
     Notifier,
     PreprocessConfig,
+    dicom_source_from_env,
 )
 from gan_assets.schedules import monthly_pipeline_schedule
 from gan_assets.sensors import notify_on_run_failure, retrain_on_fid_failure
@@ -61,10 +61,7 @@ def _shared_resources() -> dict[str, Any]:
     return {
         "gan_config": gan_config_from_env(),
         "preprocess_config": PreprocessConfig(),
-        "dicom_source": DicomSource(
-            location=os.environ.get("GAN_ASSETS_LANDING_ZONE", os.path.abspath("data/landing_zone")),
-            endpoint_url=os.environ.get("GAN_ASSETS_S3_ENDPOINT_URL") or None,
-        ),
+        "dicom_source": dicom_source_from_env(),
         "fid_extractor": FidExtractor(),
         "cloudwatch": CloudWatchMetrics(
             enabled=os.environ.get("GAN_ASSETS_CLOUDWATCH", "").lower() in ("1", "true", "yes"),

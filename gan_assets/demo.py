@@ -1,9 +1,10 @@
-"""Command line for the demo: ``python -m gan_assets.demo data`` writes the landing zone.
+"""Command line for the demo: ``data`` writes the landing zone, ``run`` runs the graph for a month.
 
-    python -m gan_assets.demo data --out data/landing_zone [--seed 0] [--files-per-month N] [--if-missing]
+    python -m gan_assets.demo data [--out DIR | s3://bucket/prefix] [--seed 0] [--files-per-month N] [--if-missing]
+    python -m gan_assets.demo run [--month 2026-03-01] [--no-retrain]
 
-The default landing zone is ``$GAN_ASSETS_LANDING_ZONE`` or ``./data/landing_zone`` (the same
-default ``definitions.py`` gives the ``dicom_source`` resource).
+The default landing zone is ``$GAN_ASSETS_LANDING_ZONE`` or ``./data/landing_zone``, resolved by
+the same function that gives the ``dicom_source`` resource its location, S3 endpoint and region.
 """
 
 from __future__ import annotations
@@ -13,20 +14,27 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gan_assets.dicom.landing_zone import SourceSpec
 
 logger = logging.getLogger("gan_assets.demo")
 
 
-def default_landing_zone() -> str:
-    return os.environ.get("GAN_ASSETS_LANDING_ZONE", os.path.abspath("data/landing_zone"))
+def landing_zone_spec(location: str | None = None) -> SourceSpec:
+    """Where the demo writes and the product reads: a folder or an s3:// prefix."""
+    from gan_assets.resources import dicom_source_from_env
+
+    return dicom_source_from_env(location).source_spec()
 
 
-# ---- data subcommand (issue: DICOM ingest / demo data) ------------------------------------
 def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     from gan_assets.dicom.demo_data import DEFAULT_FILES_PER_MONTH, DEFAULT_MONTHS
 
     data = sub.add_parser("data", help="write the synthetic DICOM landing zone (real files, a few bad ones)")
-    data.add_argument("--out", default=None, help="landing zone folder (default: $GAN_ASSETS_LANDING_ZONE or ./data/landing_zone)")
+    data.add_argument("--out", default=None, help="landing zone: a folder or s3://bucket/prefix (default: "
+                      "$GAN_ASSETS_LANDING_ZONE or ./data/landing_zone); S3 uses GAN_ASSETS_S3_ENDPOINT_URL and AWS_REGION")
     data.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
     data.add_argument("--files-per-month", type=int, default=DEFAULT_FILES_PER_MONTH,
                       help=f"good CT slices per month (default {DEFAULT_FILES_PER_MONTH}); 5 bad files are added per month")
@@ -40,23 +48,20 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_data(args: argparse.Namespace) -> int:
-    from gan_assets.dicom.demo_data import generate_landing_zone, landing_zone_has_files
+    from gan_assets.dicom.demo_data import landing_zone_has_files, publish_landing_zone
 
-    out = args.out or default_landing_zone()
-    if args.if_missing and landing_zone_has_files(out):
-        logger.info("landing zone %s already holds DICOM files; leaving it as it is", out)
+    spec = landing_zone_spec(args.out)
+    if args.if_missing and landing_zone_has_files(spec):
+        logger.info("landing zone %s already holds DICOM files; leaving it as it is", spec.location)
         return 0
     months = [m.strip() for m in args.months.split(",") if m.strip()]
-    summary = generate_landing_zone(out, seed=args.seed, files_per_month=args.files_per_month,
-                                    months=months, sizes=[int(s) for s in args.sizes.split(",") if s.strip()],
-                                    workers=args.workers)
+    summary = publish_landing_zone(spec, seed=args.seed, files_per_month=args.files_per_month, months=months,
+                                   sizes=[int(s) for s in args.sizes.split(",") if s.strip()], workers=args.workers)
     logger.info("wrote %d files (%d good, %d bad) to %s", summary.total_files, summary.good_files,
                 summary.bad_files, summary.out)
     return 0
-# ---- end data subcommand ------------------------------------------------------------------
 
 
-# ---- run subcommand (lead: materialize the graph for one month) ---------------------------
 DEMO_MONTH = "2026-03-01"
 # Dagster's console logger prints every engine event at DEBUG; a newcomer wants the stages.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -74,15 +79,15 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     """Ingest the training window, run gan_pipeline for the month, retrain as the sensor would."""
     import dagster as dg
 
-    from gan_assets.dicom.demo_data import generate_landing_zone, landing_zone_has_files
+    from gan_assets.dicom.demo_data import landing_zone_has_files, publish_landing_zone
     from gan_assets.partitions import TRAINING_WINDOW_MONTHS, monthly_partitions
 
-    landing_zone = default_landing_zone()
-    os.environ.setdefault("GAN_ASSETS_LANDING_ZONE", landing_zone)
+    spec = landing_zone_spec()
+    os.environ.setdefault("GAN_ASSETS_LANDING_ZONE", spec.location)
     os.environ.setdefault("GAN_ASSETS_ARTIFACTS_DIR", os.path.abspath("artifacts"))
-    if not landing_zone_has_files(landing_zone):
-        logger.info("writing demo DICOM data to %s", landing_zone)
-        generate_landing_zone(landing_zone, seed=0)
+    if not landing_zone_has_files(spec):
+        logger.info("writing demo DICOM data to %s", spec.location)
+        publish_landing_zone(spec, seed=0)
 
     from gan_assets.definitions import defs  # reads the env above
 
@@ -116,10 +121,12 @@ def _retrain_like_the_sensor(defs, instance, result):  # noqa: ANN001, ANN202 - 
     sensor = defs.resolve_sensor_def("retrain_on_fid_failure")
     cursor = None
     for _ in range(20):  # bounded: the sensor itself stops at max_attempts
-        context = dg.build_sensor_context(
+        # A context with resources must be entered: that is what initialises them (an S3
+        # artifact store opens its client there).
+        with dg.build_sensor_context(
             instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
-        )
-        data = sensor.evaluate_tick(context)
+        ) as context:
+            data = sensor.evaluate_tick(context)
         cursor = data.cursor
         requests = list(data.run_requests or [])
         if not requests:
@@ -155,7 +162,6 @@ def _print_summary(defs, instance, month: str) -> None:  # noqa: ANN001 - dagste
     if os.environ.get("DAGSTER_HOME"):
         lines.append(f"runs and events: DAGSTER_HOME={os.environ['DAGSTER_HOME']} (open them with `make dev`)")
     sys.stdout.write("\n".join(lines) + "\n")
-# ---- end run subcommand -------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:

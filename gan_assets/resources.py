@@ -81,6 +81,24 @@ class DicomSource(dg.ConfigurableResource):
         return SourceSpec(location=self.location, endpoint_url=self.endpoint_url, region_name=self.region_name)
 
 
+LANDING_ZONE_ENV = "GAN_ASSETS_LANDING_ZONE"
+
+
+def dicom_source_from_env(location: str | None = None) -> DicomSource:
+    """The landing zone the deployment's environment names (the demo writes to the same place).
+
+    ``GAN_ASSETS_LANDING_ZONE`` (default ./data/landing_zone), with the S3 endpoint and region
+    of the artifact storage (``GAN_ASSETS_S3_ENDPOINT_URL``, ``AWS_REGION``) for s3:// zones.
+    """
+    import os
+
+    return DicomSource(
+        location=location or os.environ.get(LANDING_ZONE_ENV) or os.path.abspath("data/landing_zone"),
+        endpoint_url=os.environ.get("GAN_ASSETS_S3_ENDPOINT_URL") or None,
+        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
+    )
+
+
 class PreprocessConfig(dg.ConfigurableResource):
     """How DICOM pixels become training images (the target size comes from gan_config.image_size)."""
 

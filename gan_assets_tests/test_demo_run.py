@@ -59,3 +59,42 @@ def test_demo_run_plays_the_retrain_sensor_until_the_month_is_rejected(tmp_path:
     assert score["config"]["lr_g"] == pytest.approx(TINY.get("lr_g", 2e-4) / 2)
     assert "generated_samples    not materialized" in proc.stdout
     assert not (artifacts / "monthly_report" / "2026-03-01.json").exists()
+
+
+@pytest.mark.slow
+def test_the_whole_demo_runs_on_s3(tmp_path: Path, moto_endpoint: str, s3_bucket: str, s3_client) -> None:  # noqa: ANN001
+    """`demo data` and `demo run` with an s3:// landing zone and GAN_ASSETS_ENV=s3, on moto's server."""
+    env = {
+        **os.environ,
+        "GAN_ASSETS_ENV": "s3",
+        "GAN_ASSETS_S3_BUCKET": s3_bucket,
+        "GAN_ASSETS_S3_PREFIX": "artifacts",
+        "GAN_ASSETS_S3_ENDPOINT_URL": moto_endpoint,
+        "GAN_ASSETS_LANDING_ZONE": f"s3://{s3_bucket}/landing",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps({**TINY, "fid_threshold": 1e9}),
+        "DAGSTER_HOME": str(tmp_path / "home"),
+    }
+    (tmp_path / "home").mkdir()
+    data = subprocess.run([sys.executable, "-m", "gan_assets.demo", "data", "--files-per-month", "6",
+                           "--sizes", "64", "--workers", "1"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert data.returncode == 0, data.stderr[-3000:]
+    listed = s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="landing/")["Contents"]
+    assert len(listed) == 3 * (6 + 5)  # three months of good files plus the five bad kinds each
+    assert all(obj["Key"].endswith(".dcm") for obj in listed)
+    assert list(tmp_path.iterdir()) == [tmp_path / "home"]  # nothing written locally (no ./s3:/...)
+
+    run = subprocess.run([sys.executable, "-m", "gan_assets.demo", "run"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for node in ("dicom_manifest", "preprocessed_images", "trained_generator", "fid_score",
+                 "generated_samples", "monthly_report"):
+        assert f"{node:<20} materialized" in run.stdout
+    keys = {obj["Key"] for obj in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="artifacts/")["Contents"]}
+    assert {"artifacts/monthly_report/2026-03-01.html", "artifacts/fid_score/2026-03-01.json",
+            "artifacts/preprocessed_images/2026-01-01.npz"} <= keys
+    assert f"s3://{s3_bucket}/artifacts/monthly_report/2026-03-01.html" in run.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # artifacts went to S3 only

@@ -20,10 +20,12 @@ import datetime as dt
 import logging
 import multiprocessing as mp
 import os
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom import config
@@ -31,6 +33,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import BasicTextSRStorage
 
+from gan_assets.dicom.landing_zone import LandingZone, SourceSpec
 from gan_assets.dicom.phantom import SliceSpec, ct_dataset, make_identity
 
 logger = logging.getLogger(__name__)
@@ -153,9 +156,35 @@ def _write_one(out: str, rel: str, spec: SliceSpec, kind: str) -> tuple[int, str
     return spec.size, kind
 
 
-def landing_zone_has_files(out: str | os.PathLike[str]) -> bool:
+def landing_zone_has_files(out: str | os.PathLike[str] | SourceSpec) -> bool:
+    """Whether the zone (a folder, or the landing zone a SourceSpec names) holds any .dcm file."""
+    if isinstance(out, SourceSpec):
+        if out.is_s3:
+            return any(entry.relative_path.endswith(".dcm") for entry in LandingZone(out).list_files())
+        out = out.location
     root = Path(out)
     return root.is_dir() and any(p.is_file() for p in root.rglob("*.dcm"))
+
+
+def publish_landing_zone(spec: SourceSpec, **options: Any) -> DemoSummary:
+    """Write the demo zone where ``spec`` points: a folder directly, or an ``s3://`` prefix.
+
+    For S3 the files are made in a temporary folder and uploaded through the landing zone's own
+    client (the product's endpoint and region settings), under the same relative paths. S3 sets
+    LastModified itself, so a file without a usable date arrives in the month of the upload.
+    ``options`` are those of :func:`generate_landing_zone`.
+    """
+    if not spec.is_s3:
+        return generate_landing_zone(spec.location, **options)
+    zone = LandingZone(spec)
+    with tempfile.TemporaryDirectory(prefix="gan-assets-demo-") as folder:
+        summary = generate_landing_zone(folder, **options)
+        root = Path(folder)
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            zone.write_bytes(path.relative_to(root).as_posix(), path.read_bytes())
+    logger.info("uploaded the demo landing zone to %s", spec.location)
+    return DemoSummary(out=spec.location, good_files=summary.good_files, bad_files=summary.bad_files,
+                       months=summary.months, sizes=summary.sizes)
 
 
 def generate_landing_zone(

@@ -115,6 +115,15 @@ class LandingZone:
             return self.local_path(entry.relative_path).read_bytes()
         return self.client.get_object(Bucket=self.bucket, Key=self._key(entry.relative_path))["Body"].read()
 
+    def write_bytes(self, relative_path: str, data: bytes) -> None:
+        """Store one file of the zone (demo data and tests; ingest itself only reads)."""
+        if not self.spec.is_s3:
+            path = self.local_path(relative_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            return
+        self.client.put_object(Bucket=self.bucket, Key=self._key(relative_path), Body=data)
+
     def _key(self, relative_path: str) -> str:
         return f"{self.prefix}/{relative_path}" if self.prefix else relative_path
 
