@@ -37,12 +37,12 @@ demo: install
 
 # The UI at http://127.0.0.1:$DAGSTER_PORT (3000) with the daemon (schedule, sensors, run queue).
 # Dagster reads $DAGSTER_HOME/dagster.yaml: the repo's file is copied there on every start, so
-# edit ./dagster.yaml, never the copy. GAN_ASSETS_CONFIG_OVERRIDES='{"steps": 50}' shrinks runs.
+# edit ./dagster.yaml, never the copy. Stop it with Ctrl-C, or `kill` (SIGTERM) when it runs in
+# the background: `demo dev` restores the signals a background shell ignores.
 dev: install
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-	$(PY) -m gan_assets.demo data --if-missing
-	exec $(VENV)/bin/dagster dev -h 127.0.0.1 -p $${DAGSTER_PORT:-3000} -w workspace.yaml
+	exec $(PY) -m gan_assets.demo dev --port $${DAGSTER_PORT:-3000} --workspace workspace.yaml
 
 test: install-test
 	$(PY) -m pytest gan_assets_tests -q -ra

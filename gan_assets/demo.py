@@ -164,11 +164,41 @@ def _print_summary(defs, instance, month: str) -> None:  # noqa: ANN001 - dagste
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+def _add_dev_parser(sub: argparse._SubParsersAction) -> None:
+    dev = sub.add_parser("dev", help="make demo data if missing, then start `dagster dev` (what `make dev` calls)")
+    dev.add_argument("--host", default="127.0.0.1", help="address the UI listens on (default 127.0.0.1)")
+    dev.add_argument("--port", type=int, default=3000, help="port of the UI (default 3000)")
+    dev.add_argument("--workspace", default="workspace.yaml", help="workspace file (default workspace.yaml)")
+    dev.set_defaults(handler=_run_dev)
+
+
+def _run_dev(args: argparse.Namespace) -> int:
+    """Write the demo zone if it is empty, then become `dagster dev` with stoppable signals."""
+    import signal
+
+    from gan_assets.dicom.demo_data import landing_zone_has_files, publish_landing_zone
+
+    spec = landing_zone_spec()
+    if not landing_zone_has_files(spec):
+        logger.info("writing demo DICOM data to %s", spec.location)
+        publish_landing_zone(spec, seed=0)
+    # A job started in the background by a shell (`make dev &`) inherits SIGINT ignored, and an
+    # ignored signal stays ignored across exec; `dagster dev` maps SIGTERM onto SIGINT's handler,
+    # so it would then ignore both and could only be killed. Default dispositions restore
+    # Ctrl-C and `kill` (SIGTERM) as clean shutdowns of the webserver, daemon and code servers.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    os.execv(dagster, [dagster, "dev", "-h", args.host, "-p", str(args.port), "-w", args.workspace])
+    return 1  # not reached: execv replaces this process
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gan-assets-demo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_parser(sub)
     _add_run_parser(sub)
+    _add_dev_parser(sub)
     return parser
 
 

@@ -92,18 +92,6 @@ def session_pids(sid: int) -> list[int]:
     return pids
 
 
-# Background shells may start children with SIGINT/SIGTERM ignored, and an ignored signal stays
-# ignored across exec. This prefix restores the defaults, then execs the real command, so that
-# `dagster dev` gets its usual Ctrl-C shutdown (it stops its webserver, daemon and code servers).
-_DEFAULT_SIGNALS_PREFIX = [
-    sys.executable, "-c",
-    "import os, signal, sys\n"
-    "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):\n"
-    "    signal.signal(s, signal.SIG_DFL)\n"
-    "os.execv(sys.argv[1], sys.argv[1:])",
-]
-
-
 def kill_session(proc: subprocess.Popen[Any], graceful_wait_s: float = 12.0) -> list[int]:
     """Stop ``proc`` and every process of its session; returns the survivors (none, or a bug).
 
@@ -239,12 +227,10 @@ def dagster_dev(*, workspace: Path, dagster_home: Path, env: Mapping[str, str], 
                 cwd: Path = REPO_ROOT, port: int | None = None) -> Iterator[DagsterDev]:
     """Run `dagster dev` for the ``with`` block; the whole process session is ended on exit."""
     port = port or free_port()
-    dagster_bin = Path(os.environ.get("VIRTUAL_ENV", REPO_ROOT / ".venv")) / "bin" / "dagster"
-    if not dagster_bin.exists():
-        dagster_bin = Path(shutil.which("dagster") or "dagster")
     full_env = {**os.environ, **env, "DAGSTER_HOME": str(dagster_home)}
-    server = DagsterDev([*_DEFAULT_SIGNALS_PREFIX, str(dagster_bin), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(workspace)],
-                        full_env, cwd, log_path, port)
+    # What `make dev` runs: demo data if missing, then `dagster dev`.
+    server = DagsterDev([sys.executable, "-m", "gan_assets.demo", "dev", "--port", str(port),
+                         "--workspace", str(workspace)], full_env, cwd, log_path, port)
     server.start()
     try:
         yield server
