@@ -42,7 +42,7 @@ class GanConfig(dg.ConfigurableResource):
     threshold_mode: str = Field(default=_D.threshold_mode, description="Superseded by threshold_rule and ignored; kept so stored configs still load.")
     relative_factor: float = Field(default=_D.relative_factor, description="Multiple of the real-vs-real FID floor allowed (threshold_rule='relative_floor').")
     max_attempts: int = Field(default=_D.max_attempts, description="Training attempts per month before the month is rejected.")
-    fid_num_fake: int = Field(default=_D.fid_num_fake, description="Generated images scored by FID; 0 = as many as the month's real images.")
+    fid_num_fake: int = Field(default=_D.fid_num_fake, description="Superseded and ignored: the generator is scored with as many samples as each control (the held-out half of the month), so all candidates carry the same sample-size bias.")
     memorization_threshold: float = Field(default=_D.memorization_threshold, description="Normalised feature distance under which a sample counts as a near-copy of a training image.")
     threshold_rule: Literal["controls", "absolute", "relative_floor"] = Field(default=_D.threshold_rule, description="How the FID threshold is set: 'controls' (default: geometric mean of the held-out real images' FID and the best negative control's FID, every month), 'absolute' (fid_threshold) or 'relative_floor' (relative_factor x the real-vs-real floor).")
     min_separation: float = Field(default=_D.min_separation, ge=1.0, le=100.0, description="The gate is discriminative only if the best negative control's FID is at least this many times the held-out real images' FID (and every negative fails, the positive passes); otherwise the month is not_discriminative.")

@@ -58,6 +58,8 @@ class TrainConfig:
     threshold_mode: str = "absolute"
     relative_factor: float = 3.0
     max_attempts: int = 3
+    # Ignored since the generator is scored with as many samples as each control; kept so stored
+    # configs still load.
     fid_num_fake: int = 0
     memorization_threshold: float = 0.05
     # How the FID threshold is set (gan_assets.metrics.evaluation): "controls" derives it every
