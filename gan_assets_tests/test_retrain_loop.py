@@ -27,6 +27,7 @@ from gan_assets.model.mutation import POLICY_ENV_VAR
 from gan_assets.sensors import FID_SCORE_KEY, retrain_on_fid_failure
 from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
 from gan_assets.storage.images import encoding_attrs, pack_images
+from gan_assets_tests.conftest import gate_that_sees
 
 MONTH = "2026-03-01"
 # The brief's tiny test config; 24 real images of 32 px per month.
@@ -152,8 +153,8 @@ def impossible_loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
     """One loop with an impossible threshold, shared by the tests (it trains max_attempts times)."""
     artifacts = tmp_path_factory.mktemp("impossible") / "artifacts"
     with dg.instance_for_test() as instance:
-        with pytest.MonkeyPatch.context() as monkeypatch:
-            base = configure(monkeypatch, artifacts, fid_threshold=1e-9, max_attempts=3)
+        with pytest.MonkeyPatch.context() as monkeypatch, gate_that_sees():
+            base = configure(monkeypatch, artifacts, threshold_rule="absolute", fid_threshold=1e-9, max_attempts=3)
             results = run_loop(loop_defs(artifacts), instance)
         yield Loop(artifacts, base, instance, results)
 
@@ -184,6 +185,7 @@ def test_an_impossible_threshold_runs_exactly_max_attempts_chained_trainings_the
     assert stored["status"] == "rejected" and stored["attempt"] == 3
 
 
+@pytest.mark.usefixtures("seeing_gate")
 def test_a_threshold_met_on_attempt_2_stops_after_two_with_downstream_assets(
         impossible_loop: Loop, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # Attempt 1 is the impossible loop's attempt 1 (same config; CPU training is seeded), so a
@@ -191,7 +193,7 @@ def test_a_threshold_met_on_attempt_2_stops_after_two_with_downstream_assets(
     # longer (4 -> 80 steps: FID about 73 vs 91 on this data), which meets the threshold.
     first = scores(impossible_loop.results[0])["fid"]
     artifacts = tmp_path / "artifacts"
-    configure(monkeypatch, artifacts, fid_threshold=0.9 * first, max_attempts=3)
+    configure(monkeypatch, artifacts, threshold_rule="absolute", fid_threshold=0.9 * first, max_attempts=3)
     monkeypatch.setenv(POLICY_ENV_VAR, json.dumps([{"scale": {"steps": 20}, "description": "train 20x longer"}]))
     with dg.instance_for_test() as instance:
         results = run_loop(loop_defs(artifacts), instance)
@@ -209,3 +211,18 @@ def test_a_threshold_met_on_attempt_2_stops_after_two_with_downstream_assets(
         assert (artifacts / "generated_samples" / f"{MONTH}.png").is_file()
         assert (artifacts / "monthly_report" / f"{MONTH}.json").is_file()
         assert stored_generator_config(artifacts)["steps"] == 80
+
+
+def test_a_blind_gate_stops_the_loop_after_one_attempt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The honest default gate on symmetric blobs: upside-down blobs look like blobs, so the
+    # flipped control passes (or sits too close to the real images) and the gate is blind.
+    artifacts = tmp_path / "artifacts"
+    configure(monkeypatch, artifacts, max_attempts=3)
+    with dg.instance_for_test() as instance:
+        results = run_loop(loop_defs(artifacts), instance)
+        (attempt,) = [scores(r) for r in results]  # no retrain was requested
+        assert attempt["status"] == "not_discriminative" and not attempt["passed"]
+        assert len(trained_generator_events(instance)) == 1
+        assert instance.get_latest_materialization_event(dg.AssetKey("generated_samples")) is None
+    stored = json.loads((artifacts / "fid_score" / f"{MONTH}.json").read_text())
+    assert stored["gate"]["discriminative"] is False and stored["gate"]["reasons"]
