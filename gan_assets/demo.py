@@ -148,6 +148,15 @@ def _print_summary(defs, instance, month: str) -> None:  # noqa: ANN001 - dagste
         ).records
         stamp = "materialized" if records else "not materialized"
         lines.append(f"  {node:<20} {stamp}")
+    scored = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("fid_score"), asset_partitions=[month]), limit=1
+    ).records
+    score_event = scored[0].asset_materialization if scored else None
+    if score_event is not None:
+        values = {name: value.value for name, value in score_event.metadata.items()}
+        lines.append(f"fid_score: {values.get('status')}, FID {values.get('fid', float('nan')):.4f} vs threshold "
+                     f"{values.get('threshold', float('nan')):.4f} ({values.get('gate_rule', '')}); "
+                     f"gate discriminative: {values.get('discriminative')}")
     lines.append(f"artifacts under {store.root_uri}:")
     for key in store.list(""):
         if month in key:
