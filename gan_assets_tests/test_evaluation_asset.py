@@ -198,3 +198,34 @@ def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Pa
     assert passing.success
     assert materialized(passing) == {"fid_score", "generated_samples", "monthly_report"}
     assert store.list("generated_samples/") and store.list("monthly_report/")
+
+
+def test_the_check_explains_each_status() -> None:
+    from dataclasses import replace
+
+    from gan_assets.assets.evaluation import check_result
+    from gan_assets.metrics.evaluation import FidScore
+    from gan_assets_tests.test_generation import fid_score_value
+
+    passed = FidScore.from_dict(fid_score_value("2026-01-01", fid=41.5))
+    assert check_result(passed).passed and "FID 41.5000 <= threshold 100.0000" in check_result(passed).description
+
+    failed = replace(passed, fid=150.0, status="failed")
+    result = check_result(failed)
+    assert not result.passed and "retrain sensor will request another attempt" in result.description
+
+    blind = replace(passed, status="not_discriminative",
+                    gate=replace(passed.gate, discriminative=False, reasons=("negative control inverted passes",)))
+    result = check_result(blind)
+    assert not result.passed and result.metadata["discriminative"].value is False
+    assert "the metric, not the model, is at fault" in result.description
+    assert "inverted passes" in result.description and "Choose another feature extractor" in result.description
+    assert "No retrain can fix this" in result.description
+
+    copies = replace(passed, status="memorized", memorization=replace(passed.memorization, near_copy_fraction=0.25,
+                                                                       memorized=True))
+    result = check_result(copies)
+    assert not result.passed and result.metadata["memorized"].value is True
+    assert "MEMORIZED" in result.description and "25.00%" in result.description and "privacy" in result.description
+    last = check_result(replace(copies, status="rejected", attempt=3))
+    assert "REJECTED" in last.description and "MEMORIZED" in last.description and "exhausted" in last.description
