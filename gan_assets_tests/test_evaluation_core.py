@@ -155,7 +155,7 @@ def test_copies_of_training_images_are_memorized_then_rejected_on_the_last_attem
     assert memorized.fid <= memorized.threshold and memorized.gate.discriminative
     assert memorized.memorization.near_copy_fraction == 1.0 and memorized.status == "memorized"
     assert evaluate(copies, attempt=3).status == "rejected"
-    # A fraction at the limit does not block: 1 copy of 60 samples is 1/60 > 0.01, but <= 0.02.
+    # One copy among 60 samples (1/60 = 0.017) exceeds the default limit 0.01, not a limit of 0.02.
     one_copy = np.concatenate([REAL[:1], phantoms(59, 5)])
     assert evaluate(one_copy).status == "memorized"
     assert evaluate(one_copy, max_near_copy_fraction=0.02).status == "passed"
