@@ -37,8 +37,13 @@ TINY_LOOP: dict[str, Any] = dict(image_size=32, latent_dim=16, generator_width=8
 N_IMAGES = 24
 
 
-def seed_preprocessed_images(root: Path, months: list[str], n: int = N_IMAGES, size: int = 32) -> None:
-    """Write dicom_manifest and preprocessed_images as ingest would: soft blobs on a dark field."""
+def seed_preprocessed_images(root: Path, months: list[str], n: int = N_IMAGES, size: int = 32,
+                             oriented: bool = False) -> None:
+    """Write dicom_manifest and preprocessed_images as ingest would: soft blobs on a dark field.
+
+    ``oriented`` adds what an honest gate needs to see anything: a bright band at the top (so
+    upside-down images differ) and fine texture (so blurred images differ).
+    """
     store = LocalObjectStore(root)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     for index, month in enumerate(months):
@@ -48,7 +53,12 @@ def seed_preprocessed_images(root: Path, months: list[str], n: int = N_IMAGES, s
             cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
             radius = rng.uniform(size * 0.12, size * 0.28)
             blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
-            images.append(np.clip(blob * 1.8 - 0.9 + rng.normal(0, 0.04, blob.shape), -1, 1))
+            if oriented:
+                image = (blob * 1.8 - 0.9 + rng.normal(0, 0.25, blob.shape) + 0.3 * np.sin(xx * 2.5) * np.sin(yy * 2.5)
+                         + 0.8 * (yy < size * 0.25))
+            else:
+                image = blob * 1.8 - 0.9 + rng.normal(0, 0.04, blob.shape)
+            images.append(np.clip(image, -1, 1))
         bundle = ArrayBundle(
             arrays={"images": pack_images(np.stack(images)),
                     "ids": np.array([f"{month}-{i:03d}" for i in range(n)], dtype=np.str_)},
