@@ -32,7 +32,6 @@ from gan_assets.resources import CloudWatchMetrics, FidExtractor, GanConfig
 from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle
 from gan_assets.storage.images import unpack_images
 
-ASSET = "fid_score"
 CLOUDWATCH_MODEL = "dcgan"
 # Generated images for scoring use their own noise stream, apart from generated_samples' seed.
 FAKE_SEED_OFFSET = 1_000_003
