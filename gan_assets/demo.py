@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gan_assets.dicom.landing_zone import SourceSpec
@@ -151,6 +151,7 @@ def _print_summary(defs, instance, month: str) -> bool:  # noqa: ANN001 - dagste
     store = defs.resources["artifact_store"].object_store()
     lines = [f"\ngan-assets demo, month {month}"]
     complete = True
+    latest: dict[str, Any] = {}
     graph = defs.resolve_asset_graph()
     for key in graph.toposorted_asset_keys:
         if not graph.get(key).is_materializable:
@@ -161,7 +162,14 @@ def _print_summary(defs, instance, month: str) -> bool:  # noqa: ANN001 - dagste
         ).records
         stamp = "materialized" if records else "not materialized"
         complete = complete and bool(records)
+        latest[node] = records[0].asset_materialization if records else None
         lines.append(f"  {node:<20} {stamp}")
+    score_event = latest.get("fid_score")
+    if score_event is not None:
+        values = {name: value.value for name, value in score_event.metadata.items()}
+        lines.append(f"fid_score: {values.get('status')}, FID {values.get('fid', float('nan')):.4f} vs threshold "
+                     f"{values.get('threshold', float('nan')):.4f} ({values.get('gate_rule', '')}); "
+                     f"gate discriminative: {values.get('discriminative')}")
     lines.append(f"artifacts under {store.root_uri}:")
     for key in store.list(""):
         if month in key:

@@ -6,6 +6,8 @@ Sections are owned by the stage that uses them.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import dagster as dg
 from pydantic import Field
 
@@ -36,12 +38,15 @@ class GanConfig(dg.ConfigurableResource):
     device: str = Field(default=_D.device, description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
     log_every: int = Field(default=_D.log_every, description="Log progress (losses, img/s, ETA) every N steps.")
     num_workers: int = Field(default=_D.num_workers, description="Data-parallel training processes (torch.distributed); 1 trains in-process.")
-    fid_threshold: float = Field(default=_D.fid_threshold, description="Absolute FID a model must reach (threshold_mode='absolute').")
-    threshold_mode: str = Field(default=_D.threshold_mode, description="'absolute' (fid <= fid_threshold) or 'relative' (fid <= relative_factor x real-vs-real floor).")
-    relative_factor: float = Field(default=_D.relative_factor, description="Multiple of the real-vs-real FID floor allowed in 'relative' mode.")
+    fid_threshold: float = Field(default=_D.fid_threshold, description="Absolute FID a model must reach (threshold_rule='absolute'); meaningful only for one extractor on one kind of data.")
+    threshold_mode: str = Field(default=_D.threshold_mode, description="Superseded by threshold_rule and ignored; kept so stored configs still load.")
+    relative_factor: float = Field(default=_D.relative_factor, description="Multiple of the real-vs-real FID floor allowed (threshold_rule='relative_floor').")
     max_attempts: int = Field(default=_D.max_attempts, description="Training attempts per month before the month is rejected.")
-    fid_num_fake: int = Field(default=_D.fid_num_fake, description="Generated images scored by FID; 0 = as many as the month's real images.")
+    fid_num_fake: int = Field(default=_D.fid_num_fake, description="Superseded and ignored: the generator is scored with as many samples as each control (the held-out half of the month), so all candidates carry the same sample-size bias.")
     memorization_threshold: float = Field(default=_D.memorization_threshold, description="Normalised feature distance under which a sample counts as a near-copy of a training image.")
+    threshold_rule: Literal["controls", "absolute", "relative_floor"] = Field(default=_D.threshold_rule, description="How the FID threshold is set: 'controls' (default: geometric mean of the held-out real images' FID and the best negative control's FID, every month), 'absolute' (fid_threshold) or 'relative_floor' (relative_factor x the real-vs-real floor).")
+    min_separation: float = Field(default=_D.min_separation, ge=1.0, le=100.0, description="The gate is discriminative only if the best negative control's FID is at least this many times the held-out real images' FID (and every negative fails, the positive passes); otherwise the month is not_discriminative.")
+    max_near_copy_fraction: float = Field(default=_D.max_near_copy_fraction, ge=0.0, le=1.0, description="Largest fraction of scored samples that may be near-copies of training images; above it the month fails as 'memorized' (a privacy failure).")
     num_samples: int = Field(default=_D.num_samples, description="Synthetic images written by generated_samples.")
     sample_seed: int = Field(default=_D.sample_seed, description="Seed of the noise behind generated_samples (recorded in metadata).")
     write_sample_dicoms: bool = Field(default=_D.write_sample_dicoms, description="Also write each synthetic image as a Secondary Capture DICOM marked SYNTHETIC.")

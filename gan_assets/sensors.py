@@ -13,11 +13,14 @@ from typing import Any  # noqa: E402
 from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG, PARENT_RUN_TAG  # noqa: E402
 from gan_assets.jobs import retrain_job  # noqa: E402
 from gan_assets.model.config import ConfigError, config_diff  # noqa: E402
+from gan_assets.metrics.evaluation import STATUSES  # noqa: E402
 from gan_assets.model.mutation import (  # noqa: E402
+    MutationCause,
     MutationPolicy,
     MutationPolicyError,
     mutate_config,
     policy_from_env,
+    rule_for_cause,
 )
 
 FID_SCORE_KEY = dg.AssetKey("fid_score")
@@ -31,8 +34,9 @@ RETRAIN_EVENTS_PER_TICK = 200
 class RetrainDecision:
     """What one fid_score materialization asks of the loop."""
 
-    # "retrain" | "passed" | "rejected" | "stuck" (failed, but no retrain can be built: a person
-    # must look) | "skip" (not a fid_score contract event)
+    # "retrain" | "passed" | "rejected" | "blind" (the gate cannot discriminate: the metric is at
+    # fault, a retrain cannot help; a person is told) | "stuck" (failed, but no retrain can be
+    # built: a person must look) | "skip" (not a fid_score contract event)
     action: str
     partition: str | None
     attempt: int
@@ -69,10 +73,14 @@ def decide_retrain(
 
     Failing with attempts left -> a RunRequest of ``retrain_job`` for the same month, whose
     ``gan_config`` is the failing attempt's config mutated by ``policy`` (default: the one named by
-    ``GAN_ASSETS_MUTATION_POLICY``, else the default in ``gan_assets.model.mutation``).
+    ``GAN_ASSETS_MUTATION_POLICY``, else the default in ``gan_assets.model.mutation``); a
+    ``memorized`` month is mutated by the memorization rule instead. A ``not_discriminative``
+    month is never retrained ("blind"): the controls showed the metric cannot tell real images
+    from garbage, and no training config changes that.
     """
     policy = policy or policy_from_env()
     passed = _metadata_value(metadata, "passed")
+    status = _metadata_value(metadata, "status")
     attempt = int(_metadata_value(metadata, "attempt") or 1)
     config = _metadata_value(metadata, "config")
     if not isinstance(config, dict) and partition is not None and artifact_store is not None:
@@ -91,6 +99,11 @@ def decide_retrain(
         return decision("skip", "event has no 'passed' metadata (not written by the fid_score asset)")
     if passed:
         return decision("passed", f"attempt {attempt} passed")
+    if status is not None and status not in STATUSES:
+        return decision("stuck", f"event status {status!r} is not one of {STATUSES}")
+    if status == "not_discriminative":
+        return decision("blind", f"attempt {attempt}: the gate is not discriminative (the controls show the "
+                                 "metric cannot tell real images from garbage); retraining cannot fix the metric")
     if max_attempts < 1:
         return decision("stuck", "event has no 'max_attempts' metadata and no stored config")
     if attempt >= max_attempts:
@@ -99,8 +112,9 @@ def decide_retrain(
         return decision("stuck", f"no config recorded for attempt {attempt} (event metadata 'config' "
                                 f"or fid_score/{partition}.json): cannot mutate it")
     next_attempt = attempt + 1
+    cause: MutationCause = "memorized" if status == "memorized" else "quality"
     try:
-        mutated = mutate_config(config, next_attempt, policy).to_dict()
+        mutated = mutate_config(config, next_attempt, policy, cause=cause).to_dict()
     except (ConfigError, MutationPolicyError, TypeError, ValueError) as err:
         return decision("stuck", f"cannot mutate attempt {attempt}'s config: {err}")
     old = dict(config)
@@ -108,7 +122,7 @@ def decide_retrain(
     tags = {
         ATTEMPT_TAG: str(next_attempt),
         CONFIG_DIFF_TAG: json.dumps(diff, sort_keys=True),
-        MUTATION_TAG: policy.rule_for(next_attempt).describe(),
+        MUTATION_TAG: rule_for_cause(next_attempt, policy, cause).describe(),
     }
     if run_id:
         tags[PARENT_RUN_TAG] = run_id
@@ -118,8 +132,20 @@ def decide_retrain(
         tags=tags,
         partition_key=partition,
     )
-    return decision("retrain", f"attempt {attempt} of {max_attempts} failed; retraining as attempt "
+    why = "memorized training images" if cause == "memorized" else "failed"
+    return decision("retrain", f"attempt {attempt} of {max_attempts} {why}; retraining as attempt "
                                f"{next_attempt} with {diff}", request)
+
+
+def blind_gate_message(decision: RetrainDecision, metadata: dict[str, Any], run_url: str = "") -> str:
+    """The notification for a month whose gate cannot discriminate: the metric is at fault."""
+    extractor = _metadata_value(metadata, "extractor") or "the configured extractor"
+    separation = _metadata_value(metadata, "separation")
+    detail = f" (lowest negative control / real images FID = {separation:.3g})" if isinstance(separation, float) else ""
+    return (f"gan-assets: month {decision.partition} NOT DISCRIMINATIVE: the FID gate with {extractor} cannot "
+            f"tell the month's real images from its negative controls{detail}. The metric, not the model, is at "
+            "fault, so no retrain was requested. Choose another feature extractor (fid_extractor) or score more "
+            f"images, then re-materialize fid_score. {run_url}").strip()
 
 
 def retrain_run_key(partition: str, attempt: int, parent_run_id: str | None) -> str:
@@ -156,10 +182,17 @@ def _retrain_on_fid_failure(context: dg.MultiAssetSensorEvaluationContext) -> li
         elif decision.action == "rejected":
             fid = _metadata_value(metadata, "fid")
             threshold = _metadata_value(metadata, "threshold")
-            text = (f"gan-assets: month {decision.partition} REJECTED: FID {fid} did not meet the "
-                    f"threshold {threshold} in {decision.attempt} of {decision.max_attempts} attempts. "
+            why = (f"its generator still reproduced training images (near-copy fraction "
+                   f"{_metadata_value(metadata, 'near_copy_fraction')})"
+                   if _metadata_value(metadata, "memorized") else f"FID {fid} did not meet the threshold {threshold}")
+            text = (f"gan-assets: month {decision.partition} REJECTED: {why} in {decision.attempt} of "
+                    f"{decision.max_attempts} attempts. "
                     f"{notifier.run_url(record.run_id) if record.run_id else ''}").strip()
             context.log.warning(text)
+            notifier.notify(text)
+        elif decision.action == "blind":
+            text = blind_gate_message(decision, metadata, notifier.run_url(record.run_id) if record.run_id else "")
+            context.log.error(text)
             notifier.notify(text)
         elif decision.action == "stuck":
             text = (f"gan-assets: month {decision.partition} failed attempt {decision.attempt} but cannot be "
@@ -192,8 +225,10 @@ with warnings.catch_warnings():
             default_status=dg.DefaultSensorStatus.RUNNING,
             required_resource_keys={"notifier", "artifact_store"},
             description=(
-                "Retrains a month whose fid_score failed, with a mutated gan_config (halved learning "
-                "rates first), until it passes or max_attempts is reached; then the month is rejected."
+                "Retrains a month whose fid_score failed, with a mutated gan_config (the retrain ladder, or "
+                "the memorization rule for a memorized month), until it passes or max_attempts is reached; "
+                "then the month is rejected. A month whose gate is not discriminative is never retrained: "
+                "the notifier says the metric is at fault."
             ),
         )(_retrain_on_fid_failure)
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import socket
 import uuid
@@ -65,3 +67,30 @@ def artifacts_dir(tmp_path: Path) -> Path:
     path = tmp_path / "artifacts"
     path.mkdir()
     return path
+
+
+@contextlib.contextmanager
+def gate_that_sees() -> Iterator[None]:
+    """The evaluation gate, told that its controls discriminate (threshold and verdicts unchanged).
+
+    For tests of the retrain loop and of delivery, not of the gate: their tiny untrained
+    generators and blob images cannot make an honest gate discriminative, and an absolute
+    threshold the test chooses must decide pass or fail. The gate itself is tested in
+    test_evaluation_core.py.
+    """
+    from gan_assets.metrics import evaluation
+
+    honest = evaluation.gate_verdict
+
+    def seeing(*args: Any, **kwargs: Any) -> Any:
+        return dataclasses.replace(honest(*args, **kwargs), discriminative=True, reasons=())
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluation, "gate_verdict", seeing)
+        yield
+
+
+@pytest.fixture
+def seeing_gate() -> Iterator[None]:
+    with gate_that_sees():
+        yield

@@ -52,8 +52,8 @@ def daemon_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         "GAN_ASSETS_ENV": "local",
         "GAN_ASSETS_ARTIFACTS_DIR": str(artifacts),
         "GAN_ASSETS_LANDING_ZONE": str(landing),
-        # Impossible threshold: attempt 2 must follow attempt 1.
-        "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps({**TINY_LOOP, "fid_threshold": 1e-9}),
+        # The default, data-derived threshold: a 4-step model fails it, so attempt 2 must follow.
+        "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps(TINY_LOOP),
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("GAN_ASSETS_MUTATION_POLICY", None)
@@ -66,7 +66,9 @@ def test_running_daemon_retrains_a_failing_month_with_the_mutated_config(
         daemon_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = Path(daemon_env["DAGSTER_HOME"])
     artifacts = Path(daemon_env["GAN_ASSETS_ARTIFACTS_DIR"])
-    seed_preprocessed_images(artifacts, [MONTH])
+    # Enough oriented, textured images that the honest default gate can discriminate: the tiny
+    # model then fails on quality (not a blind gate), which is what the daemon must retrain.
+    seed_preprocessed_images(artifacts, [MONTH], n=200, oriented=True)
     workspace = write_workspace(tmp_path / "workspace.yaml", REPO)
     for name in ("GAN_ASSETS_ENV", "GAN_ASSETS_ARTIFACTS_DIR", "GAN_ASSETS_LANDING_ZONE",
                  "GAN_ASSETS_CONFIG_OVERRIDES", "DAGSTER_HOME"):
@@ -80,6 +82,7 @@ def test_running_daemon_retrains_a_failing_month_with_the_mutated_config(
             instance=instance, partition_key=MONTH, raise_on_error=False)
         (event,) = first.asset_materializations_for_node("fid_score")
         assert event.metadata["passed"].value is False and event.metadata["attempt"].value == 1
+        assert event.metadata["status"].value == "failed", event.metadata["status"].value  # not a blind gate
         used = event.metadata["config"].value
 
         log_path = tmp_path / "daemon.log"

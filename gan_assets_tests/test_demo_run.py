@@ -35,30 +35,26 @@ def _run_demo(tmp_path: Path, overrides: dict) -> tuple[subprocess.CompletedProc
 
 
 @pytest.mark.slow
-def test_demo_run_materializes_the_month_and_prints_where_artifacts_are(tmp_path: Path) -> None:
+def test_demo_run_materializes_the_month_and_stops_at_a_blind_gate(tmp_path: Path) -> None:
+    # Six tiny files a month and a 4-step model: the controls show the default extractor cannot
+    # tell these few 32 px images from garbage, so the honest gate is blind (a threshold of 1e9
+    # changes nothing: it is ignored by the default rule). The month stops at fid_score, is not
+    # retrained, and the summary says why. Delivery under a gate that sees is tested in-process
+    # (test_evaluation_asset.py, test_retrain_loop.py).
     proc, artifacts = _run_demo(tmp_path, {"fid_threshold": 1e9})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for node in ("dicom_manifest", "preprocessed_images", "trained_generator", "fid_score",
-                 "generated_samples", "monthly_report"):
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    for node in ("dicom_manifest", "preprocessed_images", "trained_generator", "fid_score"):
         assert f"{node:<20} materialized" in proc.stdout
-    report = artifacts / "monthly_report" / "2026-03-01.html"
-    assert report.is_file() and str(report) in proc.stdout
+    for node in ("generated_samples", "monthly_report"):
+        assert f"{node:<20} not materialized" in proc.stdout
+    assert "fid_score: not_discriminative" in proc.stdout and "gate discriminative: False" in proc.stdout
+    assert "retrain 2026-03-01" not in proc.stderr  # a blind metric is never retrained
+    score = json.loads((artifacts / "fid_score" / "2026-03-01.json").read_text())
+    assert score["status"] == "not_discriminative" and score["gate"]["reasons"]
+    assert {c["name"] for c in score["controls"]} >= {"uniform_noise", "inverted", "held_out_real"}
     # The training window was ingested too.
     assert (artifacts / "preprocessed_images" / "2026-01-01.npz").is_file()
     assert "DEBUG" not in proc.stderr  # the console logger runs at INFO for newcomers
-
-
-@pytest.mark.slow
-def test_demo_run_plays_the_retrain_sensor_until_the_month_is_rejected(tmp_path: Path) -> None:
-    proc, artifacts = _run_demo(tmp_path, {"fid_threshold": 1e-9, "max_attempts": 2})
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    assert "retrain 2026-03-01 attempt 2" in proc.stderr
-    assert "attempt 3" not in proc.stderr
-    score = json.loads((artifacts / "fid_score" / "2026-03-01.json").read_text())
-    assert (score["attempt"], score["status"]) == (2, "rejected")
-    assert score["config"]["lr_g"] == pytest.approx(TINY.get("lr_g", 2e-4) / 2)
-    assert "generated_samples    not materialized" in proc.stdout
-    assert not (artifacts / "monthly_report" / "2026-03-01.json").exists()
 
 
 @pytest.mark.slow
@@ -89,12 +85,17 @@ def test_the_whole_demo_runs_on_s3(tmp_path: Path, moto_endpoint: str, s3_bucket
 
     run = subprocess.run([sys.executable, "-m", "gan_assets.demo", "run"], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    for node in ("dicom_manifest", "preprocessed_images", "trained_generator", "fid_score",
-                 "generated_samples", "monthly_report"):
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    # A tiny model on six files a month cannot pass an honest gate: the month ends at fid_score
+    # with its verdict (the retrain sensor's tick ran in-process, under S3), and the exit code
+    # says the month was not delivered.
+    for node in ("dicom_manifest", "preprocessed_images", "trained_generator", "fid_score"):
         assert f"{node:<20} materialized" in run.stdout
+    score_key = "artifacts/fid_score/2026-03-01.json"
+    score = json.loads(s3_client.get_object(Bucket=s3_bucket, Key=score_key)["Body"].read())
+    delivered = score["status"] == "passed"
+    assert run.returncode == (0 if delivered else 1), run.stderr[-3000:]
     keys = {obj["Key"] for obj in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="artifacts/")["Contents"]}
-    assert {"artifacts/monthly_report/2026-03-01.html", "artifacts/fid_score/2026-03-01.json",
-            "artifacts/preprocessed_images/2026-01-01.npz"} <= keys
-    assert f"s3://{s3_bucket}/artifacts/monthly_report/2026-03-01.html" in run.stdout
+    assert {score_key, "artifacts/preprocessed_images/2026-01-01.npz", "artifacts/dicom_manifest/2026-03-01.csv"} <= keys
+    assert f"s3://{s3_bucket}/artifacts/fid_score/2026-03-01.json" in run.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # artifacts went to S3 only

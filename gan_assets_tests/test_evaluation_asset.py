@@ -27,9 +27,9 @@ from gan_assets.storage.images import encoding_attrs, pack_images
 TINY = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8, batch_size=8,
             steps=4, log_every=2, num_samples=8, fid_num_fake=16)
 MONTHS = {"2026-01-01": 12, "2026-02-01": 24}
-FID_KEYS = {"fid", "kid_mean", "kid_std", "floor_fid", "floor_kid", "threshold", "threshold_mode", "passed",
+FID_KEYS = {"fid", "kid_mean", "kid_std", "floor_fid", "floor_kid", "threshold", "threshold_rule", "passed",
             "attempt", "max_attempts", "n_real", "n_fake", "small_sample", "memorization", "fingerprint",
-            "config", "config_diff", "status"}
+            "config", "config_diff", "status", "controls", "gate"}
 
 
 def real_images(count: int, seed: int) -> np.ndarray:
@@ -99,22 +99,28 @@ def test_fid_score_json_metadata_cache_and_check(tmp_path: Path) -> None:
     instance = dg.DagsterInstance.ephemeral()
     assets = [*specs("preprocessed_images", "trained_generator"), fid_score, fid_within_threshold]
 
-    first = dg.materialize(assets, partition_key=partition, resources=resources(root, fid_threshold=1e6), instance=instance)
-    assert first.success
+    first = dg.materialize(assets, partition_key=partition, instance=instance, raise_on_error=False,
+                           resources=resources(root, threshold_rule="absolute", fid_threshold=1e6, min_separation=1.0))
+    assert not first.success and materialized(first) == {"fid_score"}  # the blocking check failed
     store = LocalObjectStore(root)
     stored = json.loads(store.get(f"fid_score/{partition}.json"))
     assert FID_KEYS <= set(stored)
-    assert stored["n_real"] == 24 and stored["n_fake"] == 16 and stored["attempt"] == 1
-    assert stored["passed"] is True and stored["status"] == "passed" and stored["threshold"] == 1e6
+    # Scored with the held-out half of the month, as many images as each control.
+    assert stored["n_real"] == 24 and stored["n_reference"] == 12 and stored["n_fake"] == 12 and stored["attempt"] == 1
+    assert stored["threshold"] == 1e6 and stored["threshold_rule"] == "absolute"
+    assert [c["name"] for c in stored["controls"]][-1] == "held_out_real" and len(stored["controls"]) == 8
+    # An absolute threshold of 1e6 passes every negative control: honest, it cannot discriminate.
+    assert stored["gate"]["discriminative"] is False and stored["status"] == "not_discriminative"
+    assert stored["passed"] is False and "fid_threshold = 1e+06" in stored["gate"]["rule"]
     assert stored["fid"] > 0 and stored["floor_fid"] >= 0 and np.isfinite(stored["kid_mean"])
     assert stored["small_sample"] is True  # 24 images < 32 feature dimensions
     assert stored["config"] == config.to_dict() and stored["config_diff"] == {}
     fp = stored["fingerprint"]
     assert fp["extractor"] == "random_conv" and fp["feature_dim"] == 32 and fp["input_size"] == 32
-    assert fp["n_real"] == 24 and fp["n_fake"] == 16 and len(fp["weights_sha256"]) == 64 and fp["dtype"]
+    assert fp["n_real"] == 12 and fp["n_fake"] == 12 and len(fp["weights_sha256"]) == 64 and fp["dtype"]
     memorization = stored["memorization"]
     assert memorization["training_partitions"] == sorted(MONTHS)
-    assert memorization["n_training"] == 36 and memorization["n_generated"] == 16
+    assert memorization["n_training"] == 36 and memorization["n_generated"] == 12
     assert 0.0 <= memorization["near_copy_fraction"] <= 1.0
     assert memorization["closest"][0]["nearest_training_id"].startswith(("2026-01-01/pid-", "2026-02-01/pid-"))
     assert stored["real_features"]["cache_hit"] is False
@@ -125,26 +131,32 @@ def test_fid_score_json_metadata_cache_and_check(tmp_path: Path) -> None:
     md = event.metadata
     assert isinstance(md["fid"], dg.FloatMetadataValue) and md["fid"].value == pytest.approx(stored["fid"])
     assert isinstance(md["kid_mean"], dg.FloatMetadataValue) and isinstance(md["threshold"], dg.FloatMetadataValue)
-    assert isinstance(md["passed"], dg.BoolMetadataValue) and md["passed"].value is True
+    assert isinstance(md["passed"], dg.BoolMetadataValue) and md["passed"].value is False
     assert isinstance(md["attempt"], dg.IntMetadataValue) and md["attempt"].value == 1
-    assert md["max_attempts"].value == config.max_attempts and md["status"].value == "passed"
+    assert md["max_attempts"].value == config.max_attempts and md["status"].value == "not_discriminative"
+    assert md["discriminative"].value is False and md["threshold_rule"].value == "absolute"
+    for control in stored["controls"]:
+        value = md[f"control/{control['name']}/fid"]
+        assert isinstance(value, dg.FloatMetadataValue) and value.value == pytest.approx(control["fid"])
     assert isinstance(md["config"], dg.JsonMetadataValue) and md["config"].value == config.to_dict()
     assert md["config_diff"].value == {} and md["real_features_cache_hit"].value is False
-    assert "FID" in md["summary"].value and "PASSED" in md["summary"].value
+    assert "FID" in md["summary"].value and "NOT DISCRIMINATIVE" in md["summary"].value
+    assert "| uniform_noise | negative |" in md["summary"].value
     (check,) = check_evaluations(first)
-    assert check.passed and check.check_name == "fid_within_threshold"
+    assert not check.passed and check.check_name == "fid_within_threshold"
+    assert "the metric, not the model, is at fault" in check.description and "extractor" in check.description
 
     # Retrain attempt 2 of the same month, scored against the floor: the real features come from the cache.
     diff = {"lr_g": [2e-4, 1e-4]}
     tags = {"gan/attempt": "2", "gan/config_diff": json.dumps(diff)}
     second = dg.materialize(
         assets, partition_key=partition, instance=instance, tags=tags,
-        resources=resources(root, threshold_mode="relative", relative_factor=1e6),
+        resources=resources(root, threshold_rule="relative_floor", relative_factor=1e6), raise_on_error=False,
     )
-    assert second.success
+    assert materialized(second) == {"fid_score"}
     again = json.loads(store.get(f"fid_score/{partition}.json"))
     assert again["real_features"]["cache_hit"] is True
-    assert again["attempt"] == 2 and again["config_diff"] == diff and again["threshold_mode"] == "relative"
+    assert again["attempt"] == 2 and again["config_diff"] == diff and again["threshold_rule"] == "relative_floor"
     assert again["threshold"] == pytest.approx(1e6 * again["floor_fid"])
     assert again["fid"] == pytest.approx(stored["fid"], rel=1e-9)  # same generator, same cached features
     assert again["previous_score"]["attempt"] == 1 and again["previous_score"]["comparable"] is True
@@ -153,6 +165,7 @@ def test_fid_score_json_metadata_cache_and_check(tmp_path: Path) -> None:
     assert event.metadata["attempt"].value == 2 and event.metadata["config_diff"].value == diff
 
 
+@pytest.mark.usefixtures("seeing_gate")
 def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Path) -> None:
     # The first month: the training window reaches before the partitions' start.
     root = tmp_path / "artifacts"
@@ -162,7 +175,8 @@ def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Pa
              fid_score, fid_within_threshold, generated_samples, monthly_report]
 
     blocked = dg.materialize(
-        graph, partition_key=partition, resources=resources(root, fid_threshold=1e-12, max_attempts=3),
+        graph, partition_key=partition,
+        resources=resources(root, threshold_rule="absolute", fid_threshold=1e-12, max_attempts=3),
         tags={"gan/attempt": "3"}, raise_on_error=False,
     )
     assert not blocked.success
@@ -179,7 +193,39 @@ def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Pa
     assert not store.list("generated_samples/") and not store.list("monthly_report/")
 
     # Control: the same graph with a reachable threshold runs the downstream assets.
-    passing = dg.materialize(graph, partition_key=partition, resources=resources(root, fid_threshold=1e6))
+    passing = dg.materialize(graph, partition_key=partition,
+                             resources=resources(root, threshold_rule="absolute", fid_threshold=1e6))
     assert passing.success
     assert materialized(passing) == {"fid_score", "generated_samples", "monthly_report"}
     assert store.list("generated_samples/") and store.list("monthly_report/")
+
+
+def test_the_check_explains_each_status() -> None:
+    from dataclasses import replace
+
+    from gan_assets.assets.evaluation import check_result
+    from gan_assets.metrics.evaluation import FidScore
+    from gan_assets_tests.test_generation import fid_score_value
+
+    passed = FidScore.from_dict(fid_score_value("2026-01-01", fid=41.5))
+    assert check_result(passed).passed and "FID 41.5000 <= threshold 100.0000" in check_result(passed).description
+
+    failed = replace(passed, fid=150.0, status="failed")
+    result = check_result(failed)
+    assert not result.passed and "retrain sensor will request another attempt" in result.description
+
+    blind = replace(passed, status="not_discriminative",
+                    gate=replace(passed.gate, discriminative=False, reasons=("negative control inverted passes",)))
+    result = check_result(blind)
+    assert not result.passed and result.metadata["discriminative"].value is False
+    assert "the metric, not the model, is at fault" in result.description
+    assert "inverted passes" in result.description and "Choose another feature extractor" in result.description
+    assert "No retrain can fix this" in result.description
+
+    copies = replace(passed, status="memorized", memorization=replace(passed.memorization, near_copy_fraction=0.25,
+                                                                       memorized=True))
+    result = check_result(copies)
+    assert not result.passed and result.metadata["memorized"].value is True
+    assert "MEMORIZED" in result.description and "25.00%" in result.description and "privacy" in result.description
+    last = check_result(replace(copies, status="rejected", attempt=3))
+    assert "REJECTED" in last.description and "MEMORIZED" in last.description and "exhausted" in last.description

@@ -19,6 +19,8 @@ from pydicom.uid import SecondaryCaptureImageStorage
 from gan_assets.assets.generation import generated_samples
 from gan_assets.dicom.secondary_capture import SyntheticSeries, secondary_capture_bytes
 from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
+from gan_assets.metrics.controls import NEGATIVE_CONTROLS
+from gan_assets.metrics.evaluation import ControlScore, FidScore, GateVerdict, MemorizationVerdict
 from gan_assets.model.artifact import generator_from_bundle, sample_images
 from gan_assets.model.config import TrainConfig
 from gan_assets.model.dcgan import build_generator
@@ -47,21 +49,30 @@ def upstream_specs() -> list[dg.AssetSpec]:
 def fid_score_value(partition: str, *, fid: float = 41.5, kid: float = 0.0123, passed: bool = True,
                     attempt: int = 1, max_attempts: int = 3, status: str | None = None,
                     config_diff: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A stored fid_score as the evaluation core writes it (FidScore.to_dict()), with chosen figures."""
     config = TrainConfig(**TINY).to_dict()
-    return {
-        "fid": fid, "kid_mean": kid, "kid_std": 0.002, "floor_fid": 12.25, "floor_kid": 0.001,
-        "threshold": 100.0, "threshold_mode": "absolute", "passed": passed, "attempt": attempt,
-        "max_attempts": max_attempts, "n_real": 24, "n_fake": 16, "small_sample": True,
-        "memorization": {  # the shape gan_assets.metrics.memorization.memorization_report returns
-            "near_copy_fraction": 0.0, "threshold": 0.05, "n_generated": 16, "n_training": 24,
+    threshold = 100.0
+    controls = tuple(
+        [ControlScore(name, "negative", 150.0 + 10 * i, 0.2, False) for i, name in enumerate(NEGATIVE_CONTROLS)]
+        + [ControlScore("held_out_real", "positive", 12.5, 0.001, True)]
+    )
+    score = FidScore(
+        fid=fid, kid_mean=kid, kid_std=0.002, kid_subsets=10, kid_subset_size=8, floor_fid=12.25, floor_kid=0.001,
+        floor_kid_std=0.0005, floor_half_size=12, threshold=threshold, threshold_rule="absolute",
+        status=status or ("passed" if passed else "failed"), attempt=attempt, max_attempts=max_attempts,
+        n_real=24, n_reference=12, n_fake=12, feature_dim=64, small_sample=True, controls=controls,
+        gate=GateVerdict(threshold=threshold, threshold_rule="absolute", rule="absolute: fid_threshold = 100",
+                         discriminative=True, separation=12.0, min_separation=2.0),
+        memorization=MemorizationVerdict(0.0, 0.01, False, {  # the shape memorization_report returns
+            "threshold": 0.05, "n_generated": 12, "n_training": 24, "training_partitions": [partition],
             "feature_space": {"near_copies": 0, "near_copy_fraction": 0.0, "min_distance": 0.31},
             "pixel_space": {"near_copies": 0, "near_copy_fraction": 0.0, "min_distance": 0.42},
             "closest": [{"generated": 3, "training_id": "img007", "distance": 0.31}],
-        },
-        "fingerprint": {"extractor": "offline-default", "feature_dim": 64, "id": "fp-test", "n_real": 24},
-        "config": config, "config_diff": config_diff or {},
-        "status": status or ("passed" if passed else "failed"), "extractor": "offline-default",
-    }
+        }),
+        fingerprint={"extractor": "offline-default", "feature_dim": 64, "id": "fp-test", "n_real": 12},
+        extractor="offline-default", partition=partition, config=config, config_diff=config_diff or {},
+    )
+    return score.to_dict()
 
 
 def seed_month(root: Path | ObjectStore, partition: str, *, modality: str = "MR",

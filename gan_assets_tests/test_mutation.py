@@ -107,3 +107,24 @@ def test_a_rule_producing_an_invalid_config_names_the_attempt() -> None:
         mutate_config(TINY, 2, policy)
     with pytest.raises(ValueError, match="attempt >= 2"):
         mutate_config(TINY, 1)
+
+
+def test_memorization_takes_its_own_rule_not_the_ladder() -> None:
+    from gan_assets.model.mutation import FROZEN_FIELDS, MEMORIZATION_RULE
+
+    base = TrainConfig(steps=400, diffaugment="")
+    mutated = mutate_config(base, 2, cause="memorized")
+    # Fewer steps (400 x 0.75) and both DiffAugment policies on; learning rates untouched.
+    assert mutated.steps == 300 and mutated.augment_policies == ("translation", "cutout")
+    assert (mutated.lr_g, mutated.lr_d) == (base.lr_g, base.lr_d)
+    assert mutate_config(base, 2) != mutated  # the quality ladder is something else
+    assert not set(MEMORIZATION_RULE.scale) & FROZEN_FIELDS and not set(MEMORIZATION_RULE.set) & FROZEN_FIELDS
+    with pytest.raises(ValueError, match="unknown"):
+        mutate_config(base, 2, cause="boredom")  # type: ignore[arg-type]
+
+
+def test_the_evaluation_bar_is_frozen() -> None:
+    from gan_assets.model.mutation import FROZEN_FIELDS
+
+    for name in ("threshold_rule", "min_separation", "max_near_copy_fraction", "fid_threshold"):
+        assert name in FROZEN_FIELDS

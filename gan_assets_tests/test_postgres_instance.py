@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from gan_assets_tests.conftest import free_port
+from gan_assets_tests.conftest import free_port, gate_that_sees
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY_YAML = REPO / "deploy" / "dagster.yaml"
@@ -180,9 +180,11 @@ def test_deploy_yaml_builds_the_production_instance(prod_instance: Any, postgres
 
 
 MONTH = "2026-02-01"
-# The brief's tiny config; a threshold every model passes, so every asset of the month materializes.
+# The brief's tiny config; an absolute threshold every model passes, under a gate told that it
+# sees (conftest.gate_that_sees), so every asset of the month materializes.
 TINY = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8, batch_size=8,
-            steps=4, log_every=2, num_samples=8, fid_num_fake=16, device="cpu", fid_threshold=1e9)
+            steps=4, log_every=2, num_samples=8, fid_num_fake=16, device="cpu", fid_threshold=1e9,
+            threshold_rule="absolute")
 ASSETS = ("dicom_manifest", "preprocessed_images", "trained_generator", "fid_score",
           "generated_samples", "monthly_report")
 
@@ -241,9 +243,10 @@ def test_a_month_runs_through_postgres(
     monkeypatch.setenv("GAN_ASSETS_S3_ENDPOINT_URL", moto_endpoint)
     monkeypatch.setenv("GAN_ASSETS_S3_PREFIX", "prod-test")
 
-    result = _month_defs(landing).resolve_job_def("gan_pipeline").execute_in_process(
-        partition_key=MONTH, instance=instance, raise_on_error=True,
-    )
+    with gate_that_sees():
+        result = _month_defs(landing).resolve_job_def("gan_pipeline").execute_in_process(
+            partition_key=MONTH, instance=instance, raise_on_error=True,
+        )
     assert result.success
     run_id = result.run_id
 

@@ -93,6 +93,18 @@ def test_report_json_html_and_two_point_trend(artifacts_dir: Path) -> None:
     assert "<th>feature_space.near_copies</th>" in html and "<code>fp-test</code>" in html
     assert "<tr><td>2026-01</td>" in html and "<tr><td>2026-02</td>" in html
 
+    # The gate and its controls: in report.json and as a table on the page.
+    controls = report["evaluation"]["controls"]
+    assert [c["name"] for c in controls][-1] == "held_out_real" and len(controls) == 8
+    assert {c["kind"] for c in controls} == {"negative", "positive"}
+    assert controls[0] == {"name": "uniform_noise", "kind": "negative", "fid": 150.0, "kid": 0.2, "passed": False}
+    gate = report["evaluation"]["gate"]
+    assert gate["threshold"] == 100.0 and gate["discriminative"] is True and gate["rule"].startswith("absolute")
+    table = html.split('id="controls"', 1)[1].split("</table>", 1)[0]
+    assert "<code>uniform_noise</code>" in table and "<code>held_out_real</code>" in table
+    assert table.count("<tr>") == 1 + 8 + 1  # header, the controls, the generator
+    assert "150.0000" in table and 'id="gate-discriminative">discriminative<' in html
+
     # MaterializeResult: summary, URIs, numbers; the IO manager stored nothing for it.
     metadata = result.asset_materializations_for_node("monthly_report")[0].metadata
     assert metadata["fid"].value == 47.5 and metadata["months_in_trend"].value == 2

@@ -34,10 +34,17 @@ TINY_LOOP: dict[str, Any] = dict(image_size=32, latent_dim=16, generator_width=8
                                  batch_size=8, steps=4, log_every=2, num_samples=8, fid_num_fake=16,
                                  device="cpu")
 N_IMAGES = 24
+# A month large and structured enough for the honest gate to discriminate (see seed_preprocessed_images).
+ORIENTED_IMAGES = 200
 
 
-def seed_preprocessed_images(root: Path, months: list[str], n: int = N_IMAGES, size: int = 32) -> None:
-    """Write dicom_manifest and preprocessed_images as ingest would: soft blobs on a dark field."""
+def seed_preprocessed_images(root: Path, months: list[str], n: int = N_IMAGES, size: int = 32,
+                             oriented: bool = False) -> None:
+    """Write dicom_manifest and preprocessed_images as ingest would: soft blobs on a dark field.
+
+    ``oriented`` adds what an honest gate needs to see anything: a bright band at the top (so
+    upside-down images differ) and fine texture (so blurred images differ).
+    """
     store = LocalObjectStore(root)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     for index, month in enumerate(months):
@@ -47,7 +54,12 @@ def seed_preprocessed_images(root: Path, months: list[str], n: int = N_IMAGES, s
             cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
             radius = rng.uniform(size * 0.12, size * 0.28)
             blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
-            images.append(np.clip(blob * 1.8 - 0.9 + rng.normal(0, 0.04, blob.shape), -1, 1))
+            if oriented:
+                image = (blob * 1.8 - 0.9 + rng.normal(0, 0.25, blob.shape) + 0.3 * np.sin(xx * 2.5) * np.sin(yy * 2.5)
+                         + 0.8 * (yy < size * 0.25))
+            else:
+                image = blob * 1.8 - 0.9 + rng.normal(0, 0.04, blob.shape)
+            images.append(np.clip(image, -1, 1))
         bundle = ArrayBundle(
             arrays={"images": pack_images(np.stack(images)),
                     "ids": np.array([f"{month}-{i:03d}" for i in range(n)], dtype=np.str_)},
@@ -120,9 +132,10 @@ def trained_generator_events(instance: dg.DagsterInstance) -> list[Any]:
         limit=50, ascending=True).records)
 
 
-def configure(monkeypatch: pytest.MonkeyPatch, artifacts: Path, **changes: Any) -> TrainConfig:
+def configure(monkeypatch: pytest.MonkeyPatch, artifacts: Path, *, images: int = N_IMAGES, oriented: bool = False,
+              **changes: Any) -> TrainConfig:
     """Env of one loop: a fresh artifacts dir seeded with the month's images, tiny config + changes."""
-    seed_preprocessed_images(artifacts, [MONTH])
+    seed_preprocessed_images(artifacts, [MONTH], n=images, oriented=oriented)
     values = {**TINY_LOOP, **changes}
     monkeypatch.setenv("GAN_ASSETS_ENV", "local")
     monkeypatch.setenv("GAN_ASSETS_ARTIFACTS_DIR", str(artifacts))
@@ -149,11 +162,15 @@ class Loop:
 
 @pytest.fixture(scope="module")
 def impossible_loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
-    """One loop with an impossible threshold, shared by the tests (it trains max_attempts times)."""
+    """One loop a 4-step model cannot pass, shared by the tests (it trains max_attempts times).
+
+    The honest default gate: enough oriented, textured images that its controls discriminate,
+    and a tiny model far from the data-derived threshold.
+    """
     artifacts = tmp_path_factory.mktemp("impossible") / "artifacts"
     with dg.instance_for_test() as instance:
         with pytest.MonkeyPatch.context() as monkeypatch:
-            base = configure(monkeypatch, artifacts, fid_threshold=1e-9, max_attempts=3)
+            base = configure(monkeypatch, artifacts, images=ORIENTED_IMAGES, oriented=True, max_attempts=3)
             results = run_loop(loop_defs(artifacts), instance)
         yield Loop(artifacts, base, instance, results)
 
@@ -184,14 +201,16 @@ def test_an_impossible_threshold_runs_exactly_max_attempts_chained_trainings_the
     assert stored["status"] == "rejected" and stored["attempt"] == 3
 
 
+@pytest.mark.usefixtures("seeing_gate")
 def test_a_threshold_met_on_attempt_2_stops_after_two_with_downstream_assets(
         impossible_loop: Loop, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # Attempt 1 is the impossible loop's attempt 1 (same config; CPU training is seeded), so a
     # threshold 10% under its FID fails it. A policy given by env makes attempt 2 train 20x
-    # longer (4 -> 80 steps: FID about 73 vs 91 on this data), which meets the threshold.
+    # longer (4 -> 80 steps), which meets the threshold.
     first = scores(impossible_loop.results[0])["fid"]
     artifacts = tmp_path / "artifacts"
-    configure(monkeypatch, artifacts, fid_threshold=0.9 * first, max_attempts=3)
+    configure(monkeypatch, artifacts, images=ORIENTED_IMAGES, oriented=True, threshold_rule="absolute",
+              fid_threshold=0.9 * first, max_attempts=3)
     monkeypatch.setenv(POLICY_ENV_VAR, json.dumps([{"scale": {"steps": 20}, "description": "train 20x longer"}]))
     with dg.instance_for_test() as instance:
         results = run_loop(loop_defs(artifacts), instance)
@@ -209,3 +228,18 @@ def test_a_threshold_met_on_attempt_2_stops_after_two_with_downstream_assets(
         assert (artifacts / "generated_samples" / f"{MONTH}.png").is_file()
         assert (artifacts / "monthly_report" / f"{MONTH}.json").is_file()
         assert stored_generator_config(artifacts)["steps"] == 80
+
+
+def test_a_blind_gate_stops_the_loop_after_one_attempt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The honest default gate on symmetric blobs: upside-down blobs look like blobs, so the
+    # flipped control passes (or sits too close to the real images) and the gate is blind.
+    artifacts = tmp_path / "artifacts"
+    configure(monkeypatch, artifacts, max_attempts=3)
+    with dg.instance_for_test() as instance:
+        results = run_loop(loop_defs(artifacts), instance)
+        (attempt,) = [scores(r) for r in results]  # no retrain was requested
+        assert attempt["status"] == "not_discriminative" and not attempt["passed"]
+        assert len(trained_generator_events(instance)) == 1
+        assert instance.get_latest_materialization_event(dg.AssetKey("generated_samples")) is None
+    stored = json.loads((artifacts / "fid_score" / f"{MONTH}.json").read_text())
+    assert stored["gate"]["discriminative"] is False and stored["gate"]["reasons"]

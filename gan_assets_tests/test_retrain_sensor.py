@@ -33,6 +33,8 @@ MONTH = "2026-03-01"
 
 class StandInScore(dg.Config):
     fid: float = 500.0
+    # Empty: from the FID and the attempt; else the status to emit (not_discriminative, memorized).
+    status: str = ""
 
 
 @dg.asset(partitions_def=monthly_partitions)
@@ -47,7 +49,11 @@ def fid_score(context: dg.AssetExecutionContext, config: StandInScore, gan_confi
     attempt = run_attempt(context)
     passed = config.fid <= train.fid_threshold
     status = "passed" if passed else ("rejected" if attempt >= train.max_attempts else "failed")
+    if config.status:
+        status, passed = config.status, config.status == "passed"
     return dg.MaterializeResult(metadata={
+        "memorized": status == "memorized", "extractor": "random_conv",
+        "separation": 1.2 if status == "not_discriminative" else 8.0,
         "fid": config.fid, "kid_mean": 0.0, "threshold": train.fid_threshold, "passed": passed,
         "attempt": attempt, "max_attempts": train.max_attempts, "status": status,
         "config": dg.MetadataValue.json(train.to_dict()),
@@ -107,12 +113,12 @@ def make_defs(artifacts: Path, webhook_url: str | None = None) -> dg.Definitions
 
 
 def score(instance: dg.DagsterInstance, partition: str, fid: float, *, attempt: int = 1,
-          config: dict[str, Any] | None = None) -> str:
+          config: dict[str, Any] | None = None, status: str = "") -> str:
     """Materialize the stand-in fid_score for one month; returns the run id."""
     result = dg.materialize(
         [fid_score], instance=instance, partition_key=partition,
         resources={"gan_config": GanConfig(**(config or TINY))},
-        run_config={"ops": {"fid_score": {"config": {"fid": fid}}}},
+        run_config={"ops": {"fid_score": {"config": {"fid": fid, "status": status}}}},
         tags={ATTEMPT_TAG: str(attempt)},
     )
     return result.run_id
@@ -311,3 +317,55 @@ def test_a_month_materialized_afresh_after_a_finished_chain_is_retrained_again(
     assert second_request.run_key != request.run_key
     assert second_request.tags[PARENT_RUN_TAG] == again != first
     assert second_request.tags[ATTEMPT_TAG] == "2"
+
+
+def test_a_blind_gate_is_not_retrained_and_the_notifier_blames_the_metric(
+        instance: dg.DagsterInstance, tmp_path: Path, webhook: Webhook) -> None:
+    defs = make_defs(tmp_path, webhook.url)
+    run_id = score(instance, MONTH, fid=500.0, status="not_discriminative")  # attempt 1 of 3: attempts left
+
+    requests, cursor = tick(defs, instance, None)
+
+    assert requests == [] and cursor is not None
+    (message,) = webhook.received
+    text = message["text"]
+    assert MONTH in text and "NOT DISCRIMINATIVE" in text and "metric, not the model" in text
+    assert "no retrain" in text and "random_conv" in text and f"http://ui.test/runs/{run_id}" in text
+    # The decision itself, without Dagster: "blind", no run request.
+    metadata = {"passed": False, "status": "not_discriminative", "attempt": 1, "max_attempts": 3,
+                "config": TrainConfig(**TINY).to_dict()}
+    decision = decide_retrain(metadata, MONTH, "run-1")
+    assert decision.action == "blind" and decision.run_request is None
+    # Control: the same event with status failed is retrained.
+    assert decide_retrain({**metadata, "status": "failed"}, MONTH, "run-1").action == "retrain"
+
+
+def test_a_memorized_month_is_retrained_with_the_memorization_rule(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    from gan_assets.model.mutation import MEMORIZATION_RULE
+
+    defs = make_defs(tmp_path)
+    base = TrainConfig(**{**TINY, "steps": 40})
+    score(instance, MONTH, fid=10.0, status="memorized", config=base.to_dict())  # FID fine, but copies
+
+    (request,), _ = tick(defs, instance, None)
+
+    mutated = request.run_config["resources"]["gan_config"]["config"]
+    assert mutated["steps"] == 30 and mutated["diffaugment"] == "translation,cutout"
+    assert (mutated["lr_g"], mutated["lr_d"]) == (base.lr_g, base.lr_d)  # not the quality ladder
+    assert request.tags[ATTEMPT_TAG] == "2" and request.tags[sensors.MUTATION_TAG] == MEMORIZATION_RULE.describe()
+    assert json.loads(request.tags[CONFIG_DIFF_TAG]) == {"diffaugment": ["", "translation,cutout"], "steps": [40, 30]}
+
+
+def test_memorized_on_the_last_attempt_is_rejected_and_notified_as_memorization(
+        instance: dg.DagsterInstance, tmp_path: Path, webhook: Webhook) -> None:
+    defs = make_defs(tmp_path, webhook.url)
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=FID_SCORE_KEY, partition=MONTH,
+        metadata={"fid": 10.0, "threshold": 50.0, "passed": False, "status": "rejected", "memorized": True,
+                  "near_copy_fraction": 0.5, "attempt": 3, "max_attempts": 3,
+                  "config": dg.MetadataValue.json(TrainConfig(**TINY).to_dict())},
+    ))
+    requests, _ = tick(defs, instance, None)
+    assert requests == []
+    (message,) = webhook.received
+    assert "REJECTED" in message["text"] and "reproduced training images" in message["text"]

@@ -1,5 +1,9 @@
-"""Step 3: score the trained generator against the month's real images (FID, KID, floor,
-memorization), and gate everything downstream with the blocking check ``fid_within_threshold``.
+"""Step 3: score the trained generator and the controls against the month's real images, and
+gate everything downstream with the blocking check ``fid_within_threshold``.
+
+The protocol (reference set, controls, threshold rule, statuses) is
+:func:`gan_assets.metrics.evaluation.evaluate_month`; this module gathers its inputs and
+writes the metadata.
 
 The memorization check compares generated samples with the images the generator was trained
 on: the same ``preprocessed_images`` window that ``trained_generator`` reads (the month and the
@@ -10,7 +14,6 @@ on: the same ``preprocessed_images`` window that ``trained_generator`` reads (th
 # No ``from __future__ import annotations``: Dagster reads the asset's parameter annotations
 # (context, resources, inputs) at definition time and needs them as real objects.
 import json
-import time
 from typing import Any, Protocol
 
 import dagster as dg
@@ -19,22 +22,19 @@ from PIL import Image
 
 from gan_assets.assets.common import CONFIG_DIFF_TAG, GROUP_MODEL, run_attempt
 from gan_assets.metrics.cache import RealFeatures, real_features_cached
-from gan_assets.metrics.extractors import FeatureExtractor, compare_fingerprints
-from gan_assets.metrics.memorization import memorization_report
-from gan_assets.metrics.score import MIN_REAL_IMAGES, score
+from gan_assets.metrics.evaluation import EvaluationSettings, FidScore, TrainingSet, evaluate_month
+from gan_assets.metrics.extractors import FeatureExtractor
+from gan_assets.metrics.score import MIN_REAL_IMAGES
 from gan_assets.model.artifact import generator_from_bundle, sample_images
 from gan_assets.partitions import TRAINING_WINDOW_MONTHS, monthly_partitions
 from gan_assets.report.images import grid_png, markdown_image, to_uint8
 from gan_assets.resources import CloudWatchMetrics, FidExtractor, GanConfig
-from gan_assets.storage import ArrayBundle, ObjectStore, StorageFormatError, TensorBundle, decode
-from gan_assets.storage.images import pack_images, unpack_images
+from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle
+from gan_assets.storage.images import unpack_images
 
-ASSET = "fid_score"
 CLOUDWATCH_MODEL = "dcgan"
 # Generated images for scoring use their own noise stream, apart from generated_samples' seed.
 FAKE_SEED_OFFSET = 1_000_003
-# Floor split and KID subsets use one fixed seed so every attempt of a month sees the same floor.
-EVAL_SEED = 0
 PAIR_TILE_SIDE = 64
 
 TRAINING_WINDOW = dg.TimeWindowPartitionMapping(
@@ -62,13 +62,6 @@ def _window_bundles(context: dg.AssetExecutionContext, loaded: Any) -> dict[str,
     return {str(k): v for k, v in dict(loaded).items() if v is not None}
 
 
-def _fake_images(trained_generator: TensorBundle, count: int, seed: int, device: str) -> np.ndarray:
-    generator = generator_from_bundle(trained_generator, device=device)
-    # Through the same uint8 quantisation as the stored real images, so quantisation itself
-    # never shows up as a distance between the two sets.
-    return unpack_images(pack_images(sample_images(generator, count, seed=seed, device=device)))
-
-
 def _config_diff(context: dg.AssetExecutionContext) -> dict[str, Any]:
     raw = context.run.tags.get(CONFIG_DIFF_TAG)
     if not raw:
@@ -81,26 +74,17 @@ def _config_diff(context: dg.AssetExecutionContext) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def _previous_score(store: ObjectStore, partition: str, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-    """The month's previously stored score (an earlier attempt) and whether it is comparable."""
-    key = f"{ASSET}/{partition}.json"
-    if not store.exists(key):
+def _previous_score(context: dg.AssetExecutionContext) -> dict[str, Any] | None:
+    """The month's latest fid_score figures from the event log (an earlier attempt), if any."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[context.partition_key]),
+        limit=1, ascending=False,
+    ).records
+    materialization = records[0].asset_materialization if records else None
+    if materialization is None:
         return None
-    try:
-        previous = decode("json", store.get(key), where=store.uri(key))
-    except StorageFormatError:
-        return None
-    if not isinstance(previous, dict) or not isinstance(previous.get("fingerprint"), dict):
-        return None
-    differences = compare_fingerprints(previous["fingerprint"], fingerprint)
-    return {
-        "attempt": previous.get("attempt"),
-        "fid": previous.get("fid"),
-        "kid_mean": previous.get("kid_mean"),
-        "status": previous.get("status"),
-        "comparable": not differences,
-        "fingerprint_differences": differences,
-    }
+    return {name: value.value for name, value in materialization.metadata.items()
+            if name in ("attempt", "fid", "kid_mean", "status", "fingerprint")}
 
 
 def _training_set(
@@ -110,7 +94,7 @@ def _training_set(
     window: dict[str, ArrayBundle],
     month: RealFeatures,
     trained_generator: TensorBundle,
-) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+) -> TrainingSet:
     """Features, pixels and ids of the images the generator was trained on (cached per month)."""
     partition = context.partition_key
     trained_on = (trained_generator.attrs.get("data_fingerprint") or {}).get("partitions") or {}
@@ -127,47 +111,111 @@ def _training_set(
         pixels.append(packed)
         names = bundle.arrays.get("ids")
         ids += [f"{key}/{i}" for i in (names if names is not None else range(len(packed)))]
-    return np.concatenate(features), unpack_images(np.concatenate(pixels)), ids, months
+    return TrainingSet(np.concatenate(features), unpack_images(np.concatenate(pixels)), tuple(ids), tuple(months))
 
 
-def _closest_pairs_png(fakes: np.ndarray, train_pixels: np.ndarray, closest: list[dict[str, Any]], ids: list[str]) -> bytes:
+def _closest_pairs_png(fakes: np.ndarray, training: TrainingSet, closest: list[dict[str, Any]]) -> bytes:
     """Rows of (generated sample, nearest training image), closest first, at most 64 px per tile."""
-    index = {name: i for i, name in enumerate(ids)}
+    index = {name: i for i, name in enumerate(training.ids)}
     tiles = []
     for pair in closest[:4]:
-        tiles += [fakes[pair["sample"]], train_pixels[index[pair["nearest_training_id"]]]]
+        tiles += [fakes[pair["sample"]], training.pixels[index[pair["nearest_training_id"]]]]
     side = min(PAIR_TILE_SIDE, fakes.shape[-1])
     small = [np.asarray(Image.fromarray(tile).resize((side, side), Image.Resampling.BILINEAR))
              for tile in to_uint8(np.stack(tiles))]
     return grid_png(np.stack(small), columns=2)
 
 
-def _summary_markdown(result: dict[str, Any]) -> str:
-    fp = result["fingerprint"]
-    mem = result["memorization"]
-    verdict = {"passed": "PASSED", "failed": "FAILED (a retrain may follow)", "rejected": "REJECTED (attempts exhausted)"}
+VERDICTS = {
+    "passed": "PASSED",
+    "failed": "FAILED (a retrain may follow)",
+    "rejected": "REJECTED (attempts exhausted)",
+    "not_discriminative": "NOT DISCRIMINATIVE (the metric cannot tell real images from the controls; no retrain)",
+    "memorized": "MEMORIZED (near-copies of training images; a retrain against copying may follow)",
+}
+
+
+def controls_markdown(score: FidScore) -> str:
+    """The controls as a markdown table: what the gate said about each, and whether that was right."""
+    lines = ["| control | kind | FID | KID | gate says | right? |", "|---|---|---|---|---|---|"]
+    for control in score.controls:
+        lines.append(f"| {control.name} | {control.kind} | {control.fid:.4f} | {control.kid:.5f} | "
+                     f"{'pass' if control.passed else 'fail'} | {'yes' if control.verdict_correct else '**no**'} |")
+    return "\n".join(lines)
+
+
+def _summary_markdown(score: FidScore) -> str:
+    fp = score.fingerprint
+    details = score.memorization.details
     lines = [
-        f"**{verdict[result['status']]}** - attempt {result['attempt']} of {result['max_attempts']}",
+        f"**{VERDICTS[score.status]}** - attempt {score.attempt} of {score.max_attempts}",
         "",
         "| metric | value |",
         "|---|---|",
-        f"| FID | {result['fid']:.4f} |",
-        f"| threshold ({result['threshold_mode']}) | {result['threshold']:.4f} |",
-        f"| real-vs-real floor FID | {result['floor_fid']:.4f} |",
-        f"| KID (mean +- std) | {result['kid_mean']:.5f} +- {result['kid_std']:.5f} |",
-        f"| floor KID | {result['floor_kid']:.5f} |",
-        f"| images real / generated | {result['n_real']} / {result['n_fake']} |",
-        f"| near-copies (feature / pixel space) | {mem['feature_space']['near_copies']} / {mem['pixel_space']['near_copies']} of {mem['n_generated']} |",
+        f"| FID | {score.fid:.4f} |",
+        f"| threshold ({score.threshold_rule}) | {score.threshold:.4f} |",
+        f"| gate discriminative | {'yes' if score.gate.discriminative else '**no**'} "
+        f"(separation {score.gate.separation:.3g}, minimum {score.gate.min_separation:g}) |",
+        f"| real-vs-real floor FID | {score.floor_fid:.4f} |",
+        f"| KID (mean +- std) | {score.kid_mean:.5f} +- {score.kid_std:.5f} |",
+        f"| floor KID | {score.floor_kid:.5f} |",
+        f"| images real (reference) / generated | {score.n_real} ({score.n_reference}) / {score.n_fake} |",
+        f"| near-copies (feature / pixel space) | {details['feature_space']['near_copies']} / "
+        f"{details['pixel_space']['near_copies']} of {details['n_generated']} "
+        f"(limit {score.memorization.max_near_copy_fraction:.2%}) |",
         f"| extractor | {fp['extractor']} ({fp['feature_dim']} features, {fp['input_size']} px, sha256 {fp['weights_sha256'][:12]}) |",
+        "",
+        f"Threshold: {score.gate.rule}.",
+        "",
+        controls_markdown(score),
     ]
-    if result["small_sample"]:
+    if score.gate.reasons:
+        lines += ["", "Not discriminative: " + "; ".join(score.gate.reasons) + "."]
+    if score.small_sample:
         lines += ["", f"Small sample: fewer images than feature dimensions ({fp['feature_dim']}); "
                       "FID is biased upwards and KID is the more reliable number."]
-    previous = result.get("previous_score")
-    if previous and not previous["comparable"]:
+    previous = score.previous_score
+    if previous and not previous.comparable:
         lines += ["", "Previous attempt scored with a different fingerprint (not comparable): "
-                      + "; ".join(previous["fingerprint_differences"])]
+                      + "; ".join(previous.fingerprint_differences)]
     return "\n".join(lines)
+
+
+def score_metadata(score: FidScore) -> dict[str, Any]:
+    """Numbers as numeric metadata (plotted across months), one entry per control."""
+    metadata: dict[str, Any] = {
+        "fid": dg.MetadataValue.float(score.fid),
+        "kid_mean": dg.MetadataValue.float(score.kid_mean),
+        "kid_std": dg.MetadataValue.float(score.kid_std),
+        "floor_fid": dg.MetadataValue.float(score.floor_fid),
+        "floor_kid": dg.MetadataValue.float(score.floor_kid),
+        "threshold": dg.MetadataValue.float(score.threshold),
+        "threshold_rule": dg.MetadataValue.text(score.threshold_rule),
+        "gate_rule": dg.MetadataValue.text(score.gate.rule),
+        "discriminative": dg.MetadataValue.bool(score.gate.discriminative),
+        "separation": dg.MetadataValue.float(score.gate.separation),
+        "passed": dg.MetadataValue.bool(score.passed),
+        "attempt": dg.MetadataValue.int(score.attempt),
+        "max_attempts": dg.MetadataValue.int(score.max_attempts),
+        "status": dg.MetadataValue.text(score.status),
+        "n_real": dg.MetadataValue.int(score.n_real),
+        "n_reference": dg.MetadataValue.int(score.n_reference),
+        "n_fake": dg.MetadataValue.int(score.n_fake),
+        "small_sample": dg.MetadataValue.bool(score.small_sample),
+        "near_copy_fraction": dg.MetadataValue.float(score.memorization.near_copy_fraction),
+        "near_copy_fraction_pixels": dg.MetadataValue.float(
+            float(score.memorization.details["pixel_space"]["near_copy_fraction"])),
+        "memorized": dg.MetadataValue.bool(score.memorization.memorized),
+        "extractor": dg.MetadataValue.text(score.extractor),
+        "fingerprint_id": dg.MetadataValue.text(str(score.fingerprint["id"])),
+        "fingerprint": dg.MetadataValue.json(dict(score.fingerprint)),
+        "config": dg.MetadataValue.json(dict(score.config)),
+        "config_diff": dg.MetadataValue.json(dict(score.config_diff)),
+    }
+    for control in score.controls:
+        metadata[f"control/{control.name}/fid"] = dg.MetadataValue.float(control.fid)
+        metadata[f"control/{control.name}/kid"] = dg.MetadataValue.float(control.kid)
+    return metadata
 
 
 @dg.asset(
@@ -191,11 +239,10 @@ def fid_score(
     trained_generator: TensorBundle,
     preprocessed_images: Any,
 ) -> dict[str, Any]:
-    """FID, KID, real-vs-real floor and memorization of the trained generator against the month's real images."""
+    """FID/KID of the trained generator and of the controls against the month's real images, the gate, memorization."""
     partition = context.partition_key
     attempt = run_attempt(context)
     settings = gan_config.to_train_config()
-    started = time.perf_counter()
     extractor = fid_extractor.build()
     store = artifact_store.object_store()
 
@@ -206,7 +253,8 @@ def fid_score(
     if len(packed) < MIN_REAL_IMAGES:
         raise dg.Failure(
             description=f"preprocessed_images[{partition}] has {len(packed)} images; fid_score needs at least "
-                        f"{MIN_REAL_IMAGES} (two halves for the real-vs-real floor). Ingest more images for this month."
+                        f"{MIN_REAL_IMAGES} (two halves: the reference set and the held-out controls). "
+                        "Ingest more images for this month."
         )
     image_size = int(packed.shape[-1])
     generator_size = int(trained_generator.attrs.get("config", {}).get("image_size", image_size))
@@ -216,163 +264,126 @@ def fid_score(
                         f"has {image_size} px: re-materialize trained_generator for this month"
         )
 
-    t0 = time.perf_counter()
     real = real_features_cached(store, partition, extractor, packed)
-    real_seconds = time.perf_counter() - t0
     context.log.info(
         f"real features for {partition}: {'cache hit' if real.cache_hit else 'computed and cached'} at {real.uri}"
     )
-
-    n_real = len(packed)
-    n_fake = settings.fid_num_fake or n_real
+    training = _training_set(context, store, extractor, window, real, trained_generator)
     fake_seed = int(trained_generator.attrs.get("config", {}).get("seed", settings.seed)) + FAKE_SEED_OFFSET
-    t0 = time.perf_counter()
-    fakes = _fake_images(trained_generator, n_fake, fake_seed, str(extractor.device))
-    sample_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fake_features = extractor.extract(fakes)
-    fake_seconds = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    scored = score(
-        real.stats, real.features, fake_features,
-        threshold_mode=settings.threshold_mode, fid_threshold=settings.fid_threshold,
-        relative_factor=settings.relative_factor, attempt=attempt, max_attempts=settings.max_attempts,
-        seed=EVAL_SEED, kid_num_subsets=fid_extractor.kid_subsets, kid_subset_size=fid_extractor.kid_subset_size,
+    device = str(extractor.device)
+    generator = generator_from_bundle(trained_generator, device=device)
+    evaluation = evaluate_month(
+        extractor, unpack_images(packed),
+        lambda count: sample_images(generator, count, seed=fake_seed, device=device),
+        training,
+        EvaluationSettings.from_train_config(settings, kid_num_subsets=fid_extractor.kid_subsets,
+                                             kid_subset_size=fid_extractor.kid_subset_size),
+        attempt,
+        real_features=real.features, previous=_previous_score(context), partition=partition,
+        config=trained_generator.attrs.get("config", {}), config_diff=_config_diff(context), fake_seed=fake_seed,
+        real_features_record={"key": real.key, "uri": real.uri, "cache_hit": real.cache_hit,
+                              "images_sha256": real.images_sha256},
     )
-    score_seconds = time.perf_counter() - t0
+    score = evaluation.score
 
-    t0 = time.perf_counter()
-    train_features, train_pixels, train_ids, train_months = _training_set(
-        context, store, extractor, window, real, trained_generator
-    )
-    memorization = memorization_report(
-        fake_features, train_features, fakes, train_pixels,
-        threshold=settings.memorization_threshold, train_ids=train_ids, seed=EVAL_SEED,
-    )
-    memorization["training_partitions"] = train_months
-    memorization_seconds = time.perf_counter() - t0
-
-    fingerprint = extractor.fingerprint(image_size, n_real, n_fake)
-    result: dict[str, Any] = {
-        **scored,
-        "memorization": memorization,
-        "fingerprint": fingerprint,
-        "extractor": fingerprint["extractor"],
-        "config": trained_generator.attrs.get("config", {}),
-        "config_diff": _config_diff(context),
-        "partition": partition,
-        "fake_seed": fake_seed,
-        "eval_seed": EVAL_SEED,
-        "real_features": {"key": real.key, "uri": real.uri, "cache_hit": real.cache_hit, "images_sha256": real.images_sha256},
-        "timings": {
-            "real_features_seconds": round(real_seconds, 4),
-            "sample_seconds": round(sample_seconds, 4),
-            "fake_features_seconds": round(fake_seconds, 4),
-            "fake_features_images_per_second": round(n_fake / fake_seconds, 2) if fake_seconds > 0 else None,
-            "score_seconds": round(score_seconds, 4),
-            "memorization_seconds": round(memorization_seconds, 4),
-            "total_seconds": round(time.perf_counter() - started, 4),
-        },
-    }
-    previous = _previous_score(store, partition, fingerprint)
-    if previous is not None:
-        result["previous_score"] = previous
-        if not previous["comparable"]:
-            context.log.warning(
-                f"previous fid_score of {partition} (attempt {previous['attempt']}) used another fingerprint; "
-                f"not comparable: {previous['fingerprint_differences']}"
-            )
-    if result["small_sample"]:
+    if score.previous_score is not None and not score.previous_score.comparable:
         context.log.warning(
-            f"small sample: {n_real} real / {n_fake} generated images for {fingerprint['feature_dim']} feature "
-            "dimensions; FID is biased upwards, read KID alongside it"
+            f"previous fid_score of {partition} (attempt {score.previous_score.attempt}) used another fingerprint; "
+            f"not comparable: {list(score.previous_score.fingerprint_differences)}"
         )
-    if memorization["feature_space"]["near_copies"]:
+    if score.small_sample:
         context.log.warning(
-            f"memorization: {memorization['feature_space']['near_copies']} of {n_fake} generated images are near-copies "
-            f"of training images (feature space; threshold {settings.memorization_threshold})"
+            f"small sample: {score.n_reference} reference / {score.n_fake} generated images for {score.feature_dim} "
+            "feature dimensions; FID is biased upwards, read KID alongside it"
         )
-
-    sent = cloudwatch.put_fid_metrics(partition, CLOUDWATCH_MODEL, result["fid"], result["kid_mean"])
+    if not score.gate.discriminative:
+        context.log.warning(f"{partition}: the gate is not discriminative: {'; '.join(score.gate.reasons)}")
+    if score.memorization.near_copy_fraction:
+        context.log.warning(
+            f"memorization: {score.memorization.near_copy_fraction:.2%} of {score.n_fake} generated images are "
+            f"near-copies of training images (limit {score.memorization.max_near_copy_fraction:.2%})"
+        )
+    sent = cloudwatch.put_fid_metrics(partition, CLOUDWATCH_MODEL, score.fid, score.kid_mean)
     context.log.info(
-        f"{partition} attempt {attempt}: FID {result['fid']:.4f} vs threshold {result['threshold']:.4f} "
-        f"({result['threshold_mode']}), KID {result['kid_mean']:.5f}, status {result['status']}; "
+        f"{partition} attempt {attempt}: FID {score.fid:.4f} vs threshold {score.threshold:.4f} "
+        f"({score.gate.rule}), KID {score.kid_mean:.5f}, status {score.status}; "
         f"CloudWatch {'sent' if sent else 'not sent'}"
     )
 
-    metadata: dict[str, Any] = {
-        "summary": dg.MetadataValue.md(_summary_markdown(result)),
-        "fid": dg.MetadataValue.float(result["fid"]),
-        "kid_mean": dg.MetadataValue.float(result["kid_mean"]),
-        "kid_std": dg.MetadataValue.float(result["kid_std"]),
-        "floor_fid": dg.MetadataValue.float(result["floor_fid"]),
-        "floor_kid": dg.MetadataValue.float(result["floor_kid"]),
-        "threshold": dg.MetadataValue.float(result["threshold"]),
-        "threshold_mode": dg.MetadataValue.text(result["threshold_mode"]),
-        "passed": dg.MetadataValue.bool(result["passed"]),
-        "attempt": dg.MetadataValue.int(attempt),
-        "max_attempts": dg.MetadataValue.int(settings.max_attempts),
-        "status": dg.MetadataValue.text(result["status"]),
-        "n_real": dg.MetadataValue.int(n_real),
-        "n_fake": dg.MetadataValue.int(n_fake),
-        "small_sample": dg.MetadataValue.bool(result["small_sample"]),
-        "near_copy_fraction": dg.MetadataValue.float(memorization["near_copy_fraction"]),
-        "near_copy_fraction_pixels": dg.MetadataValue.float(memorization["pixel_space"]["near_copy_fraction"]),
-        "extractor": dg.MetadataValue.text(fingerprint["extractor"]),
-        "fingerprint_id": dg.MetadataValue.text(fingerprint["id"]),
-        "fingerprint": dg.MetadataValue.json(fingerprint),
+    closest = list(score.memorization.details.get("closest") or [])
+    context.add_output_metadata({
+        "summary": dg.MetadataValue.md(_summary_markdown(score)),
+        **score_metadata(score),
         "real_features_cache_hit": dg.MetadataValue.bool(real.cache_hit),
         "real_features_cache": dg.MetadataValue.path(real.uri),
-        "fake_features_images_per_second": dg.MetadataValue.float(float(result["timings"]["fake_features_images_per_second"] or 0.0)),
-        "config": dg.MetadataValue.json(result["config"]),
-        "config_diff": dg.MetadataValue.json(result["config_diff"]),
+        "fake_features_images_per_second": dg.MetadataValue.float(
+            float(score.timings.get("fake_features_images_per_second") or 0.0)),
         "closest_pairs": dg.MetadataValue.md(
             "Generated sample (left) and its nearest training image (right), closest first:\n\n"
-            + markdown_image(_closest_pairs_png(fakes, train_pixels, memorization["closest"], train_ids), "closest pairs")
+            + markdown_image(_closest_pairs_png(evaluation.samples, training, closest), "closest pairs")
         ),
-    }
-    context.add_output_metadata(metadata)
-    return result
+    })
+    return score.to_dict()
+
+
+def check_result(score: FidScore) -> dg.AssetCheckResult:
+    """The blocking verdict on one score: what failed, and what a person should do next."""
+    fid, threshold = score.fid, score.threshold
+    tries = f"attempt {score.attempt} of {score.max_attempts}"
+    if score.status == "passed":
+        description = f"FID {fid:.4f} <= threshold {threshold:.4f} ({tries}); the controls show the gate discriminates."
+    elif score.status == "not_discriminative":
+        description = (
+            "NOT DISCRIMINATIVE: the metric, not the model, is at fault. With this feature extractor "
+            f"({score.extractor}) and {score.n_reference} reference images the gate cannot tell real images from "
+            f"the controls: {'; '.join(score.gate.reasons)}. No retrain can fix this. Choose another feature "
+            "extractor (fid_extractor, e.g. a domain extractor trained on this modality) or score a month with "
+            "more images, then re-materialize fid_score."
+        )
+    elif score.memorization.memorized:
+        description = (
+            f"{'REJECTED: ' if score.status == 'rejected' else ''}MEMORIZED: "
+            f"{score.memorization.near_copy_fraction:.2%} of the scored samples are near-copies of training images "
+            f"(limit {score.memorization.max_near_copy_fraction:.2%}), a privacy failure, whatever the FID "
+            f"({fid:.4f} vs {threshold:.4f}); {tries}. "
+            + ("Attempts are exhausted: this month gets no samples or report until someone changes the config."
+               if score.status == "rejected" else
+               "The retrain sensor will request another attempt with stronger augmentation and fewer steps.")
+        )
+    elif score.status == "rejected":
+        description = (
+            f"REJECTED: FID {fid:.4f} > threshold {threshold:.4f} on {tries}; "
+            "attempts are exhausted, this month gets no samples or report until someone changes the config."
+        )
+    else:
+        description = f"FID {fid:.4f} > threshold {threshold:.4f} on {tries}; the retrain sensor will request another attempt."
+    return dg.AssetCheckResult(
+        passed=score.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata={
+            "fid": dg.MetadataValue.float(fid),
+            "threshold": dg.MetadataValue.float(threshold),
+            "threshold_rule": dg.MetadataValue.text(score.threshold_rule),
+            "discriminative": dg.MetadataValue.bool(score.gate.discriminative),
+            "memorized": dg.MetadataValue.bool(score.memorization.memorized),
+            "attempt": dg.MetadataValue.int(score.attempt),
+            "max_attempts": dg.MetadataValue.int(score.max_attempts),
+            "status": dg.MetadataValue.text(score.status),
+            "rejected": dg.MetadataValue.bool(score.status == "rejected"),
+            "floor_fid": dg.MetadataValue.float(score.floor_fid),
+            "extractor": dg.MetadataValue.text(score.extractor),
+        },
+    )
 
 
 @dg.asset_check(
     asset=fid_score,
     blocking=True,
     partitions_def=monthly_partitions,
-    description="FID within the threshold (absolute, or relative to the real-vs-real floor); blocks samples and report when it fails.",
+    description="FID within the threshold, a gate whose controls show it can discriminate, and no memorization; "
+                "blocks samples and report when it fails.",
 )
 def fid_within_threshold(fid_score: dict[str, Any]) -> dg.AssetCheckResult:
     """Pass iff fid_score passed; a failure blocks everything downstream in the run."""
-    status = str(fid_score.get("status", "failed"))
-    passed = bool(fid_score.get("passed")) and status == "passed"
-    attempt, max_attempts = int(fid_score.get("attempt", 1)), int(fid_score.get("max_attempts", 1))
-    fid, threshold = float(fid_score["fid"]), float(fid_score["threshold"])
-    if passed:
-        description = f"FID {fid:.4f} <= threshold {threshold:.4f} (attempt {attempt} of {max_attempts})."
-    elif status == "rejected":
-        description = (
-            f"REJECTED: FID {fid:.4f} > threshold {threshold:.4f} on attempt {attempt} of {max_attempts}; "
-            "attempts are exhausted, this month gets no samples or report until someone changes the config."
-        )
-    else:
-        description = (
-            f"FID {fid:.4f} > threshold {threshold:.4f} on attempt {attempt} of {max_attempts}; "
-            "the retrain sensor will request another attempt."
-        )
-    return dg.AssetCheckResult(
-        passed=passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=description,
-        metadata={
-            "fid": dg.MetadataValue.float(fid),
-            "threshold": dg.MetadataValue.float(threshold),
-            "threshold_mode": dg.MetadataValue.text(str(fid_score.get("threshold_mode", ""))),
-            "attempt": dg.MetadataValue.int(attempt),
-            "max_attempts": dg.MetadataValue.int(max_attempts),
-            "status": dg.MetadataValue.text(status),
-            "rejected": dg.MetadataValue.bool(status == "rejected"),
-            "floor_fid": dg.MetadataValue.float(float(fid_score.get("floor_fid", 0.0))),
-            "extractor": dg.MetadataValue.text(str((fid_score.get("fingerprint") or {}).get("extractor", ""))),
-        },
-    )
+    return check_result(FidScore.from_dict(fid_score))

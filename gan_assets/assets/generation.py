@@ -10,6 +10,7 @@ import torch
 from gan_assets import __version__
 from gan_assets.assets.common import GROUP_DELIVERY
 from gan_assets.dicom.secondary_capture import DEFAULT_MODALITY, SyntheticSeries, secondary_capture_bytes
+from gan_assets.metrics.evaluation import FidScore
 from gan_assets.model.artifact import generator_from_bundle, sample_images
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.document import most_common_modality
@@ -65,19 +66,20 @@ def generated_samples(
 ) -> ArrayBundle:
     """Synthetic images sampled from the approved generator's EMA weights (npz, PNG grid, optional DICOM)."""
     partition = context.partition_key
-    if not fid_score.get("passed"):
+    score = FidScore.from_dict(fid_score)
+    if not score.passed:
         # The blocking check stops this in a pipeline run; this guards a manual materialization.
         raise dg.Failure(
             description=(
-                f"fid_score for {partition} did not pass (status {fid_score.get('status')!r}, "
-                f"FID {fid_score.get('fid')} vs threshold {fid_score.get('threshold')}): samples come only "
+                f"fid_score for {partition} did not pass (status {score.status!r}, "
+                f"FID {score.fid:.4f} vs threshold {score.threshold:.4f}): samples come only "
                 "from an approved generator. Retrain (retrain_job) until fid_score passes."
             )
         )
     generator_attempt = int(trained_generator.attrs.get("attempt", 1))
-    if int(fid_score.get("attempt", generator_attempt)) != generator_attempt:
+    if score.attempt != generator_attempt:
         context.log.warning(
-            f"fid_score is for attempt {fid_score.get('attempt')} but trained_generator is attempt "
+            f"fid_score is for attempt {score.attempt} but trained_generator is attempt "
             f"{generator_attempt}; re-materialize fid_score if the generator was retrained alone"
         )
 
@@ -130,7 +132,7 @@ def generated_samples(
             "image_size": int(images.shape[-1]),
             "generator_attempt": generator_attempt,
             "source_partition": partition,
-            "fid": fid_score.get("fid"),
+            "fid": score.fid,
             "modality": modality,
             "grid_png": grid_uri,
             "dicom": dicom_uris,

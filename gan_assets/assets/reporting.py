@@ -14,6 +14,7 @@ import pandas as pd
 from gan_assets.assets.common import GROUP_DELIVERY
 from gan_assets.assets.generation import ASSET as SAMPLES_ASSET
 from gan_assets.assets.generation import ArtifactStoreResource, grid_key
+from gan_assets.metrics.evaluation import FidScore
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.document import (
     FID_ASSET,
@@ -23,6 +24,7 @@ from gan_assets.report.document import (
     data_counts,
     merge_attempts,
     read_trend,
+    score_attempt_entry,
 )
 from gan_assets.report.html import render_report_html
 from gan_assets.report.images import data_uri, grid_png, markdown_image, preview_grid_png
@@ -109,18 +111,19 @@ def monthly_report(
     samples = generated_samples["images"]
     sample_attrs = generated_samples.attrs
 
+    score = FidScore.from_dict(fid_score)
     # The event log knows which run wrote each attempt; the loaded artifact alone does not.
-    current = attempt_entry(fid_score)
+    current = score_attempt_entry(score)
     history = fid_score_history(context.instance, partition)
     attempts = merge_attempts(history, current)
-    trend = read_trend(store, partition, fid_score)
+    trend = read_trend(store, partition, score)
 
     preview = preview_grid_png(samples)
     real = preprocessed_images["images"][:REAL_EXAMPLES]
     objects = {"report_json": store.uri(json_key(partition)), "report_html": store.uri(html_key(partition))}
     report = build_report(
         partition=partition,
-        fid_score=fid_score,
+        fid_score=score,
         generator_attrs=trained_generator.attrs,
         sample_attrs=sample_attrs,
         sample_objects={

@@ -1,5 +1,6 @@
 """Evaluation maths (no Dagster): Fréchet distance, KID, real-vs-real floor, memorization,
-feature extractors with fingerprints, and the per-month real-feature cache."""
+feature extractors with fingerprints, the per-month real-feature cache, the controls, and the
+month's evaluation (``gan_assets.metrics.evaluation``)."""
 
 from gan_assets.metrics.extractors import (
     ExtractorError,
@@ -18,7 +19,7 @@ from gan_assets.metrics.frechet import (
 )
 from gan_assets.metrics.kid import KidResult, kernel_inception_distance, mmd2_unbiased
 from gan_assets.metrics.memorization import memorization_report, nearest_neighbours
-from gan_assets.metrics.score import FloorResult, real_floor, score, status_for, threshold_for
+from gan_assets.metrics.score import FloorResult, real_floor
 
 __all__ = [
     "ExtractorError",
@@ -38,7 +39,4 @@ __all__ = [
     "mmd2_unbiased",
     "nearest_neighbours",
     "real_floor",
-    "score",
-    "status_for",
-    "threshold_for",
 ]

@@ -3,6 +3,11 @@
 k(x, y) = (x . y / d + 1)^3 (Binkowski et al. 2018, "Demystifying MMD GANs"). KID is unbiased
 for any sample size, which makes it the more honest number for the small monthly batches here;
 the mean and standard deviation over random subsets are reported.
+
+Subsets hold at most half of the smaller set (and at most ``subset_size``). A subset as large as
+the set is the whole set every time, so all subsets give one value and the std is always 0; at
+half the set, subsets differ and their spread says how much the estimate moves with the sample.
+Every subset estimate is unbiased, so their mean is an unbiased estimate of MMD^2 as well.
 """
 
 from __future__ import annotations
@@ -43,6 +48,11 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     return float(term_xx + term_yy - 2.0 * k_xy.mean())
 
 
+def subset_size_for(count1: int, count2: int) -> int:
+    """Half of the smaller set (at least 2): small enough that random subsets differ."""
+    return max(2, min(int(count1), int(count2)) // 2)
+
+
 def kernel_inception_distance(
     features1: np.ndarray,
     features2: np.ndarray,
@@ -50,7 +60,7 @@ def kernel_inception_distance(
     subset_size: int = DEFAULT_SUBSET_SIZE,
     seed: int = 0,
 ) -> KidResult:
-    """KID mean and std over ``num_subsets`` random subsets of ``min(subset_size, n1, n2)`` rows.
+    """KID mean and std over ``num_subsets`` random subsets of ``min(subset_size, min(n1, n2) // 2)`` rows.
 
     Subsets are drawn without replacement within each subset (as torch-fidelity and clean-fid
     do); ``seed`` makes the estimate reproducible.
@@ -61,11 +71,12 @@ def kernel_inception_distance(
         raise ValueError(f"features must be N x d matrices of the same d, got {x.shape} and {y.shape}")
     if num_subsets < 1:
         raise ValueError(f"num_subsets must be >= 1, got {num_subsets}")
-    size = min(int(subset_size), x.shape[0], y.shape[0])
-    if size < 2:
+    if min(x.shape[0], y.shape[0], int(subset_size)) < 2:
         raise ValueError(
-            f"KID needs at least 2 samples in each set, got {x.shape[0]} and {y.shape[0]}"
+            f"KID needs at least 2 samples in each set and subset_size >= 2, got {x.shape[0]}, {y.shape[0]} "
+            f"and subset_size {subset_size}"
         )
+    size = min(int(subset_size), subset_size_for(x.shape[0], y.shape[0]))
     rng = np.random.default_rng(seed)
     values = np.empty(num_subsets, dtype=np.float64)
     for i in range(num_subsets):

@@ -15,6 +15,10 @@ VALID_LOSSES = ("bce", "hinge")
 VALID_AUGMENTS = ("translation", "cutout")
 VALID_DEVICES = ("auto", "cpu", "cuda")
 VALID_THRESHOLD_MODES = ("absolute", "relative")
+VALID_THRESHOLD_RULES = ("controls", "absolute", "relative_floor")
+# Bounds of the evaluation bar: a separation under 1 would call a gate that passes garbage
+# discriminative; over 100 no extractor qualifies.
+MIN_SEPARATION_BOUNDS = (1.0, 100.0)
 
 
 class ConfigError(ValueError):
@@ -47,14 +51,26 @@ class TrainConfig:
     log_every: int = 50
     num_workers: int = 1
     # --- evaluation and the retrain loop
-    # For the default random-conv extractor at 64 x 64 on the demo data: noise scores ~150, the
-    # default 400-step model ~30, the real-vs-real floor ~1.5. Recalibrate for another extractor.
+    # Used only by threshold_rule="absolute": an FID value means something only for one extractor
+    # on one kind of data, so set it from that extractor's scores of the controls.
     fid_threshold: float = 50.0
+    # Superseded by threshold_rule and ignored by the gate; kept so stored configs still load.
     threshold_mode: str = "absolute"
     relative_factor: float = 3.0
     max_attempts: int = 3
+    # Ignored since the generator is scored with as many samples as each control; kept so stored
+    # configs still load.
     fid_num_fake: int = 0
     memorization_threshold: float = 0.05
+    # How the FID threshold is set (gan_assets.metrics.evaluation): "controls" derives it every
+    # month from what held-out real images and the negative controls score.
+    threshold_rule: str = "controls"
+    # The gate counts as discriminative only when the best negative control scores at least this
+    # many times the held-out real images' FID (see gan_assets.metrics.evaluation).
+    min_separation: float = 2.0
+    # Largest fraction of scored samples allowed to be near-copies of training images; above it
+    # the month fails as "memorized" whatever its FID.
+    max_near_copy_fraction: float = 0.01
     # --- generation
     num_samples: int = 64
     sample_seed: int = 1234
@@ -93,6 +109,13 @@ class TrainConfig:
             raise bad("fid_num_fake", "0 (as many as real images) or a positive count")
         if not 0.0 <= self.memorization_threshold:
             raise bad("memorization_threshold", "must be >= 0")
+        if self.threshold_rule not in VALID_THRESHOLD_RULES:
+            raise bad("threshold_rule", f"choose one of {', '.join(VALID_THRESHOLD_RULES)}")
+        low, high = MIN_SEPARATION_BOUNDS
+        if not low <= float(self.min_separation) <= high:
+            raise bad("min_separation", f"must be between {low:g} and {high:g}")
+        if not 0.0 <= float(self.max_near_copy_fraction) <= 1.0:
+            raise bad("max_near_copy_fraction", "must be a fraction between 0 and 1")
 
     @property
     def augment_policies(self) -> tuple[str, ...]:

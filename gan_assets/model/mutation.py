@@ -34,6 +34,13 @@ attempts past the end reuse the last rule. A rule is an object with any of
 For example ``[{"scale": {"lr_g": 0.5}}, {"set": {"loss": "hinge"}}]``. Evaluation settings
 (threshold, attempts, sample counts) and the data shape (``image_size``) cannot be mutated:
 changing the bar or the data between attempts would make the attempts incomparable.
+
+A month that failed because its generator *memorized* training images (status ``memorized``)
+is retrained with :data:`MEMORIZATION_RULE` instead of the ladder (``mutate_config(...,
+cause="memorized")``): DiffAugment ``translation,cutout`` on (the discriminator no longer sees
+the exact training pixels, so it stops rewarding their reproduction) and a quarter fewer
+``steps`` (memorization grows with training time on a small set). More steps or a lower
+learning rate, the ladder's remedies for poor quality, would make copying worse.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gan_assets.model.config import TRAIN_CONFIG_FIELDS, ConfigError, TrainConfig
 
@@ -56,6 +63,7 @@ FROZEN_FIELDS = frozenset({
     "image_size", "fid_threshold", "threshold_mode", "relative_factor", "max_attempts",
     "fid_num_fake", "memorization_threshold", "num_samples", "sample_seed",
     "write_sample_dicoms", "device", "num_workers",
+    "threshold_rule", "min_separation", "max_near_copy_fraction",
 })
 _NUMERIC_FIELDS = {
     name for name, value in TrainConfig().to_dict().items()
@@ -174,6 +182,26 @@ DEFAULT_POLICY = MutationPolicy((
 ))
 
 
+MEMORIZATION_RULE = MutationRule(
+    scale={"steps": 0.75}, set={"diffaugment": "translation,cutout"},
+    description="memorized: DiffAugment translation,cutout on, 25% fewer steps",
+)
+
+MutationCause = Literal["quality", "memorized"]
+MUTATION_CAUSES: tuple[MutationCause, ...] = ("quality", "memorized")
+
+
+def rule_for_cause(next_attempt: int, policy: MutationPolicy | None = None, cause: MutationCause = "quality") -> MutationRule:
+    """The rule that makes ``next_attempt``: the policy's ladder rung, or the memorization rule."""
+    if cause not in MUTATION_CAUSES:
+        raise MutationPolicyError(f"mutation cause {cause!r} is unknown; use one of {', '.join(MUTATION_CAUSES)}")
+    if cause == "memorized":
+        if next_attempt < 2:
+            raise ValueError(f"attempt {next_attempt}: only retrains (attempt >= 2) are mutated")
+        return MEMORIZATION_RULE
+    return (policy or DEFAULT_POLICY).rule_for(next_attempt)
+
+
 def policy_from_env(environ: Mapping[str, str] | None = None) -> MutationPolicy:
     """The policy named by ``GAN_ASSETS_MUTATION_POLICY`` (JSON text or a .json path), else the default."""
     env = os.environ if environ is None else environ
@@ -192,11 +220,15 @@ def policy_from_env(environ: Mapping[str, str] | None = None) -> MutationPolicy:
 
 
 def mutate_config(
-    config: TrainConfig | Mapping[str, Any], next_attempt: int, policy: MutationPolicy | None = None
+    config: TrainConfig | Mapping[str, Any], next_attempt: int, policy: MutationPolicy | None = None,
+    *, cause: MutationCause = "quality",
 ) -> TrainConfig:
-    """The config for ``next_attempt`` (>= 2), from the config the previous attempt used."""
+    """The config for ``next_attempt`` (>= 2), from the config the previous attempt used.
+
+    ``cause="memorized"`` applies :data:`MEMORIZATION_RULE` instead of the policy's rung.
+    """
     base = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
-    rule = (policy or DEFAULT_POLICY).rule_for(next_attempt)
+    rule = rule_for_cause(next_attempt, policy, cause)
     try:
         mutated = rule.apply(base)
     except ConfigError as err:

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd")
-STATUS_COLORS = {"passed": "#2ca02c", "failed": "#ff7f0e", "rejected": "#d62728"}
+STATUS_COLORS = {"passed": "#2ca02c", "failed": "#ff7f0e", "rejected": "#d62728",
+                 "not_discriminative": "#9467bd", "memorized": "#8c564b"}
 
 
 def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:

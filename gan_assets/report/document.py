@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from gan_assets.metrics.evaluation import STATUSES, FidScore
 from gan_assets.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 REPORT_ASSET = "monthly_report"
 FID_ASSET = "fid_score"
-STATUSES = ("passed", "failed", "rejected")
 _PARTITION_RE = re.compile(r"^\d{4}-\d{2}-01$")
 # Months shown in the trend (the newest ones); older reports stay in storage.
 TREND_MONTHS = 24
@@ -162,6 +162,21 @@ def attempt_entry(values: Mapping[str, Any], *, run_id: str | None = None,
     }
 
 
+def score_attempt_entry(score: FidScore) -> dict[str, Any]:
+    """The attempts-table row of the month's current score (the artifact)."""
+    return {
+        "attempt": score.attempt,
+        "status": score.status,
+        "passed": score.passed,
+        "fid": _number(score.fid),
+        "kid_mean": _number(score.kid_mean),
+        "threshold": _number(score.threshold),
+        "config_diff": _jsonable(dict(score.config_diff)),
+        "run_id": None,
+        "materialized_at": None,
+    }
+
+
 def merge_attempts(history: Iterable[dict[str, Any]], current: dict[str, Any]) -> list[dict[str, Any]]:
     """Every attempt once (the latest record per attempt number wins), the current one included."""
     by_attempt: dict[int, dict[str, Any]] = {}
@@ -240,7 +255,7 @@ def trend_point(partition: str, values: Mapping[str, Any], source: str) -> dict[
     }
 
 
-def read_trend(store: ObjectStore, partition: str, current: dict[str, Any]) -> list[dict[str, Any]]:
+def read_trend(store: ObjectStore, partition: str, current: FidScore) -> list[dict[str, Any]]:
     """FID/KID per month up to ``partition``: from earlier reports, else from fid_score artifacts.
 
     Months without a report (rejected ones: the blocking check stopped the run before the
@@ -258,7 +273,11 @@ def read_trend(store: ObjectStore, partition: str, current: dict[str, Any]) -> l
             if report is not None and isinstance(report.get("evaluation"), dict):
                 evaluation = {**report["evaluation"], "status": report.get("status")}
                 points[month] = trend_point(month, evaluation, REPORT_ASSET)
-    points[partition] = {**trend_point(partition, current, REPORT_ASSET)}
+    points[partition] = {
+        "partition": partition, "status": current.status, "fid": _number(current.fid),
+        "kid_mean": _number(current.kid_mean), "threshold": _number(current.threshold),
+        "attempts": current.attempt, "source": REPORT_ASSET,
+    }
     return [points[m] for m in sorted(points)][-TREND_MONTHS:]
 
 
@@ -274,13 +293,18 @@ def verdict(evaluation: Mapping[str, Any], status: str) -> str:
         return f"Approved: {score} ({tries}); synthetic images delivered."
     if status == "rejected":
         return f"Rejected: {score}; retrain attempts exhausted ({tries})."
+    if status == "not_discriminative":
+        return (f"Not discriminative: the controls show the metric cannot tell real images from garbage "
+                f"({tries}); the metric, not the model, must change.")
+    if status == "memorized":
+        return f"Memorized: the generator reproduces training images ({tries}); a retrain against copying may follow."
     return f"Failed: {score} ({tries}); a retrain may follow."
 
 
 def build_report(
     *,
     partition: str,
-    fid_score: Mapping[str, Any],
+    fid_score: FidScore,
     generator_attrs: Mapping[str, Any],
     sample_attrs: Mapping[str, Any],
     sample_objects: Mapping[str, Any],
@@ -293,27 +317,33 @@ def build_report(
     generated_at: _dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Assemble report.json from the month's artifacts (validated against the schema)."""
-    missing = [k for k in ("fid", "threshold", "passed") if k not in fid_score]
-    if missing:
-        raise ReportError(f"fid_score for {partition} lacks {missing}; re-materialize fid_score")
-    status = str(fid_score.get("status") or ("passed" if fid_score["passed"] else "failed"))
-    if status not in STATUSES:
-        raise ReportError(f"fid_score status {status!r} for {partition} is not one of {STATUSES}")
+    score = fid_score
+    status = score.status
+    gate = score.gate
     evaluation = {
-        "fid": _number(fid_score.get("fid")),
-        "kid_mean": _number(fid_score.get("kid_mean")),
-        "kid_std": _number(fid_score.get("kid_std")),
-        "floor_fid": _number(fid_score.get("floor_fid")),
-        "floor_kid": _number(fid_score.get("floor_kid")),
-        "threshold": _number(fid_score.get("threshold")),
-        "threshold_mode": str(fid_score.get("threshold_mode") or "absolute"),
-        "passed": bool(fid_score["passed"]),
-        "attempt": _int(fid_score.get("attempt")) or 1,
-        "max_attempts": _int(fid_score.get("max_attempts")) or 1,
-        "n_real": _int(fid_score.get("n_real")),
-        "n_fake": _int(fid_score.get("n_fake")),
-        "small_sample": bool(fid_score.get("small_sample", False)),
-        "extractor": _jsonable(fid_score.get("extractor")),
+        "fid": _number(score.fid),
+        "kid_mean": _number(score.kid_mean),
+        "kid_std": _number(score.kid_std),
+        "floor_fid": _number(score.floor_fid),
+        "floor_kid": _number(score.floor_kid),
+        "threshold": _number(score.threshold),
+        "threshold_rule": score.threshold_rule,
+        "passed": score.passed,
+        "attempt": score.attempt,
+        "max_attempts": score.max_attempts,
+        "n_real": score.n_real,
+        "n_fake": score.n_fake,
+        "small_sample": score.small_sample,
+        "extractor": score.extractor,
+        "controls": [_jsonable(c.to_dict()) for c in score.controls],
+        "gate": {
+            "threshold": _number(gate.threshold),
+            "rule": gate.rule,
+            "discriminative": gate.discriminative,
+            "separation": _number(gate.separation),
+            "min_separation": _number(gate.min_separation),
+            "reasons": list(gate.reasons),
+        },
     }
     fingerprint = generator_attrs.get("data_fingerprint") or {}
     training_partitions = {str(k): int(v) for k, v in (fingerprint.get("partitions") or {}).items()}
@@ -324,9 +354,9 @@ def build_report(
         "status": status,
         "verdict": verdict(evaluation, status),
         "evaluation": evaluation,
-        "memorization": _jsonable(fid_score.get("memorization")),
-        "fingerprint": _jsonable(fid_score.get("fingerprint")),
-        "configuration": _jsonable(generator_attrs.get("config") or fid_score.get("config") or {}),
+        "memorization": _jsonable(score.memorization.to_dict()),
+        "fingerprint": _jsonable(dict(score.fingerprint)),
+        "configuration": _jsonable(generator_attrs.get("config") or dict(score.config)),
         "generated_images": {
             "count": int(sample_attrs.get("count", 0)),
             "seed": int(sample_attrs["seed"]),
