@@ -167,6 +167,17 @@ class FidExtractor(dg.ConfigurableResource):
             )
         raise ExtractorError(f"fid_extractor.kind={self.kind!r} is invalid: choose 'random_conv', 'domain' or 'torchscript'")
 
+    def build_for(self, weights_bundle: "TensorBundle | None") -> "FeatureExtractor":
+        """The extractor a score uses: from the fid_feature_extractor bundle when kind='domain', else build()."""
+        if self.kind == "domain":
+            if weights_bundle is None:
+                from gan_assets.metrics.extractors import ExtractorError
+
+                raise ExtractorError("fid_extractor.kind='domain' but no fid_feature_extractor bundle was given; "
+                                     "materialize fid_feature_extractor for this month first")
+            return self.build_domain(weights_bundle)
+        return self.build()
+
     def domain_settings(self) -> "DomainEncoderSettings":
         """How fid_feature_extractor trains the domain encoder (kind='domain')."""
         from gan_assets.metrics.domain_encoder import DomainEncoderSettings

@@ -136,7 +136,12 @@ def test_resource_builds_the_domain_extractor_only_from_weights() -> None:
     assert extractor.weights_sha256 == weights.sha256
     with pytest.raises(ExtractorError, match="kind='domain'"):
         resource.build_domain(TensorBundle(tensors={}, attrs={"unused": True}))
+    assert resource.build_for(TensorBundle(tensors=tensors, attrs=attrs)).weights_sha256 == weights.sha256
+    with pytest.raises(ExtractorError, match="materialize fid_feature_extractor"):
+        resource.build_for(None)
+    # Other kinds ignore the bundle: random_conv keeps working with or without one.
     assert isinstance(FidExtractor().build(), RandomConvExtractor)
+    assert isinstance(FidExtractor().build_for(TensorBundle(tensors={}, attrs={"unused": True})), RandomConvExtractor)
 
 
 def test_domain_extractor_sees_flips_that_random_features_miss() -> None:
