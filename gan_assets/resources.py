@@ -141,7 +141,8 @@ class FidExtractor(dg.ConfigurableResource):
     device: str = Field(default="cpu", description="'cpu', 'cuda', 'cuda:N' or 'auto' for feature extraction.")
     kid_subsets: int = Field(default=100, description="Random subsets averaged for KID mean/std.")
     kid_subset_size: int = Field(default=1000, description="Images per KID subset (capped at the smaller set's size).")
-    domain_steps: int = Field(default=300, description="Training steps of the domain encoder (kind='domain'); about a minute per 300 steps of 64x64 images on one CPU core.")
+    domain_steps: int = Field(default=300, description="Training steps of the domain encoder (kind='domain'); its training time grows in proportion.")
+    domain_max_side: int = Field(default=64, description="Images larger than this are area-downsampled to it for the domain encoder (training and features); each doubling multiplies the training time several-fold.")
     domain_seed: int = Field(default=0, description="Seed of the domain encoder's training: same seed and images, same weights.")
 
     def build(self) -> "FeatureExtractor":
@@ -182,7 +183,7 @@ class FidExtractor(dg.ConfigurableResource):
         """How fid_feature_extractor trains the domain encoder (kind='domain')."""
         from gan_assets.metrics.domain_encoder import DomainEncoderSettings
 
-        return DomainEncoderSettings(steps=self.domain_steps)
+        return DomainEncoderSettings(steps=self.domain_steps, max_side=self.domain_max_side)
 
     def build_domain(self, weights_bundle: "TensorBundle") -> "FeatureExtractor":
         """The domain extractor from a stored fid_feature_extractor bundle (raises ExtractorError if unusable)."""

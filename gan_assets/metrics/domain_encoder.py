@@ -64,7 +64,10 @@ class DomainEncoderSettings:
     intensity_jitter: float = 0.1
     # Pooled grid per feature map: 1 = global average (feature_dim = widths[-1]).
     pool_grid: int = 1
-    max_side: int = 128
+    # Larger images are area-downsampled to this side for training and extraction alike: each
+    # doubling of the side multiplies the CPU time several-fold (docs/domain_extractor.md), and
+    # every control (noise, blur of side/8, flips, inversion) is plain at 64.
+    max_side: int = 64
     projector_dim: int = 128
 
     def __post_init__(self) -> None:
