@@ -225,6 +225,8 @@ def test_asset_later_month_trains_on_prior_months_only(artifacts_dir: Path) -> N
     assert attrs["months"] == ["2026-01-01", "2026-02-01"]  # never the scored month
     assert attrs["counts"] == {"2026-01-01": 6, "2026-02-01": 7} and attrs["encoder"]["image_count"] == 13
     assert attrs["settings"]["steps"] == 4 and attrs["kind"] == "domain"
+    assert fid_feature_extractor.op.pool == "gan_training"
+    assert fid_feature_extractor.group_names_by_key[fid_feature_extractor.key] == "model"
 
 
 def test_asset_is_a_quick_placeholder_when_the_kind_is_not_domain(artifacts_dir: Path) -> None:

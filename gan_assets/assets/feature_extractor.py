@@ -13,7 +13,7 @@ import dagster as dg
 import numpy as np
 
 from gan_assets.assets.common import GROUP_MODEL
-from gan_assets.assets.training import TRAINING_WINDOW, pack_window, training_window
+from gan_assets.assets.training import TRAINING_POOL, TRAINING_WINDOW, pack_window, training_window
 from gan_assets.metrics.controls import split_reference
 from gan_assets.metrics.domain_encoder import train_domain_encoder, weights_to_tensors
 from gan_assets.partitions import TRAINING_WINDOW_MONTHS, monthly_partitions
@@ -59,6 +59,9 @@ def _held_out_half(bundle: ArrayBundle | None, partition: str, image_size: int) 
             partition_mapping=TRAINING_WINDOW, metadata={"allow_missing_partitions": True},
         )
     },
+    # It trains a network on the CPU: share the training pool so a backfill does not run it
+    # beside trained_generator steps.
+    pool=TRAINING_POOL,
     kinds={"pytorch"},
 )
 def fid_feature_extractor(
