@@ -21,7 +21,7 @@ from typing import Any
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from gan_assets.assets import evaluation, generation, ingest, reporting, training
+from gan_assets.assets import evaluation, feature_extractor, generation, ingest, reporting, training
 from gan_assets.io_managers import (
     LocalArtifactStore,
     LocalOpenFormatIOManager,
@@ -107,6 +107,7 @@ defs = dg.Definitions(
         ingest.dicom_manifest,
         ingest.preprocessed_images,
         training.trained_generator,
+        feature_extractor.fid_feature_extractor,
         evaluation.fid_score,
         generation.generated_samples,
         reporting.monthly_report,

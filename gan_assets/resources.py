@@ -145,13 +145,15 @@ class PreprocessConfig(dg.ConfigurableResource):
 import typing as _typing  # noqa: E402  (section-local: the extractor module imports torch)
 
 if _typing.TYPE_CHECKING:
+    from gan_assets.metrics.domain_encoder import DomainEncoderSettings
     from gan_assets.metrics.extractors import FeatureExtractor
+    from gan_assets.storage import TensorBundle
 
 
 class FidExtractor(dg.ConfigurableResource):
-    """The feature network behind FID/KID: an offline seeded random conv net, or a TorchScript file."""
+    """The feature network behind FID/KID: an offline seeded random conv net, a domain encoder trained on the archive, or a TorchScript file."""
 
-    kind: str = Field(default="random_conv", description="'random_conv' (offline default: fixed, seeded random-weight conv net at native resolution; no download) or 'torchscript' (a feature network file, e.g. the Inception net published FIDs use).")
+    kind: str = Field(default="random_conv", description="'random_conv' (offline default: fixed, seeded random-weight conv net at native resolution; no download), 'domain' (a small encoder trained self-supervised on the archive's earlier real images by the fid_feature_extractor asset: it learns orientation and polarity, so upside-down, inverted, blurred or noise images score far from real ones; its weights hash is in every score's fingerprint) or 'torchscript' (a feature network file, e.g. the Inception net published FIDs use).")
     torchscript_path: str = Field(default="", description="Local path of the TorchScript feature network (kind='torchscript'); downloaded once by you, never at run time.")
     input_size: int = Field(default=0, description="Side in pixels the network is fed: 0 = native image size (random_conv); e.g. 299 for Inception (torchscript).")
     resize_filter: str = Field(default="bilinear", description="Resize filter when input_size differs from the images: 'bilinear', 'bicubic', 'nearest' or 'area' (torch interpolate).")
@@ -162,6 +164,9 @@ class FidExtractor(dg.ConfigurableResource):
     device: str = Field(default="cpu", description="'cpu', 'cuda', 'cuda:N' or 'auto' for feature extraction.")
     kid_subsets: int = Field(default=100, description="Random subsets averaged for KID mean/std.")
     kid_subset_size: int = Field(default=1000, description="Images per KID subset (capped at the smaller set's size).")
+    domain_steps: int = Field(default=300, description="Training steps of the domain encoder (kind='domain'); its training time grows in proportion.")
+    domain_max_side: int = Field(default=64, description="Images larger than this are area-downsampled to it for the domain encoder (training and features); each doubling multiplies the training time several-fold.")
+    domain_seed: int = Field(default=0, description="Seed of the domain encoder's training: same seed and images, same weights.")
 
     def build(self) -> "FeatureExtractor":
         """The plain-Python extractor this configuration describes (raises ExtractorError naming a bad field)."""
@@ -179,7 +184,42 @@ class FidExtractor(dg.ConfigurableResource):
                 path=self.torchscript_path, input_size=self.input_size or 299, resize_filter=self.resize_filter,
                 input_range=self.input_range, batch_size=self.batch_size, device=self.device,
             )
-        raise ExtractorError(f"fid_extractor.kind={self.kind!r} is invalid: choose 'random_conv' or 'torchscript'")
+        if self.kind == "domain":
+            raise ExtractorError(
+                "fid_extractor.kind='domain' needs the trained weights: build it with "
+                "build_domain(<the fid_feature_extractor bundle>) in an asset that takes that input"
+            )
+        raise ExtractorError(f"fid_extractor.kind={self.kind!r} is invalid: choose 'random_conv', 'domain' or 'torchscript'")
+
+    def build_for(self, weights_bundle: "TensorBundle | None") -> "FeatureExtractor":
+        """The extractor a score uses: from the fid_feature_extractor bundle when kind='domain', else build()."""
+        if self.kind == "domain":
+            if weights_bundle is None:
+                from gan_assets.metrics.extractors import ExtractorError
+
+                raise ExtractorError("fid_extractor.kind='domain' but no fid_feature_extractor bundle was given; "
+                                     "materialize fid_feature_extractor for this month first")
+            return self.build_domain(weights_bundle)
+        return self.build()
+
+    def domain_settings(self) -> "DomainEncoderSettings":
+        """How fid_feature_extractor trains the domain encoder (kind='domain')."""
+        from gan_assets.metrics.domain_encoder import DomainEncoderSettings
+
+        return DomainEncoderSettings(steps=self.domain_steps, max_side=self.domain_max_side)
+
+    def build_domain(self, weights_bundle: "TensorBundle") -> "FeatureExtractor":
+        """The domain extractor from a stored fid_feature_extractor bundle (raises ExtractorError if unusable)."""
+        from gan_assets.metrics.domain_encoder import weights_from_tensors
+        from gan_assets.metrics.extractors import DomainExtractor, ExtractorError
+
+        if self.kind != "domain":
+            raise ExtractorError(f"fid_extractor.kind={self.kind!r}: build_domain is only for kind='domain'; use build()")
+        try:
+            weights = weights_from_tensors(weights_bundle.tensors, weights_bundle.attrs)
+        except ValueError as err:
+            raise ExtractorError(str(err)) from err
+        return DomainExtractor(weights, batch_size=self.batch_size, device=self.device)
 
 # ---- end evaluation -----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from gan_assets.partitions import monthly_partitions
 from gan_assets.storage import ArrayBundle
 
 EXPECTED_ASSETS = {
-    "dicom_source", "dicom_manifest", "preprocessed_images", "trained_generator",
+    "dicom_source", "dicom_manifest", "preprocessed_images", "fid_feature_extractor", "trained_generator",
     "fid_score", "generated_samples", "monthly_report",
 }
 
@@ -29,7 +29,8 @@ def test_definitions_load_and_resolve_everything() -> None:
     graph = repo.asset_graph
     lineage = [
         ("dicom_source", "dicom_manifest"), ("dicom_manifest", "preprocessed_images"),
-        ("preprocessed_images", "trained_generator"), ("trained_generator", "fid_score"),
+        ("preprocessed_images", "trained_generator"), ("preprocessed_images", "fid_feature_extractor"),
+        ("trained_generator", "fid_score"),
         ("fid_score", "generated_samples"), ("generated_samples", "monthly_report"),
     ]
     for parent, child in lineage:

@@ -6,6 +6,11 @@
   (Naeem et al. 2020, "Reliable Fidelity and Diversity Metrics for Generative Models"); they need
   no download and run at the images' native resolution, fast on a CPU. Their scores are only
   comparable with scores of the same fingerprint, never with published Inception FIDs.
+- :class:`DomainExtractor`: the pooled representation of a small encoder trained
+  self-supervised on the archive's own real images (``gan_assets.metrics.domain_encoder``:
+  orientation/polarity prediction plus augmentation invariance). It knows what an upright
+  image of this archive looks like, so upside-down, inverted, blurred or noise images land far
+  from the real ones. Its fingerprint names the exact trained weights.
 - :class:`TorchScriptExtractor`: any TorchScript feature network saved as a file (for example the
   Inception-v3 network that published FIDs use), with the input size, resize filter and value
   range it expects; grayscale images are replicated to three channels.
@@ -26,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gan_assets.metrics.domain_encoder import DomainEncoderWeights, encoder_from_weights, working_side
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +302,46 @@ class TorchScriptExtractor(FeatureExtractor):
         if not isinstance(out, torch.Tensor):
             raise ExtractorError(f"{self.name} returned {type(out).__name__}; it must return a tensor of features")
         return out
+
+
+class DomainExtractor(FeatureExtractor):
+    """Pooled features of a domain encoder trained on real images (see ``metrics.domain_encoder``)."""
+
+    def __init__(self, weights: DomainEncoderWeights, batch_size: int = 256, device: str = "cpu") -> None:
+        if batch_size < 1:
+            raise ExtractorError(f"fid_extractor.batch_size={batch_size} is invalid: must be >= 1")
+        try:
+            encoder = encoder_from_weights(weights)
+        except ValueError as err:
+            raise ExtractorError(str(err)) from err
+        self.name = "domain"
+        self.settings = weights.settings
+        self.description = weights.description
+        self.batch_size = int(batch_size)
+        self.device = _resolve_device(device)
+        # Training downsampled with the area filter; extraction must see images the same way.
+        self.resize_filter = "area"
+        self.input_range = "-1..1"
+        self._feature_dim = int(self.settings.feature_dim)
+        self.encoder = encoder.to(self.device)
+        self._sha = weights.sha256
+
+    def input_size_for(self, image_size: int) -> int:
+        return working_side(image_size, self.settings)
+
+    def _channels(self) -> int:
+        return 1
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.encoder.features(batch)
+
+    def describe(self, image_size: int) -> dict[str, Any]:
+        return {
+            **super().describe(image_size),
+            "architecture": self.description.get("architecture"),
+            "trained_on_images": self.description.get("image_count"),
+            "training_images_sha256": self.description.get("images_sha256"),
+        }
 
 
 def _state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
