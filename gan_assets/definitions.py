@@ -8,20 +8,22 @@ Resources are picked per deployment by ``GAN_ASSETS_ENV``:
   credentials from the standard AWS chain: env vars, profile or IAM role).
 
 ``GAN_ASSETS_CONFIG_OVERRIDES`` (JSON object of gan_config fields) changes the defaults the
-launchpad starts from, e.g. ``{"image_size": 32, "steps": 50}`` for a quick look; run config
-still overrides them per run (the retrain sensor does).
+launchpad starts from, e.g. ``{"steps": 200}``; run config still overrides them per run (the
+retrain sensor does). ``GAN_ASSETS_FID_EXTRACTOR_OVERRIDES`` does the same for fid_extractor.
+An unknown field in either is an error.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from gan_assets.assets import evaluation, feature_extractor, generation, ingest, reporting, training
+from gan_assets.assets import evaluation, generation, ingest, reporting, training
 from gan_assets.io_managers import (
     LocalArtifactStore,
     LocalOpenFormatIOManager,
@@ -43,18 +45,32 @@ from gan_assets.sensors import notify_on_run_failure, retrain_on_fid_failure
 DEPLOYMENTS = ("local", "s3")
 
 
-def gan_config_from_env() -> GanConfig:
-    """GanConfig defaults, with GAN_ASSETS_CONFIG_OVERRIDES applied and validated."""
-    raw = os.environ.get("GAN_ASSETS_CONFIG_OVERRIDES", "").strip()
+def overrides_from_env(variable: str, resource: str, fields: Iterable[str]) -> dict[str, Any]:
+    """The JSON object of resource fields in ``variable``; an unknown field is an error, not ignored."""
+    raw = os.environ.get(variable, "").strip()
     try:
         overrides = json.loads(raw) if raw else {}
     except json.JSONDecodeError as err:
-        raise ValueError(f"GAN_ASSETS_CONFIG_OVERRIDES is not valid JSON ({err}): {raw[:200]!r}") from err
+        raise ValueError(f"{variable} is not valid JSON ({err}): {raw[:200]!r}") from err
     if not isinstance(overrides, dict):
-        raise ValueError("GAN_ASSETS_CONFIG_OVERRIDES must be a JSON object of gan_config fields")
-    config = GanConfig(**overrides)
+        raise ValueError(f"{variable} must be a JSON object of {resource} fields")
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ValueError(f"{variable} names unknown {resource} field(s) {unknown}; known fields: {sorted(fields)}")
+    return overrides
+
+
+def gan_config_from_env() -> GanConfig:
+    """GanConfig defaults, with GAN_ASSETS_CONFIG_OVERRIDES applied and validated."""
+    config = GanConfig(**overrides_from_env("GAN_ASSETS_CONFIG_OVERRIDES", "gan_config", GanConfig.model_fields))
     config.to_train_config()  # fail at load time, naming the bad field
     return config
+
+
+def fid_extractor_from_env() -> FidExtractor:
+    """FidExtractor defaults, with GAN_ASSETS_FID_EXTRACTOR_OVERRIDES applied (e.g. fewer domain_steps)."""
+    return FidExtractor(**overrides_from_env("GAN_ASSETS_FID_EXTRACTOR_OVERRIDES", "fid_extractor",
+                                             FidExtractor.model_fields))
 
 
 def _shared_resources() -> dict[str, Any]:
@@ -62,7 +78,7 @@ def _shared_resources() -> dict[str, Any]:
         "gan_config": gan_config_from_env(),
         "preprocess_config": PreprocessConfig(),
         "dicom_source": dicom_source_from_env(),
-        "fid_extractor": FidExtractor(),
+        "fid_extractor": fid_extractor_from_env(),
         "cloudwatch": CloudWatchMetrics(
             enabled=os.environ.get("GAN_ASSETS_CLOUDWATCH", "").lower() in ("1", "true", "yes"),
             namespace=os.environ.get("GAN_ASSETS_CLOUDWATCH_NAMESPACE", "GanAssets"),
@@ -107,7 +123,7 @@ defs = dg.Definitions(
         ingest.dicom_manifest,
         ingest.preprocessed_images,
         training.trained_generator,
-        feature_extractor.fid_feature_extractor,
+        evaluation.fid_feature_extractor,
         evaluation.fid_score,
         generation.generated_samples,
         reporting.monthly_report,

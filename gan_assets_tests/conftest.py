@@ -94,3 +94,17 @@ def gate_that_sees() -> Iterator[None]:
 def seeing_gate() -> Iterator[None]:
     with gate_that_sees():
         yield
+
+
+def seed_unused_extractor(root: Path, months: list[str]) -> None:
+    """Store fid_feature_extractor's placeholder (kind is not 'domain') for ``months`` under ``root``.
+
+    For tests that score with ``fid_extractor.kind='random_conv'`` and stand in for the upstream
+    assets: fid_score reads this input, and ignores it for that kind.
+    """
+    from gan_assets.storage import LocalObjectStore, TensorBundle, encode
+
+    store = LocalObjectStore(root)
+    for month in months:
+        ext, data = encode(TensorBundle(tensors={}, attrs={"unused": True, "kind": "random_conv", "partition": month}))
+        store.put(f"fid_feature_extractor/{month}.{ext}", data)

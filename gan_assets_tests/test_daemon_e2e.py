@@ -54,6 +54,8 @@ def daemon_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         "GAN_ASSETS_LANDING_ZONE": str(landing),
         # The default, data-derived threshold: a 4-step model fails it, so attempt 2 must follow.
         "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps(TINY_LOOP),
+        # The images seeded below were made for the random conv net's honest gate to see.
+        "GAN_ASSETS_FID_EXTRACTOR_OVERRIDES": json.dumps({"kind": "random_conv"}),
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("GAN_ASSETS_MUTATION_POLICY", None)
@@ -71,7 +73,7 @@ def test_running_daemon_retrains_a_failing_month_with_the_mutated_config(
     seed_preprocessed_images(artifacts, [MONTH], n=200, oriented=True)
     workspace = write_workspace(tmp_path / "workspace.yaml", REPO)
     for name in ("GAN_ASSETS_ENV", "GAN_ASSETS_ARTIFACTS_DIR", "GAN_ASSETS_LANDING_ZONE",
-                 "GAN_ASSETS_CONFIG_OVERRIDES", "DAGSTER_HOME"):
+                 "GAN_ASSETS_CONFIG_OVERRIDES", "GAN_ASSETS_FID_EXTRACTOR_OVERRIDES", "DAGSTER_HOME"):
         monkeypatch.setenv(name, daemon_env[name])
     monkeypatch.delenv("GAN_ASSETS_MUTATION_POLICY", raising=False)
 

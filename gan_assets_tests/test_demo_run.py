@@ -16,7 +16,11 @@ TINY = {"image_size": 32, "latent_dim": 16, "generator_width": 8, "discriminator
         "batch_size": 8, "steps": 4, "log_every": 2, "num_samples": 8, "fid_num_fake": 16}
 
 
-def _run_demo(tmp_path: Path, overrides: dict) -> tuple[subprocess.CompletedProcess, Path]:
+# The domain encoder at a test's budget: a few steps on the demo's 32 px images.
+FAST_DOMAIN = {"domain_steps": 8}
+
+
+def _run_demo(tmp_path: Path, overrides: dict, extractor: dict) -> tuple[subprocess.CompletedProcess, Path]:
     zone = tmp_path / "landing_zone"
     if not zone.exists():
         generate_landing_zone(str(zone), seed=0, files_per_month=6, sizes=[256], workers=1)
@@ -26,6 +30,7 @@ def _run_demo(tmp_path: Path, overrides: dict) -> tuple[subprocess.CompletedProc
         "GAN_ASSETS_LANDING_ZONE": str(zone),
         "GAN_ASSETS_ARTIFACTS_DIR": str(artifacts),
         "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps({**TINY, **overrides}),
+        "GAN_ASSETS_FID_EXTRACTOR_OVERRIDES": json.dumps(extractor),
         "DAGSTER_HOME": str(tmp_path / "home"),
     }
     (tmp_path / "home").mkdir(exist_ok=True)
@@ -41,9 +46,10 @@ def test_demo_run_materializes_the_month_and_stops_at_a_blind_gate(tmp_path: Pat
     # changes nothing: it is ignored by the default rule). The month stops at fid_score, is not
     # retrained, and the summary says why. Delivery under a gate that sees is tested in-process
     # (test_evaluation_asset.py, test_retrain_loop.py).
-    proc, artifacts = _run_demo(tmp_path, {"fid_threshold": 1e9})
+    # The random conv net is blind on these (it cannot see orientation): a blind gate, for sure.
+    proc, artifacts = _run_demo(tmp_path, {"fid_threshold": 1e9}, {"kind": "random_conv"})
     assert proc.returncode == 1, proc.stderr[-3000:]
-    for node in ("dicom_manifest", "preprocessed_images", "trained_generator", "fid_score"):
+    for node in ("dicom_manifest", "preprocessed_images", "fid_feature_extractor", "trained_generator", "fid_score"):
         assert f"{node:<20} materialized" in proc.stdout
     for node in ("generated_samples", "monthly_report"):
         assert f"{node:<20} not materialized" in proc.stdout
@@ -70,7 +76,8 @@ def test_the_whole_demo_runs_on_s3(tmp_path: Path, moto_endpoint: str, s3_bucket
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
-        "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps({**TINY, "fid_threshold": 1e9}),
+        "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps(TINY),
+        "GAN_ASSETS_FID_EXTRACTOR_OVERRIDES": json.dumps(FAST_DOMAIN),  # the default kind, quickly
         "DAGSTER_HOME": str(tmp_path / "home"),
     }
     (tmp_path / "home").mkdir()
@@ -89,13 +96,14 @@ def test_the_whole_demo_runs_on_s3(tmp_path: Path, moto_endpoint: str, s3_bucket
     # A tiny model on six files a month cannot pass an honest gate: the month ends at fid_score
     # with its verdict (the retrain sensor's tick ran in-process, under S3), and the exit code
     # says the month was not delivered.
-    for node in ("dicom_manifest", "preprocessed_images", "trained_generator", "fid_score"):
+    for node in ("dicom_manifest", "preprocessed_images", "fid_feature_extractor", "trained_generator", "fid_score"):
         assert f"{node:<20} materialized" in run.stdout
     score_key = "artifacts/fid_score/2026-03-01.json"
     score = json.loads(s3_client.get_object(Bucket=s3_bucket, Key=score_key)["Body"].read())
     delivered = score["status"] == "passed"
     assert run.returncode == (0 if delivered else 1), run.stderr[-3000:]
     keys = {obj["Key"] for obj in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="artifacts/")["Contents"]}
-    assert {score_key, "artifacts/preprocessed_images/2026-01-01.npz", "artifacts/dicom_manifest/2026-03-01.csv"} <= keys
+    assert {score_key, "artifacts/preprocessed_images/2026-01-01.npz", "artifacts/dicom_manifest/2026-03-01.csv",
+            "artifacts/fid_feature_extractor/2026-03-01.pt"} <= keys
     assert f"s3://{s3_bucket}/artifacts/fid_score/2026-03-01.json" in run.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # artifacts went to S3 only

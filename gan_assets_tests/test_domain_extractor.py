@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from gan_assets.assets.feature_extractor import fid_feature_extractor
+from gan_assets.assets.evaluation import fid_feature_extractor
 from gan_assets.io_managers import LocalOpenFormatIOManager
 from gan_assets.metrics.controls import build_controls, split_reference
 from gan_assets.metrics.domain_encoder import (
@@ -140,8 +140,8 @@ def test_resource_builds_the_domain_extractor_only_from_weights() -> None:
     with pytest.raises(ExtractorError, match="materialize fid_feature_extractor"):
         resource.build_for(None)
     # Other kinds ignore the bundle: random_conv keeps working with or without one.
-    assert isinstance(FidExtractor().build(), RandomConvExtractor)
-    assert isinstance(FidExtractor().build_for(TensorBundle(tensors={}, attrs={"unused": True})), RandomConvExtractor)
+    assert isinstance(FidExtractor(kind="random_conv").build(), RandomConvExtractor)
+    assert isinstance(FidExtractor(kind="random_conv").build_for(TensorBundle(tensors={}, attrs={"unused": True})), RandomConvExtractor)
 
 
 def test_domain_extractor_sees_flips_that_random_features_miss() -> None:

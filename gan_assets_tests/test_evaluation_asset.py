@@ -23,6 +23,7 @@ from gan_assets.partitions import monthly_partitions
 from gan_assets.resources import CloudWatchMetrics, FidExtractor, GanConfig, Notifier
 from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, encode
 from gan_assets.storage.images import encoding_attrs, pack_images
+from gan_assets_tests.conftest import seed_unused_extractor
 
 TINY = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8, batch_size=8,
             steps=4, log_every=2, num_samples=8, fid_num_fake=16)
@@ -65,13 +66,16 @@ def seed_upstream(root: Path, months: dict[str, int], generator_month: str) -> T
         "timings": {"train_seconds": 0.1}, "device": "cpu",
     }
     store.put(f"trained_generator/{generator_month}.pt", encode(TensorBundle(generator.state_dict(), attrs))[1])
+    seed_unused_extractor(root, list(months))
     return config
 
 
 def resources(root: Path, **gan_overrides: Any) -> dict[str, Any]:
     return {
         "gan_config": GanConfig(**{**TINY, **gan_overrides}),
-        "fid_extractor": FidExtractor(feature_dim=32, kid_subsets=5, kid_subset_size=8, batch_size=16),
+        # The random conv net: these tests are about the asset, not the features (test_domain_extractor.py).
+        "fid_extractor": FidExtractor(kind="random_conv", feature_dim=32, kid_subsets=5, kid_subset_size=8,
+                                      batch_size=16),
         "io_manager": LocalOpenFormatIOManager(base_dir=str(root)),
         "artifact_store": LocalArtifactStore(base_dir=str(root)),
         "cloudwatch": CloudWatchMetrics(),
@@ -97,7 +101,7 @@ def test_fid_score_json_metadata_cache_and_check(tmp_path: Path) -> None:
     partition = "2026-02-01"
     config = seed_upstream(root, MONTHS, partition)
     instance = dg.DagsterInstance.ephemeral()
-    assets = [*specs("preprocessed_images", "trained_generator"), fid_score, fid_within_threshold]
+    assets = [*specs("preprocessed_images", "trained_generator", "fid_feature_extractor"), fid_score, fid_within_threshold]
 
     first = dg.materialize(assets, partition_key=partition, instance=instance, raise_on_error=False,
                            resources=resources(root, threshold_rule="absolute", fid_threshold=1e6, min_separation=1.0))
@@ -171,7 +175,7 @@ def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Pa
     root = tmp_path / "artifacts"
     partition = "2026-01-01"
     seed_upstream(root, {partition: 16}, partition)
-    graph = [*specs("preprocessed_images", "trained_generator", "dicom_manifest"),
+    graph = [*specs("preprocessed_images", "trained_generator", "fid_feature_extractor", "dicom_manifest"),
              fid_score, fid_within_threshold, generated_samples, monthly_report]
 
     blocked = dg.materialize(

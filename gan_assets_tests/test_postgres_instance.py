@@ -185,7 +185,7 @@ MONTH = "2026-02-01"
 TINY = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8, batch_size=8,
             steps=4, log_every=2, num_samples=8, fid_num_fake=16, device="cpu", fid_threshold=1e9,
             threshold_rule="absolute")
-ASSETS = ("dicom_manifest", "preprocessed_images", "trained_generator", "fid_score",
+ASSETS = ("dicom_manifest", "preprocessed_images", "fid_feature_extractor", "trained_generator", "fid_score",
           "generated_samples", "monthly_report")
 
 
@@ -195,7 +195,7 @@ def _month_defs(landing_zone: Path) -> Any:
 
     from gan_assets import definitions
     from gan_assets.jobs import gan_pipeline
-    from gan_assets.resources import DicomSource, GanConfig
+    from gan_assets.resources import DicomSource, FidExtractor, GanConfig
 
     return dg.Definitions(
         assets=list(definitions.defs.assets or []),
@@ -205,6 +205,8 @@ def _month_defs(landing_zone: Path) -> Any:
             **definitions.resources_for("s3"),
             "dicom_source": DicomSource(location=str(landing_zone)),
             "gan_config": GanConfig(**TINY),
+            # The default (domain) extractor, trained for a few steps only.
+            "fid_extractor": FidExtractor(domain_steps=8),
         },
     )
 

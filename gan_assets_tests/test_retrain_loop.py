@@ -24,9 +24,11 @@ from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
 from gan_assets.jobs import retrain_job
 from gan_assets.model.config import TrainConfig
 from gan_assets.model.mutation import POLICY_ENV_VAR
+from gan_assets.resources import FidExtractor
 from gan_assets.sensors import FID_SCORE_KEY, retrain_on_fid_failure
 from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
 from gan_assets.storage.images import encoding_attrs, pack_images
+from gan_assets_tests.conftest import seed_unused_extractor
 
 MONTH = "2026-03-01"
 # The brief's tiny test config; 24 real images of 32 px per month.
@@ -75,6 +77,7 @@ def seed_preprocessed_images(root: Path, months: list[str], n: int = N_IMAGES, s
         } for i in range(n)], columns=list(MANIFEST_COLUMNS))
         ext, data = encode(manifest)
         store.put(f"dicom_manifest/{month}.{ext}", data)
+    seed_unused_extractor(root, months)
 
 
 def loop_defs(artifacts: Path) -> dg.Definitions:
@@ -91,6 +94,8 @@ def loop_defs(artifacts: Path) -> dg.Definitions:
             "io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts)),
             "artifact_store": LocalArtifactStore(base_dir=str(artifacts)),
             "gan_config": definitions.gan_config_from_env(),
+            # The honest gate on the random conv net: these images were made for it to see.
+            "fid_extractor": FidExtractor(kind="random_conv"),
         },
     )
 

@@ -10,20 +10,13 @@ from gan_assets.assets.common import GROUP_MODEL, TRAINING_TAG, run_attempt
 from gan_assets.model.artifact import generator_from_bundle
 from gan_assets.model.previews import FIXED_NOISE_COUNT, fixed_noise_grid_png, loss_curve_png
 from gan_assets.model.train import TrainResult, train_gan
-from gan_assets.partitions import TRAINING_WINDOW_MONTHS, monthly_partitions
+from gan_assets.partitions import TRAINING_WINDOW, TRAINING_WINDOW_MONTHS, monthly_partitions
 from gan_assets.report.images import markdown_image
 from gan_assets.resources import GanConfig
 from gan_assets.storage import ArrayBundle, TensorBundle
 from gan_assets.storage.images import unpack_images
 
 TRAINING_POOL = "gan_training"
-
-TRAINING_WINDOW = dg.TimeWindowPartitionMapping(
-    start_offset=-(TRAINING_WINDOW_MONTHS - 1),
-    # The first months of the calendar have fewer months before them: train on what exists.
-    allow_nonexistent_upstream_partitions=True,
-)
-
 
 def training_window(
     loaded: dict[str, ArrayBundle] | ArrayBundle | None, partition_keys: list[str]
