@@ -80,27 +80,37 @@ class FileTimeout(BaseException):
 
 @contextmanager
 def _deadline(seconds: float | None) -> Iterator[None]:
-    """Raise FileTimeout in this thread after ``seconds`` (main thread only; else no limit)."""
-    usable = (seconds is not None and threading.current_thread() is threading.main_thread()
-              and hasattr(signal, "setitimer") and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None))
-    if not usable:
+    """Raise FileTimeout in this thread after ``seconds`` (main thread only; else no limit).
+
+    An alarm already running (pytest-timeout, a caller's own) is lent out only when it would
+    fire later than ours, and is put back with its remaining time.
+    """
+    if seconds is None or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+    theirs, interval = signal.getitimer(signal.ITIMER_REAL)
+    if theirs and theirs <= seconds:
         yield
         return
 
     def expire(signum: int, frame: Any) -> None:
         raise FileTimeout()
 
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, float(seconds))  # type: ignore[arg-type]
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0.0)
         signal.signal(signal.SIGALRM, previous)
+        if theirs:
+            signal.setitimer(signal.ITIMER_REAL, max(theirs - (time.monotonic() - started), 0.001), interval)
 
 
 def _worker_main(conn: Any, fn: Callable[[Any], Any], spec: SourceSpec, key: bytes, tune: bool) -> None:
     _init_worker(spec, key, tune)
+    conn.send(_READY)  # the parent starts a file's clock only once its worker is idle and warm
     while True:
         try:
             message = conn.recv()
@@ -112,10 +122,14 @@ def _worker_main(conn: Any, fn: Callable[[Any], Any], spec: SourceSpec, key: byt
         conn.send((index, fn(task)))
 
 
+_READY = "ready"
+
+
 @dataclass
 class _Slot:
     process: Any
     conn: Any
+    ready: bool = False
     index: int | None = None
     started: float = 0.0
 
@@ -165,47 +179,51 @@ def run_parallel(fn: Callable[[T], R], tasks: Sequence[T], *, spec: SourceSpec, 
         slot.process.kill()
         slot.process.join()
         slot.conn.close()
-        fresh = start()
-        assign(fresh)
-        return fresh
+        return start()
 
     # Processes live for this call only. A pool kept for the process outlived the run: a Dagster
     # run worker joins its live child processes before atexit handlers run, so it never exited.
     slots = [start() for _ in range(workers)]
     try:
-        for slot in slots:
-            assign(slot)
-        while any(slot.index is not None for slot in slots):
-            busy = [slot for slot in slots if slot.index is not None]
+        while pending or any(slot.index is not None for slot in slots):
+            waiting = [slot for slot in slots if slot.index is not None or not slot.ready]
+            busy = [slot for slot in waiting if slot.index is not None]
             wait_s = None
-            if timeout_s is not None:
+            if timeout_s is not None and busy:
                 wait_s = max(0.0, min(slot.started + timeout_s for slot in busy) - time.monotonic()) + 0.01
-            mp_connection.wait([slot.conn for slot in busy] + [slot.process.sentinel for slot in busy], wait_s)
+            mp_connection.wait([slot.conn for slot in waiting] + [slot.process.sentinel for slot in waiting], wait_s)
             for position, slot in enumerate(slots):
-                if slot.index is None:
-                    continue
-                task = tasks[slot.index]
                 if slot.conn.poll():
                     try:
-                        index, result = slot.conn.recv()
+                        message = slot.conn.recv()
                     except (EOFError, OSError):
-                        index, result = slot.index, None
-                    if result is not None or slot.process.is_alive():
+                        message = None
+                    if message == _READY:
+                        slot.ready = True
+                        assign(slot)
+                        continue
+                    if message is not None:
+                        index, result = message
                         out[index] = result
                         assign(slot)
                         continue
-                if not slot.process.is_alive():
+                if slot.process.is_alive():
+                    if slot.index is not None and timeout_s is not None and time.monotonic() - slot.started > timeout_s:
+                        if on_timeout is None:
+                            raise RuntimeError("an ingest worker exceeded its time limit; raise preprocess_config.decode_seconds")
+                        out[slot.index] = on_timeout(tasks[slot.index])
+                        slots[position] = replace(slot)
+                    continue
+                if not slot.ready:
+                    raise RuntimeError("an ingest worker process failed to start; run with preprocess_config.workers=1 "
+                                       "to see the error in this process")
+                if slot.index is not None:
                     if on_died is None:
                         raise RuntimeError(
                             "an ingest worker process died; most often it ran out of memory: lower "
                             "preprocess_config.workers or the ingest size limits")
-                    out[slot.index] = on_died(task)
-                    slots[position] = replace(slot)
-                elif timeout_s is not None and time.monotonic() - slot.started > timeout_s:
-                    if on_timeout is None:
-                        raise RuntimeError("an ingest worker exceeded its time limit; raise preprocess_config.decode_seconds")
-                    out[slot.index] = on_timeout(task)
-                    slots[position] = replace(slot)
+                    out[slot.index] = on_died(tasks[slot.index])
+                slots[position] = replace(slot)
         return out
     finally:
         for slot in slots:

@@ -57,9 +57,6 @@ class FileChangedError(Exception):
     """The file is not the one listed (size or modification time differ, or not a regular file)."""
 
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-
-
 def _entry_from_stat(rel: str, st: os.stat_result) -> FileEntry:
     modified = dt.datetime.fromtimestamp(st.st_mtime, tz=dt.timezone.utc)
     return FileEntry(rel, int(st.st_size), modified, mtime_ns=int(st.st_mtime_ns))
@@ -128,24 +125,26 @@ class LandingZone:
 
     def _local_entry(self, path: Path) -> FileEntry:
         rel = path.relative_to(self.root).as_posix()
-        if _bad_name(rel):
-            return FileEntry(rel, 0, _EPOCH, problem="bad_name")
         try:
             link = path.lstat()
-        except OSError:  # deleted between listing and stat
-            return FileEntry(rel, 0, _EPOCH, problem="missing")
+        except OSError:  # deleted between listing and stat: counted in the month of the listing
+            return FileEntry(rel, 0, dt.datetime.now(dt.timezone.utc), problem="missing")
+        # A skipped entry is still filed under the month it arrived (its own modification time).
+        arrived = dt.datetime.fromtimestamp(link.st_mtime, tz=dt.timezone.utc)
+        if _bad_name(rel):
+            return FileEntry(rel, 0, arrived, problem="bad_name")
         if stat_module.S_ISLNK(link.st_mode):
             target = Path(os.path.realpath(path))
             if not self._inside(target):
-                return FileEntry(rel, 0, _EPOCH, problem="outside_zone")
+                return FileEntry(rel, 0, arrived, problem="outside_zone")
             try:
                 st = target.stat()
             except OSError:  # a dangling link, or a link loop
-                return FileEntry(rel, 0, _EPOCH, problem="missing")
+                return FileEntry(rel, 0, arrived, problem="missing")
         else:
             st = link
         if not stat_module.S_ISREG(st.st_mode):
-            return FileEntry(rel, 0, _EPOCH, problem="not_regular_file")
+            return FileEntry(rel, 0, arrived, problem="not_regular_file")
         return _entry_from_stat(rel, st)
 
     def _inside(self, target: Path) -> bool:

@@ -96,6 +96,8 @@ def bounded_int(value: Any, low: int = 0, high: int = MAX_HEADER_INT) -> int | N
 def geometry_problem(rows: int, cols: int, frames: int, samples: int, bits: int, *, geometry: str,
                      limits: IngestLimits, file_bytes: int | None = None) -> str | None:
     """``too_large`` / ``too_small`` for a declared geometry, or None when it fits the limits."""
+    if min(rows, cols) < limits.min_side:  # first: a 30000 x 2 strip is small, not large
+        return "too_small"
     if file_bytes is not None and file_bytes > limits.max_file_bytes:
         return "too_large"
     if frames > limits.max_frames:
@@ -106,6 +108,4 @@ def geometry_problem(rows: int, cols: int, frames: int, samples: int, bits: int,
         return "too_large"
     if rows * cols * frames * samples * max(bits, 8) // 8 > limits.max_decoded_bytes:
         return "too_large"
-    if min(rows, cols) < limits.min_side:
-        return "too_small"
     return None

@@ -32,7 +32,13 @@ from PIL import Image
 
 from gan_assets.dicom.limits import IngestLimits, bounded_int, geometry_problem
 from gan_assets.dicom.reasons import reason_sentence
-from gan_assets.dicom.vocabulary import MISSING_BURNED_IN_POLICIES, burned_in_code, burned_in_excluded
+from gan_assets.dicom.vocabulary import (
+    MISSING_BURNED_IN_POLICIES,
+    burned_in_code,
+    burned_in_excluded,
+    photometric_code,
+    sop_class_name,
+)
 
 # Named CT windows (center, width) in HU; the usual radiology presets.
 VOI_PRESETS: dict[str, tuple[float, float]] = {
@@ -426,6 +432,31 @@ def _file_size(handle: BinaryIO) -> int:
     return size
 
 
+class _BoundedReader:
+    """A file object whose ``read(n)`` never asks for more than the file holds.
+
+    A corrupted length field makes pydicom call ``read(0x7FFFFFF0)``; a buffered file allocates
+    that much before finding the end of the file (1.2 GB for one 3 KB file). ``BytesIO`` does not.
+    """
+
+    def __init__(self, raw: BinaryIO, size: int) -> None:
+        self._raw, self._size = raw, size
+        self.name = ""
+
+    def read(self, n: int | None = -1) -> bytes:
+        remaining = max(self._size - self._raw.tell(), 0)
+        return self._raw.read(remaining if n is None or n < 0 or n > remaining else n)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def close(self) -> None:
+        self._raw.close()
+
+
 def _needs_force(head: bytes) -> bool:
     """Whether a file without 'DICM' still starts like a dataset pydicom reads with force=True."""
     if len(head) < 8:
@@ -459,8 +490,8 @@ def _inflate(handle: BinaryIO, limit: int) -> bytes:
 
 
 def read_dicom(source: str | bytes | BinaryIO, *, stop_before_pixels: bool = False,
-               limits: IngestLimits = IngestLimits()) -> tuple[Any, BinaryIO]:
-    """(dataset, the stream it was read from) as pydicom reads it, within the limits.
+               limits: IngestLimits = IngestLimits()) -> tuple[Any, BinaryIO, bool]:
+    """(dataset, the stream it was read from, inflated?) as pydicom reads it, within the limits.
 
     The one reader of the header scan and the decoder, so both give a file the same reason:
     a file larger than ``max_file_bytes`` is ``too_large`` before reading; a file without the
@@ -481,8 +512,11 @@ def read_dicom(source: str | bytes | BinaryIO, *, stop_before_pixels: bool = Fal
     if opened_here:
         handle = open(source, "rb")
     try:
-        if _file_size(handle) > limits.max_file_bytes:
+        size = _file_size(handle)
+        if size > limits.max_file_bytes:
             raise RejectError("too_large")
+        if not isinstance(handle, io.BytesIO):
+            handle = _BoundedReader(handle, size)
         handle.seek(0)
         force = _needs_force(handle.read(132))
         handle.seek(0)
@@ -492,6 +526,7 @@ def read_dicom(source: str | bytes | BinaryIO, *, stop_before_pixels: bool = Fal
             file_meta = _read_file_meta_info(handle)
             if file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
                 stream: Any = DicomBytesIO(_inflate(handle, limits.max_decoded_bytes))
+                inflated = True
                 dataset = pydicom_read_dataset(stream, False, True,
                                                stop_when=_stop_at_pixels if stop_before_pixels else None)
                 ds = FileDataset("", dataset, preamble, file_meta, False, True)
@@ -499,13 +534,14 @@ def read_dicom(source: str | bytes | BinaryIO, *, stop_before_pixels: bool = Fal
             else:
                 handle.seek(0)
                 ds, stream = dcmread(handle, force=force, stop_before_pixels=stop_before_pixels), handle
+                inflated = False
         # pydicom returns an empty dataset, with only a warning, for a file cut off inside its
         # compressed pixel data; that is a truncated file, not an image-less one.
         if any("End of file reached before delimiter" in str(w.message) for w in caught) or len(ds) == 0:
             raise RejectError("truncated")
         if force and "SOPClassUID" not in ds and not any(int(t) in _PIXEL_TAGS for t in ds.keys()):
             raise RejectError("not_dicom")
-        return ds, stream
+        return ds, stream, inflated
     except RejectError:
         raise
     except InvalidDicomError:
@@ -540,13 +576,15 @@ class ImageHeader:
 def check_image_header(ds: Any, options: PreprocessOptions, *, file_bytes: int | None) -> ImageHeader:
     """Bounded geometry, limits and burned-in policy of a dataset, before any pixel is decoded."""
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise RejectError("no_pixel_data")
+        # An image object whose file ends before its pixel data was cut off in transfer.
+        image_like = ds.get("Rows") not in (None, "") or "Image Storage" in sop_class_name(ds.get("SOPClassUID"))
+        raise RejectError("truncated" if image_like else "no_pixel_data")
     burned = burned_in_code(ds.get("BurnedInAnnotation"))
     if burned_in_excluded(burned, exclude_burned_in=options.exclude_burned_in, missing_policy=options.missing_burned_in):
         raise RejectError("burned_in_annotation")
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip()
     header = read_geometry(ds)
-    if header is None:
+    if header is None or photometric_code(photometric) == "other":
         raise RejectError("invalid_image_header")
     rows, cols, frames, samples, bits = header
     problem = geometry_problem(rows, cols, frames, samples, bits, geometry=options.geometry,

@@ -208,23 +208,22 @@ def scan_file(zone: LandingZone, entry: FileEntry, key: bytes, options: ScanOpti
             return reject("unreadable")
         with handle:
             try:
-                ds, stream = read_dicom(handle, stop_before_pixels=True, limits=options.limits)
+                ds, stream, inflated = read_dicom(handle, stop_before_pixels=True, limits=options.limits)
             except RejectError as err:
                 if zone.spec.is_s3 and err.code in ("unreadable", "truncated") and entry.size > handle.seek(0, 2):
                     # The header is longer than the ranged read: read the whole object once.
                     handle.close()
                     handle = zone.open_full(entry)
                     try:
-                        ds, stream = read_dicom(handle, stop_before_pixels=True, limits=options.limits)
+                        ds, stream, inflated = read_dicom(handle, stop_before_pixels=True, limits=options.limits)
                     except RejectError as err2:
                         return reject(err2.code)
                 else:
                     return reject(err.code)
             # A header-only read leaves the stream at the pixel data tag.
             stop = stream.tell()
-            size = entry.size if stream is handle else stream.seek(0, 2)  # an inflated dataset
-            return _classify(ds, stream, stop, size, entry, options, row, reject,
-                             zone.spec.is_s3 or stream is not handle, key)
+            size = stream.seek(0, 2) if inflated else entry.size
+            return _classify(ds, stream, stop, size, entry, options, row, reject, zone.spec.is_s3 or inflated, key)
 
 
 def _classify(ds: Any, handle: BinaryIO, stop: int, stream_size: int, entry: FileEntry, options: ScanOptions,
