@@ -40,7 +40,7 @@ from gan_assets.dicom.phantom import PHI_MARKER, SliceSpec, ct_dataset, phi_valu
 from gan_assets.dicom.preprocess import PreprocessOptions, RejectError, preprocess_file
 from gan_assets.dicom.pseudonym import PSEUDONYM_KEY_ENV, file_ref, image_id
 from gan_assets.dicom.reasons import REASONS
-from gan_assets.dicom.scan import ScanOptions
+from gan_assets.dicom.scan import ScanOptions, scan_file
 from gan_assets.io_managers import LocalOpenFormatIOManager
 from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
 from gan_assets.storage import ArrayBundle, decode
@@ -444,12 +444,16 @@ class _TimedOut:
         return "timeout"
 
 
-def _mutants(sources: list[bytes], count: int, seed: int) -> list[bytes]:
-    """Seeded byte flips, truncations and length-field corruptions of real files."""
+def _mutants(sources: list[Callable[[str], bytes]], count: int, seed: int) -> list[bytes]:
+    """Seeded byte flips, truncations and length-field corruptions of real files.
+
+    Each mutant is written with its own SOPInstanceUID first, so that it is not a mere
+    duplicate of its source and reaches the decoder.
+    """
     rng = random.Random(seed)
     out = []
     for i in range(count):
-        data = bytearray(sources[i % len(sources)])
+        data = bytearray(sources[i % len(sources)](f"1.2.826.0.1.3680043.8.498.15.{seed}.{i + 1}"))
         kind = i % 4
         if kind == 0:  # byte flips anywhere
             for _ in range(rng.randint(1, 8)):
@@ -470,12 +474,10 @@ def _mutants(sources: list[bytes], count: int, seed: int) -> list[bytes]:
     return out
 
 
-def test_fuzzed_month_completes(tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.decode())
-    zone, artifacts = tmp_path / "zone", tmp_path / "artifacts"
-    zone.mkdir()
+def _fuzz_sources() -> tuple[list[Dataset], list[Callable[[str], bytes]]]:
+    """Real files (phantom CT, pydicom's RLE, JPEG 2000 and deflated test files), each as a
+    writer taking a SOPInstanceUID ("" keeps the file's own)."""
     good = [_ct(1), _ct(2, size=48)]
-    sources = [_bytes(ds) for ds in good]
     for name in ("MR_small_RLE.dcm", "JPEG2000.dcm", "image_dfl.dcm", "SC_rgb.dcm"):
         path = get_testdata_file(name, download=False)
         if path is None:
@@ -484,11 +486,30 @@ def test_fuzzed_month_completes(tmp_path: Path, caplog: pytest.LogCaptureFixture
         ds.StudyDate = "20260115"  # into the tested month
         ds.PatientName = f"{PHI_MARKER}^FUZZ"
         good.append(ds)
-        sources.append(_bytes(ds) if ds.file_meta.TransferSyntaxUID != DeflatedExplicitVRLittleEndian
-                       else _raw_file(ds, DeflatedExplicitVRLittleEndian, implicit=False, deflate=True))
+
+    def writer(ds: Dataset) -> Callable[[str], bytes]:
+        def write(uid: str) -> bytes:
+            if uid:
+                ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+            if ds.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian:
+                return _raw_file(ds, DeflatedExplicitVRLittleEndian, implicit=False, deflate=True)
+            return _bytes(ds)
+        return write
+
+    originals = [writer(ds)("") for ds in good]  # before any uid is replaced: the needles hold these
+    sources = [writer(ds.copy()) for ds in good]
+    return good, [lambda uid, data=data, source=source: data if not uid else source(uid)
+                  for data, source in zip(originals, sources)]
+
+
+def test_fuzzed_month_completes(tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.decode())
+    zone, artifacts = tmp_path / "zone", tmp_path / "artifacts"
+    zone.mkdir()
+    good, sources = _fuzz_sources()
     mutants = _mutants(sources, 300, seed=15)
     names = []
-    for i, data in enumerate([*sources, *mutants]):
+    for i, data in enumerate([*(source("") for source in sources), *mutants]):
         name = f"{PATH_MARKER}_m{i:03d}.dcm"
         (zone / name).write_bytes(data)
         _touch(zone / name)
@@ -498,7 +519,13 @@ def test_fuzzed_month_completes(tmp_path: Path, caplog: pytest.LogCaptureFixture
     result, haystacks = _materialize(zone, artifacts, workers=2)
     assert result.success
     manifest = _load(artifacts, f"dicom_manifest/{PARTITION}.csv")
-    assert sorted(manifest["file_ref"]) == sorted(file_ref(n, KEY) for n in names)
+    refs = list(manifest["file_ref"])
+    assert len(refs) == len(set(refs)) and set(refs) <= {file_ref(n, KEY) for n in names}
+    # A mutated date may file a mutant under another month: there it has its one row.
+    listed = {e.relative_path: e for e in LandingZone(SourceSpec(str(zone))).list_files()}
+    elsewhere = [n for n in names if file_ref(n, KEY) not in set(refs)]
+    months = [scan_file(LandingZone(SourceSpec(str(zone))), listed[n], KEY, ScanOptions())["month"] for n in elsewhere]
+    assert len(elsewhere) < 10 and all(month != PARTITION[:7] for month in months)
     codes = _final_codes(artifacts)
     assert set(codes.values()) - {""} <= set(REASONS) - {"internal_error", "worker_died", "timeout"}
     assert all(codes[file_ref(n, KEY)] in ("", "duplicate") for n in names[: len(sources)])
@@ -530,8 +557,6 @@ def test_pydicom_test_files_get_exactly_one_known_outcome(tmp_path: Path) -> Non
 def _outcomes(zone: Path, files: list[Path]) -> dict[str, str]:
     """pydicom file name -> "ok" or reject code, through the scan and decode cores (any month)."""
     entries = LandingZone(SourceSpec(str(zone))).list_files()
-    from gan_assets.dicom.scan import scan_file
-
     options = ScanOptions(limits=IngestLimits(min_side=1))
     zone_obj = LandingZone(SourceSpec(str(zone)))
     rows = [scan_file(zone_obj, entry, KEY, options) for entry in entries]

@@ -539,6 +539,13 @@ def read_dicom(source: str | bytes | BinaryIO, *, stop_before_pixels: bool = Fal
         # compressed pixel data; that is a truncated file, not an image-less one.
         if any("End of file reached before delimiter" in str(w.message) for w in caught) or len(ds) == 0:
             raise RejectError("truncated")
+        # pydicom converts element values on first access; do it here, inside this try, so
+        # a corrupt value (an unknown VR, a bad number) is this file's 'unreadable' at scan
+        # and at decode alike, not an error later in whatever code touches it first.
+        for _ in ds.file_meta if getattr(ds, "file_meta", None) is not None else ():
+            pass
+        for _ in ds:
+            pass
         if force and "SOPClassUID" not in ds and not any(int(t) in _PIXEL_TAGS for t in ds.keys()):
             raise RejectError("not_dicom")
         return ds, stream, inflated
