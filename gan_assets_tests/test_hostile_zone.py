@@ -16,6 +16,8 @@ import logging
 import os
 import random
 import shutil
+import subprocess
+import sys
 import tracemalloc
 import zlib
 from collections.abc import Callable
@@ -30,7 +32,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from gan_assets.assets.ingest import dicom_manifest, dicom_source, preprocessed_images
 from gan_assets.dicom.batch import preprocess_month, run_parallel, scan_month
@@ -53,6 +55,9 @@ PATH_MARKER = "zqxpath"
 # Stated bound on traced (Python + numpy) allocation for the whole hostile month: the defects
 # this guards against allocated 7 GB (pad of a 30000 x 2 image) and 2.5 GB (a deflate bomb).
 PEAK_TRACED_BYTES = 400 * 1024 * 1024
+# Stated bound on the resident memory of a fresh process that scans and decodes the hostile
+# month (imports of pydicom, numpy, Pillow and the codecs included, about 150 MB).
+PEAK_RSS_BYTES = 768 * 1024 * 1024
 # The deflate bomb inflates to this; the test's limit is a quarter of it.
 BOMB_BYTES = 256 * 1024 * 1024
 TEST_MAX_DECODED = 64 * 1024 * 1024
@@ -334,6 +339,37 @@ def test_hostile_month_completes_and_nothing_leaks(tmp_path: Path, caplog: pytes
     assert "preprocessed_images" in haystacks["python logging"] + haystacks["stdout+stderr"]
     leaks = [(where, needle) for where, text in haystacks.items() for needle in needles if needle in text]
     assert leaks == []
+
+
+_RSS_SCRIPT = """
+import resource, sys, warnings
+warnings.simplefilter("ignore")
+from pathlib import Path
+from gan_assets_tests.test_hostile_zone import KEY, TEST_MAX_DECODED, _build_zone
+from gan_assets.dicom.batch import preprocess_month, scan_month
+from gan_assets.dicom.landing_zone import SourceSpec
+from gan_assets.dicom.limits import IngestLimits
+from gan_assets.dicom.preprocess import PreprocessOptions
+from gan_assets.dicom.scan import ScanOptions
+root = Path(sys.argv[1])
+_build_zone(root / "zone", root / "outside")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+limits = IngestLimits(max_decoded_bytes=TEST_MAX_DECODED)
+spec = SourceSpec(str(root / "zone"))
+rows = scan_month(spec, "2026-01", ScanOptions(limits=limits), key=KEY, workers=1).rows
+result = preprocess_month(spec, rows, PreprocessOptions(image_size=32, limits=limits), key=KEY, workers=1)
+print(len(rows), result.files_ok, before * 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def test_peak_resident_memory_of_the_hostile_month(tmp_path: Path) -> None:
+    """RSS sees what tracemalloc cannot (Pillow, codecs, file buffers): a fresh process, its peak."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                         env=env, timeout=300, check=True).stdout.split()
+    rows, used, _, peak = map(int, out)
+    assert rows >= 30 and used >= 8
+    assert peak < PEAK_RSS_BYTES, f"peak RSS {peak / 2**20:.0f} MiB"
 
 
 def test_scan_and_decode_agree_on_each_case(tmp_path: Path) -> None:
