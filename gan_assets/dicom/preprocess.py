@@ -38,6 +38,7 @@ from gan_assets.dicom.vocabulary import (
     burned_in_excluded,
     photometric_code,
     sop_class_name,
+    transfer_syntax_code,
 )
 
 # Named CT windows (center, width) in HU; the usual radiology presets.
@@ -320,29 +321,21 @@ def _decode(ds: Any, frames: list[int], n_frames: int) -> list[np.ndarray]:
     return [pixel_array(ds, index=i) for i in frames]
 
 
-def _decoder_hint(transfer_syntax: str) -> str | None:
-    """None when a decoder is available, else a sentence naming what to install."""
+def decoder_available(transfer_syntax: str) -> bool:
+    """Whether pydicom has a working decoder for a transfer syntax from the closed vocabulary.
+
+    Header text never reaches ``UID(...)``: an unknown syntax maps to ``other``, which has none.
+    """
     from pydicom.pixels import get_decoder
     from pydicom.uid import UID
 
-    uid = UID(transfer_syntax)
+    code, _ = transfer_syntax_code(transfer_syntax)
+    if code in ("", "other"):
+        return False
     try:
-        decoder = get_decoder(uid)
-    except NotImplementedError:
-        return f"no pixel decoder exists in pydicom for transfer syntax {uid.name} ({uid})"
-    if decoder.is_available:
-        return None
-    missing = "; ".join(decoder.missing_dependencies) or "a decoding plugin"
-    return (f"no installed decoder for transfer syntax {uid.name} ({uid}); install one of: {missing} "
-            "(pip install 'gan-assets[codecs]' adds pylibjpeg and its plugins)")
-
-
-def decoder_hint(transfer_syntax: str) -> str | None:
-    """Public wrapper of the decoder check used by the header scan."""
-    try:
-        return _decoder_hint(transfer_syntax)
-    except (ValueError, KeyError) as err:
-        return f"unknown transfer syntax {transfer_syntax!r} ({err})"
+        return bool(get_decoder(UID(code)).is_available)
+    except (NotImplementedError, ValueError, KeyError):
+        return False
 
 
 def preprocess_dataset(ds: Any, options: PreprocessOptions) -> Preprocessed:
@@ -368,8 +361,7 @@ def _preprocess_dataset(ds: Any, options: PreprocessOptions) -> Preprocessed:
     except RejectError:
         raise
     except Exception as err:  # every decoder failure becomes a reject; the month goes on
-        hint = decoder_hint(transfer_syntax) if transfer_syntax else None
-        if hint is not None:
+        if transfer_syntax and not decoder_available(transfer_syntax):
             raise RejectError("no_decoder") from None
         text = str(err)
         if "less than expected" in text or "shorter" in text or "truncat" in text.lower():

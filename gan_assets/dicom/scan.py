@@ -23,7 +23,7 @@ from gan_assets.dicom.preprocess import (
     PreprocessOptions,
     RejectError,
     check_image_header,
-    decoder_hint,
+    decoder_available,
     quiet_pydicom,
     read_dicom,
 )
@@ -265,7 +265,7 @@ def _classify(ds: Any, handle: BinaryIO, stop: int, stream_size: int, entry: Fil
         return reject("modality_excluded")
     if not raw_syntax:
         return reject("invalid_image_header")
-    if transfer_syntax == "other" or decoder_hint(transfer_syntax) is not None:
+    if not decoder_available(transfer_syntax):
         return reject("no_decoder")
     from pydicom.uid import UID
 
