@@ -461,15 +461,17 @@ def test_header_integers_are_bounded(value: Any, expected: int | None) -> None:
 def _sleep_then_echo(seconds: float) -> float:
     import time
 
+    if seconds < 0:
+        os._exit(3)  # a worker killed mid-file (out of memory, a crashing codec)
     time.sleep(seconds)
     return seconds
 
 
 def test_a_stalled_file_is_timed_out_and_its_worker_replaced() -> None:
-    tasks = [0.0, 20.0, 0.0, 0.0, 20.0, 0.0]
+    tasks = [0.0, 20.0, 0.0, -1.0, 0.0, 20.0, 0.0]
     results = run_parallel(_sleep_then_echo, tasks, spec=SourceSpec("."), key=KEY, workers=2, tune=False,
-                           pool_threshold=1, timeout_s=1.0, on_timeout=_TimedOut(), on_died=_TimedOut())
-    assert results == [0.0, "timeout", 0.0, 0.0, "timeout", 0.0]
+                           pool_threshold=1, timeout_s=1.0, on_timeout=_TimedOut(), on_died=_Died())
+    assert results == [0.0, "timeout", 0.0, "worker_died", 0.0, "timeout", 0.0]
     in_process = run_parallel(_sleep_then_echo, [0.0, 20.0, 0.0], spec=SourceSpec("."), key=KEY, workers=1,
                               tune=False, timeout_s=0.5, on_timeout=_TimedOut())
     assert in_process == [0.0, "timeout", 0.0]
@@ -478,6 +480,27 @@ def test_a_stalled_file_is_timed_out_and_its_worker_replaced() -> None:
 class _TimedOut:
     def __call__(self, task: Any) -> str:
         return "timeout"
+
+
+class _Died:
+    def __call__(self, task: Any) -> str:
+        return "worker_died"
+
+
+def test_a_file_swapped_for_a_fifo_after_listing_never_blocks(tmp_path: Path) -> None:
+    (tmp_path / "a.dcm").write_bytes(_bytes(_ct(1)))
+    (tmp_path / "b.dcm").write_bytes(_bytes(_ct(2)))
+    spec = SourceSpec(str(tmp_path))
+    zone = LandingZone(spec)
+    entries = zone.list_files()
+    rows = scan_month(spec, "2026-01", ScanOptions(), key=KEY, workers=1).rows
+    (tmp_path / "a.dcm").unlink()
+    os.mkfifo(tmp_path / "a.dcm")  # nobody ever writes to it: a blocking open() would hang here
+    with pytest.raises(Exception) as err:
+        zone.open_full(entries[0])
+    assert type(err.value).__name__ == "FileChangedError"
+    result = preprocess_month(spec, rows, PreprocessOptions(image_size=16), key=KEY, workers=1)
+    assert [r["reason_code"] for r in result.rejected] == ["changed"] and result.files_ok == 1
 
 
 def _mutants(sources: list[Callable[[str], bytes]], count: int, seed: int) -> list[bytes]:
