@@ -48,6 +48,9 @@ from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
 from gan_assets.storage import ArrayBundle, decode
 from gan_assets.storage.images import unpack_images
 
+# The crafted files are invalid on purpose; pydicom's warnings while writing them are expected.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
 KEY = b"hostile-test-key"
 PARTITION = "2026-01-01"
 MONTH_TIME = dt.datetime(2026, 1, 20, 12, tzinfo=dt.timezone.utc).timestamp()

@@ -119,7 +119,7 @@ def _last_item_complete(handle: BinaryIO, start: int, file_size: int, endian: st
 
 def _pixel_element_check(handle: BinaryIO, ds: Any, file_size: int, rows: int, cols: int, frames: int,
                          samples: int, bits: int, native: bool, photometric: str,
-                         can_read_tail: bool = True) -> tuple[str, str] | None:
+                         can_read_tail: bool = True) -> str | None:
     """Inspect the pixel data element header right where the header read stopped.
 
     Catches truncated and inconsistent files without reading pixel data: the element's length
@@ -140,14 +140,14 @@ def _pixel_element_check(handle: BinaryIO, ds: Any, file_size: int, rows: int, c
         (length,), header_len = struct.unpack(endian + "I", head[4:8]), 8
     elif head[4:6] in _LONG_VRS:
         if len(head) < 12:
-            return "truncated", "the file ends inside the pixel data element header"
+            return "truncated"
         (length,), header_len = struct.unpack(endian + "I", head[8:12]), 12
     else:
         (length,), header_len = struct.unpack(endian + "H", head[6:8]), 8
     available = file_size - position - header_len
     if length == 0xFFFFFFFF:  # encapsulated (compressed): fragments are checked at decode
         if available <= 8:
-            return "truncated", "the file ends right after the start of the compressed pixel data"
+            return "truncated"
         if can_read_tail:
             # Pixel data is almost always the last element, so an intact file ends with the
             # sequence delimiter; otherwise leave the verdict to the decoder (trailing elements).
@@ -157,15 +157,14 @@ def _pixel_element_check(handle: BinaryIO, ds: Any, file_size: int, rows: int, c
             if len(tail) == 8 and tail != delimiter and delimiter[:4] not in tail:
                 last_item = _last_item_complete(handle, position + header_len, file_size, endian)
                 if not last_item:
-                    return "truncated", "the compressed pixel data has no end (sequence delimiter missing): the file was cut off"
+                    return "truncated"
         return None
     if available < length:
-        return "truncated", f"the pixel data element says {length} bytes but only {max(available, 0)} remain in the file"
+        return "truncated"
     if native and photometric not in ("YBR_FULL_422",):
         expected = (rows * cols * frames * samples * bits + 7) // 8
         if length < expected:
-            return "invalid_image_header", (
-                f"pixel data holds {length} bytes, Rows x Columns x frames x samples x bits need {expected}")
+            return "invalid_image_header"
     return None
 
 
@@ -273,7 +272,7 @@ def _classify(ds: Any, handle: BinaryIO, stop: int, stream_size: int, entry: Fil
     problem = _pixel_element_check(handle, ds, stream_size, rows, cols, frames, samples, bits, native,
                                    str(ds.get("PhotometricInterpretation", "") or ""), can_read_tail=not no_tail_read)
     if problem is not None:
-        return reject(problem[0])
+        return reject(problem)
     row.update(status="ok", reason_code="", reason="")
     return row
 
