@@ -322,6 +322,8 @@ def _preprocess_task(task: tuple[FileEntry, PreprocessOptions, str]) -> dict[str
         return _failed("changed")
     except FileNotFoundError:
         return _failed("missing")
+    except OSError:  # permission denied, I/O error: the message would name the path
+        return _failed("unreadable")
     except RejectError as err:
         return _failed(err.code)
     except MemoryError:
