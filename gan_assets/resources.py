@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING  # noqa: E402 - kept inside the ingest section
 
 if TYPE_CHECKING:
     from gan_assets.dicom.landing_zone import SourceSpec
+    from gan_assets.dicom.limits import IngestLimits
     from gan_assets.dicom.preprocess import PreprocessOptions
     from gan_assets.dicom.scan import ScanOptions
 
@@ -114,7 +115,14 @@ class PreprocessConfig(dg.ConfigurableResource):
     multiframe_policy: str = Field(default="middle", description="Multi-frame files: 'middle' (one image, the middle frame; only it is decoded), 'first', or 'all' (every frame becomes an image, ids get a -fNNNN suffix).")
     colour_policy: str = Field(default="grayscale", description="RGB/YBR/palette images: 'grayscale' (ITU-R BT.601 luma, counted in metadata) or 'reject' (a rejected manifest row).")
     geometry: str = Field(default="pad", description="Make images square before resizing: 'pad' (centre, black borders; nothing is lost) or 'crop' (centre crop of the longer side).")
-    exclude_burned_in: bool = Field(default=True, description="Reject files with BurnedInAnnotation=YES: their pixels may show names or IDs.")
+    exclude_burned_in: bool = Field(default=True, description="Reject files whose BurnedInAnnotation is not exactly NO (YES, YES\\NO, any other value): their pixels may show names or IDs. Checked at scan and again at decode.")
+    missing_burned_in: str = Field(default="allow", description="Files without BurnedInAnnotation: 'allow' (default: the attribute is optional in most image IODs, so real CT/MR archives rarely carry it) or 'reject' (for sources such as ultrasound or secondary capture, where text in the pixels is common).")
+    max_file_bytes: int = Field(default=1 << 30, description="Larger files are rejected ('too_large') before they are read.")
+    max_decoded_bytes: int = Field(default=1 << 30, description="Declared Rows x Columns x frames x samples x bytes above this is rejected ('too_large') before decoding; also bounds deflate inflation.")
+    max_pixels_per_frame: int = Field(default=1 << 26, description="Largest Rows x Columns (and, with geometry='pad', the padded square) accepted ('too_large' above).")
+    min_side: int = Field(default=16, description="Images with a side below this are rejected ('too_small') instead of being upsampled.")
+    max_frames: int = Field(default=10_000, description="Files declaring more frames are rejected ('too_large').")
+    decode_seconds: float = Field(default=60.0, description="Per-file time limit; a worker past it is replaced and the file gets 'timeout'.")
     allowed_modalities: list[str] = Field(default=[], description="Only these modalities (e.g. ['CT']); empty = all.")
     workers: int = Field(default=0, description="Processes that read and decode files; 0 = one per available CPU. Small months run in-process.")
     tune_malloc: bool = Field(default=True, description="Raise glibc's mmap/trim thresholds in ingest processes (decode measured 1.2-3.5x faster).")
@@ -128,14 +136,24 @@ class PreprocessConfig(dg.ConfigurableResource):
             image_size=image_size, voi_policy=self.voi_policy, voi_preset=self.voi_preset,
             percentile_low=self.percentile_low, percentile_high=self.percentile_high,
             multiframe_policy=self.multiframe_policy, colour_policy=self.colour_policy, geometry=self.geometry,
+            exclude_burned_in=self.exclude_burned_in, missing_burned_in=self.missing_burned_in, limits=self.ingest_limits(),
         )
+
+    def ingest_limits(self) -> IngestLimits:
+        """The per-file limits (checked on the header, before any pixel is decoded)."""
+        from gan_assets.dicom.limits import IngestLimits
+
+        return IngestLimits(max_file_bytes=self.max_file_bytes, max_decoded_bytes=self.max_decoded_bytes,
+                            max_pixels_per_frame=self.max_pixels_per_frame, min_side=self.min_side,
+                            max_frames=self.max_frames, decode_seconds=self.decode_seconds)
 
     def scan_options(self, date_tags: list[str]) -> ScanOptions:
         from gan_assets.dicom.scan import ScanOptions
 
         return ScanOptions(date_tags=tuple(date_tags), exclude_burned_in=self.exclude_burned_in,
                            allowed_modalities=tuple(m.upper() for m in self.allowed_modalities),
-                           colour_policy=self.colour_policy)
+                           colour_policy=self.colour_policy, missing_burned_in=self.missing_burned_in,
+                           geometry=self.geometry, limits=self.ingest_limits())
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.options(64)

@@ -13,6 +13,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
 
 from gan_assets.dicom.phantom import SliceSpec, ct_dataset
+from gan_assets.dicom.limits import IngestLimits
 from gan_assets.dicom.preprocess import (
     PreprocessOptions,
     RejectError,
@@ -23,7 +24,10 @@ from gan_assets.dicom.preprocess import (
     window_bounds,
 )
 
-OPTS = PreprocessOptions(image_size=32)
+# pydicom's test images include some of a few pixels a side (rtdose 10 x 10, JPEGLSNearLossless
+# 50 x 10): these tests are about decoding, so the too_small limit is off here.
+ANY_SIZE = IngestLimits(min_side=1)
+OPTS = PreprocessOptions(image_size=32, limits=ANY_SIZE)
 
 
 def _testfile(name: str) -> str:
@@ -138,10 +142,10 @@ def test_multiframe_policies() -> None:
     ds = pydicom.dcmread(path)
     middle = preprocess_file(path, OPTS)
     assert middle.frames == [7] and middle.images.shape == (1, 32, 32)
-    every = preprocess_file(path, PreprocessOptions(image_size=32, multiframe_policy="all"))
+    every = preprocess_file(path, PreprocessOptions(image_size=32, multiframe_policy="all", limits=ANY_SIZE))
     assert every.frames == list(range(15)) and every.images.shape == (15, 32, 32)
     assert int(ds.NumberOfFrames) == 15
-    first = preprocess_file(path, PreprocessOptions(image_size=32, multiframe_policy="first"))
+    first = preprocess_file(path, PreprocessOptions(image_size=32, multiframe_policy="first", limits=ANY_SIZE))
     assert first.frames == [0]
     colour = preprocess_file(_testfile("SC_rgb_rle_2frame.dcm"), OPTS)
     assert colour.frames == [1] and colour.colour_converted
@@ -155,7 +159,7 @@ def test_colour_to_grayscale_or_rejected(name: str) -> None:
     out = preprocess_file(_testfile(name), OPTS)
     assert out.colour_converted and out.images.shape == (1, 32, 32)
     with pytest.raises(RejectError) as err:
-        preprocess_file(_testfile(name), PreprocessOptions(image_size=32, colour_policy="reject"))
+        preprocess_file(_testfile(name), PreprocessOptions(image_size=32, colour_policy="reject", limits=ANY_SIZE))
     assert err.value.code == "colour_rejected"
 
 

@@ -99,7 +99,7 @@ def test_reject_reasons_on_real_files(tmp_path: Path) -> None:
     assert codes["no_meta.dcm"] == ("rejected", "not_dicom")
     assert codes["rtplan.dcm"] == ("rejected", "no_pixel_data")
     assert codes["burned.dcm"] == ("rejected", "burned_in_annotation")
-    assert codes["mpeg.dcm"] == ("rejected", "no_decoder") and "MPEG2" in rows["mpeg.dcm"]["reason"]
+    assert codes["mpeg.dcm"] == ("rejected", "no_decoder") and "MPEG2" in rows["mpeg.dcm"]["transfer_syntax_name"]
     assert codes["short.dcm"] == ("rejected", "invalid_image_header")
     kept = _scan_dir(tmp_path, ScanOptions(exclude_burned_in=False, allowed_modalities=("CT",), colour_policy="reject"))
     assert kept["burned.dcm"]["status"] == "ok"

@@ -7,6 +7,7 @@ path for operators), and metadata and logs hold counts, codes and settings only.
 """
 
 
+import dataclasses
 import time
 from collections import Counter
 from typing import Any
@@ -25,7 +26,7 @@ from gan_assets.dicom.batch import (
     scan_month,
 )
 from gan_assets.dicom.pseudonym import pseudonym_key
-from gan_assets.dicom.scan import MANIFEST_COLUMNS, REASONS
+from gan_assets.dicom.scan import INT_COLUMNS, MANIFEST_COLUMNS, REASONS
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.images import grid_png, markdown_image
 from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
@@ -73,7 +74,7 @@ def dicom_manifest(
         workers=preprocess_config.workers, tune=preprocess_config.tune_malloc,
     )
     frame = pd.DataFrame(result.rows, columns=list(MANIFEST_COLUMNS))
-    for column in ("rows", "columns", "frames", "samples_per_pixel", "bits_allocated", "file_bytes"):
+    for column in INT_COLUMNS:  # header numbers were parsed with bounds, so they fit int64
         frame[column] = frame[column].astype("int64")
     ok = frame[frame["status"] == "ok"]
     rejected = reason_counts(frame.loc[frame["status"] != "ok", "reason_code"].tolist())
@@ -177,6 +178,8 @@ def preprocessed_images(
         "geometry": options.geometry,
         "resize": "Pillow Lanczos (anti-aliased), box pre-reduction (reducing_gap=2)",
         "exclude_burned_in": preprocess_config.exclude_burned_in,
+        "missing_burned_in": preprocess_config.missing_burned_in,
+        "limits": dataclasses.asdict(preprocess_config.ingest_limits()),
         "modalities": modalities,
     }
     bundle = ArrayBundle(arrays={"images": result.images, "ids": ids}, attrs=attrs)

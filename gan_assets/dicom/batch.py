@@ -1,33 +1,49 @@
 """A month of the landing zone: header scan -> manifest rows, and ok rows -> packed images.
 
-Work is spread over a process pool (one task per file, results in input order, so the output
+Work is spread over worker processes (one task per file, results in input order, so the output
 is deterministic for any number of workers). Workers are started through ``forkserver`` (no
-fork of a threaded Dagster process), tune glibc's allocator in their initialiser, open their
-own landing-zone client, and get the pseudonym key as an argument (so a key set after the
-pool's server started still applies). Nothing a worker returns holds a path or a header value
-that identifies a person.
+fork of a threaded Dagster process), tune glibc's allocator, open their own landing-zone
+client, and get the pseudonym key as an argument (so a key set after the fork server started
+still applies). Nothing a worker returns holds a path or a header value that identifies a person.
+
+One file never stalls or sinks the month. Each worker holds one file at a time, so the parent
+knows when each file started: a worker past the per-file time limit is killed and replaced and
+its file gets ``timeout``; a worker that dies (out of memory, a crashing codec) is replaced and
+its file gets ``worker_died``; every other file goes on. In-process (small months, or
+``workers=1``) the limit is a SIGALRM deadline when running on the main thread: it interrupts
+Python code (pydicom parsing, numpy loops between calls) but not a single long C call, which
+is why large months, where that matters, run in the pool.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
+import signal
+import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 
-from gan_assets.dicom.landing_zone import FileEntry, LandingZone, SourceSpec
+from gan_assets.dicom.landing_zone import FileChangedError, FileEntry, LandingZone, SourceSpec
 from gan_assets.dicom.malloc import tune_malloc
-from gan_assets.dicom.preprocess import PreprocessOptions, RejectError, preprocess_file, quiet_pydicom
-from gan_assets.dicom.pseudonym import file_ref
-from gan_assets.dicom.scan import MANIFEST_COLUMNS, REASONS, ScanOptions, scan_file
+from gan_assets.dicom.preprocess import (
+    PreprocessOptions,
+    RejectError,
+    preprocess_dataset,
+    quiet_pydicom,
+    read_dataset,
+)
+from gan_assets.dicom.pseudonym import file_ref, image_id
+from gan_assets.dicom.reasons import REASONS, reason_sentence
+from gan_assets.dicom.scan import ScanOptions, rejected_row, scan_file
 from gan_assets.storage.images import pack_images
 
 logger = logging.getLogger(__name__)
@@ -58,31 +74,169 @@ def resolve_workers(workers: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class FileTimeout(BaseException):
+    """The in-process per-file deadline passed (a BaseException: parsers' ``except Exception`` must not eat it)."""
+
+
+@contextmanager
+def _deadline(seconds: float | None) -> Iterator[None]:
+    """Raise FileTimeout in this thread after ``seconds`` (main thread only; else no limit).
+
+    An alarm already running (pytest-timeout, a caller's own) is lent out only when it would
+    fire later than ours, and is put back with its remaining time.
+    """
+    if seconds is None or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+    theirs, interval = signal.getitimer(signal.ITIMER_REAL)
+    if theirs and theirs <= seconds:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise FileTimeout()
+
+    started = time.monotonic()
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        signal.signal(signal.SIGALRM, previous)
+        if theirs:
+            signal.setitimer(signal.ITIMER_REAL, max(theirs - (time.monotonic() - started), 0.001), interval)
+
+
+def _worker_main(conn: Any, fn: Callable[[Any], Any], spec: SourceSpec, key: bytes, tune: bool) -> None:
+    _init_worker(spec, key, tune)
+    conn.send(_READY)  # the parent starts a file's clock only once its worker is idle and warm
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        index, task = message
+        conn.send((index, fn(task)))
+
+
+_READY = "ready"
+
+
+@dataclass
+class _Slot:
+    process: Any
+    conn: Any
+    ready: bool = False
+    index: int | None = None
+    started: float = 0.0
+
+
 def run_parallel(fn: Callable[[T], R], tasks: Sequence[T], *, spec: SourceSpec, key: bytes, workers: int,
-                 tune: bool = True, pool_threshold: int = MIN_FILES_FOR_POOL) -> list[R]:
-    """``[fn(t) for t in tasks]`` over a process pool, in order; in-process when small."""
+                 tune: bool = True, pool_threshold: int = MIN_FILES_FOR_POOL, timeout_s: float | None = None,
+                 on_timeout: Callable[[T], R] | None = None, on_died: Callable[[T], R] | None = None) -> list[R]:
+    """``[fn(t) for t in tasks]`` over worker processes, in order; in-process when small.
+
+    With ``timeout_s`` a task running longer gets ``on_timeout(task)`` (its worker is killed
+    and replaced); a task whose worker died gets ``on_died(task)``. Without those callbacks
+    a timed-out or dead worker fails the call with a message that says what to change.
+    """
     workers = min(resolve_workers(workers), max(1, len(tasks)))
     if workers <= 1 or len(tasks) < pool_threshold:
         _init_worker(spec, key, tune)
-        return [fn(task) for task in tasks]
-    # A few chunks per worker balance load without paying IPC per file.
-    chunksize = max(1, len(tasks) // (workers * 4))
+        results: list[R] = []
+        for task in tasks:
+            try:
+                with _deadline(timeout_s if on_timeout is not None else None):
+                    results.append(fn(task))
+            except FileTimeout:
+                results.append(on_timeout(task))  # type: ignore[misc]
+        return results
     context = mp.get_context("forkserver")
     # The fork server imports pydicom, numpy, Pillow and the decoder plugins once; workers
     # are forks of it, so they start warm (and never fork a threaded Dagster process).
     context.set_forkserver_preload(["gan_assets.dicom.warm"])
-    # The pool lives for this call only. A pool kept for the process outlived the run: a Dagster
+
+    def start() -> _Slot:
+        parent, child = context.Pipe()
+        process = context.Process(target=_worker_main, args=(child, fn, spec, key, tune), daemon=True)
+        process.start()
+        child.close()
+        return _Slot(process, parent)
+
+    pending = deque(range(len(tasks)))
+    out: list[Any] = [None] * len(tasks)
+
+    def assign(slot: _Slot) -> None:
+        slot.index = pending.popleft() if pending else None
+        if slot.index is not None:
+            slot.conn.send((slot.index, tasks[slot.index]))
+            slot.started = time.monotonic()
+
+    def replace(slot: _Slot) -> _Slot:
+        slot.process.kill()
+        slot.process.join()
+        slot.conn.close()
+        return start()
+
+    # Processes live for this call only. A pool kept for the process outlived the run: a Dagster
     # run worker joins its live child processes before atexit handlers run, so it never exited.
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                               initargs=(spec, key, tune))
+    slots = [start() for _ in range(workers)]
     try:
-        return list(pool.map(fn, tasks, chunksize=chunksize))
-    except BrokenProcessPool as err:
-        raise RuntimeError(
-            f"an ingest worker process died ({err}); most often it ran out of memory: lower "
-            "preprocess_config.workers or the image sizes in the landing zone") from err
+        while pending or any(slot.index is not None for slot in slots):
+            waiting = [slot for slot in slots if slot.index is not None or not slot.ready]
+            busy = [slot for slot in waiting if slot.index is not None]
+            wait_s = None
+            if timeout_s is not None and busy:
+                wait_s = max(0.0, min(slot.started + timeout_s for slot in busy) - time.monotonic()) + 0.01
+            mp_connection.wait([slot.conn for slot in waiting] + [slot.process.sentinel for slot in waiting], wait_s)
+            for position, slot in enumerate(slots):
+                if slot.conn.poll():
+                    try:
+                        message = slot.conn.recv()
+                    except (EOFError, OSError):
+                        message = None
+                    if message == _READY:
+                        slot.ready = True
+                        assign(slot)
+                        continue
+                    if message is not None:
+                        index, result = message
+                        out[index] = result
+                        assign(slot)
+                        continue
+                if slot.process.is_alive():
+                    if slot.index is not None and timeout_s is not None and time.monotonic() - slot.started > timeout_s:
+                        if on_timeout is None:
+                            raise RuntimeError("an ingest worker exceeded its time limit; raise preprocess_config.decode_seconds")
+                        out[slot.index] = on_timeout(tasks[slot.index])
+                        slots[position] = replace(slot)
+                    continue
+                if not slot.ready:
+                    raise RuntimeError("an ingest worker process failed to start; run with preprocess_config.workers=1 "
+                                       "to see the error in this process")
+                if slot.index is not None:
+                    if on_died is None:
+                        raise RuntimeError(
+                            "an ingest worker process died; most often it ran out of memory: lower "
+                            "preprocess_config.workers or the ingest size limits")
+                    out[slot.index] = on_died(tasks[slot.index])
+                slots[position] = replace(slot)
+        return out
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for slot in slots:
+            try:
+                slot.conn.send(None)
+            except (OSError, ValueError):
+                pass
+        for slot in slots:
+            slot.process.join(timeout=5)
+            if slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join()
+            slot.conn.close()
 
 
 # ---- header scan --------------------------------------------------------------------------
@@ -90,14 +244,23 @@ def _scan_task(task: tuple[FileEntry, ScanOptions]) -> dict[str, Any]:
     entry, options = task
     try:
         return scan_file(_WORKER["zone"], entry, _WORKER["key"], options)
-    except Exception as err:  # a bug or an odd file must not sink the month
-        row = {c: "" for c in MANIFEST_COLUMNS}
-        row.update(id=file_ref(entry.relative_path, _WORKER["key"]), file_ref=file_ref(entry.relative_path, _WORKER["key"]),
-                   month=f"{entry.modified.year:04d}-{entry.modified.month:02d}", month_source="arrival",
-                   rows=0, columns=0, frames=0, samples_per_pixel=0, bits_allocated=0, file_bytes=entry.size,
-                   status="rejected", reason_code="internal_error",
-                   reason=f"unexpected {type(err).__name__} while reading the header")
-        return row
+    except FileTimeout:
+        raise
+    except MemoryError:
+        return rejected_row(entry, _WORKER["key"], "too_large")
+    except Exception:  # a bug or an odd file must not sink the month
+        return rejected_row(entry, _WORKER["key"], "internal_error")
+
+
+@dataclass(frozen=True)
+class _ScanFallback:
+    """The row of a file whose scan timed out or whose worker died."""
+
+    key: bytes
+    code: str
+
+    def __call__(self, task: tuple[FileEntry, ScanOptions]) -> dict[str, Any]:
+        return rejected_row(task[0], self.key, self.code)
 
 
 @dataclass
@@ -120,7 +283,9 @@ def scan_month(spec: SourceSpec, month: str, options: ScanOptions, *, key: bytes
     zone = zone or LandingZone(spec)
     entries = zone.list_files()
     rows = run_parallel(_scan_task, [(entry, options) for entry in entries], spec=spec, key=key,
-                        workers=workers, tune=tune, pool_threshold=pool_threshold)
+                        workers=workers, tune=tune, pool_threshold=pool_threshold,
+                        timeout_s=options.limits.decode_seconds, on_timeout=_ScanFallback(key, "timeout"),
+                        on_died=_ScanFallback(key, "worker_died"))
     month_rows = [row for row in rows if row["month"] == month]
     month_rows.sort(key=lambda row: row["file_ref"])
     seen: set[str] = set()
@@ -128,40 +293,46 @@ def scan_month(spec: SourceSpec, month: str, options: ScanOptions, *, key: bytes
         if row["status"] != "ok":
             continue
         if row["id"] in seen:
-            row.update(status="rejected", reason_code="duplicate",
-                       reason="same SOPInstanceUID as another file of this month; the first one is used")
+            row.update(status="rejected", reason_code="duplicate", reason=REASONS["duplicate"])
         seen.add(row["id"])
     return ScanResult(rows=month_rows, files_listed=len(entries), seconds=time.perf_counter() - started)
 
 
-# ---- decode and preprocess ----------------------------------------------------------------
-def _scrub(text: str, entry: FileEntry, zone: LandingZone) -> str:
-    """Remove anything path-like of this file from a message (paths often hold names, IDs)."""
-    for secret in sorted({zone.describe(entry), entry.relative_path, *entry.relative_path.split("/")}, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "<file>")
-    return text
+def _failed(code: str) -> dict[str, Any]:
+    return {"ok": False, "reason_code": code, "reason": reason_sentence(code)}
 
 
-def _preprocess_task(task: tuple[FileEntry, PreprocessOptions]) -> dict[str, Any]:
-    entry, options = task
+def _preprocess_task(task: tuple[FileEntry, PreprocessOptions, str]) -> dict[str, Any]:
+    entry, options, expected_id = task
     zone: LandingZone = _WORKER["zone"]
     started = time.perf_counter()
     try:
         with quiet_pydicom():
-            handle = zone.open_full(entry)
-        with handle:
-            result = preprocess_file(handle, options)
+            with zone.open_full(entry) as handle:
+                ds = read_dataset(handle, options.limits)
+            uid = str(ds.get("SOPInstanceUID", "") or "").strip()
+            if expected_id and uid and image_id(uid, _WORKER["key"]) != expected_id:
+                # Same name, size and time but another image: never store it under the old id.
+                return _failed("changed")
+            result = preprocess_dataset(ds, options)
+        images = pack_images(result.images)
+    except FileTimeout:
+        raise
+    except FileChangedError:
+        return _failed("changed")
     except FileNotFoundError:
-        return {"ok": False, "reason_code": "missing", "reason": REASONS["missing"]}
+        return _failed("missing")
+    except OSError:  # permission denied, I/O error: the message would name the path
+        return _failed("unreadable")
     except RejectError as err:
-        return {"ok": False, "reason_code": err.code, "reason": _scrub(err.reason, entry, zone)}
-    except Exception as err:  # a bug or an odd file must not sink the month
-        return {"ok": False, "reason_code": "internal_error",
-                "reason": f"unexpected {type(err).__name__} while decoding"}
+        return _failed(err.code)
+    except MemoryError:
+        return _failed("too_large")
+    except Exception:  # a bug or an odd file must not sink the month
+        return _failed("internal_error")
     return {
         "ok": True,
-        "images": pack_images(result.images),
+        "images": images,
         "frames": result.frames,
         "voi_source": result.voi_source,
         "window": [float(result.window[0]), float(result.window[1])],
@@ -169,6 +340,29 @@ def _preprocess_task(task: tuple[FileEntry, PreprocessOptions]) -> dict[str, Any
         "colour_converted": result.colour_converted,
         "seconds": time.perf_counter() - started,
     }
+
+
+@dataclass(frozen=True)
+class _DecodeFallback:
+    code: str
+
+    def __call__(self, task: Any) -> dict[str, Any]:
+        return _failed(self.code)
+
+
+def _listed_as_scanned(row: dict[str, Any], entry: FileEntry) -> bool:
+    """Whether the file listed now is the version the manifest row describes."""
+    size, mtime = _as_int(row.get("file_bytes")), _as_int(row.get("file_mtime_ns"))
+    if size is not None and size != entry.size:
+        return False
+    return not (mtime and entry.mtime_ns and mtime != entry.mtime_ns)
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 @dataclass
@@ -196,17 +390,20 @@ def preprocess_month(spec: SourceSpec, manifest_rows: Sequence[dict[str, Any]], 
     by_ref = {file_ref(entry.relative_path, key): entry for entry in zone.list_files()}
     ok_rows = [row for row in manifest_rows if row["status"] == "ok"]
     rejected: list[dict[str, str]] = []
-    tasks: list[tuple[FileEntry, PreprocessOptions]] = []
+    tasks: list[tuple[FileEntry, PreprocessOptions, str]] = []
     task_rows: list[dict[str, Any]] = []
     for row in ok_rows:
         entry = by_ref.get(row["file_ref"])
-        if entry is None:
-            rejected.append({"id": row["id"], "file_ref": row["file_ref"], "reason_code": "missing", "reason": REASONS["missing"]})
+        code = "missing" if entry is None or entry.problem == "missing" else (
+            "changed" if entry.problem or not _listed_as_scanned(row, entry) else "")
+        if code:
+            rejected.append({"id": row["id"], "file_ref": row["file_ref"], "reason_code": code, "reason": REASONS[code]})
             continue
-        tasks.append((entry, options))
+        tasks.append((entry, options, str(row["id"])))  # type: ignore[arg-type]
         task_rows.append(row)
     results = run_parallel(_preprocess_task, tasks, spec=spec, key=key, workers=workers, tune=tune,
-                           pool_threshold=pool_threshold)
+                           pool_threshold=pool_threshold, timeout_s=options.limits.decode_seconds,
+                           on_timeout=_DecodeFallback("timeout"), on_died=_DecodeFallback("worker_died"))
 
     images: list[np.ndarray] = []
     ids: list[str] = []

@@ -2,6 +2,13 @@
 
 ``SourceSpec`` is a small picklable value so worker processes can open their own client.
 Hidden files (a name starting with ``.``, e.g. partial uploads) are not part of the zone.
+
+Only regular files inside the zone are read. Listing never follows a link that leaves the zone
+and never opens anything: a FIFO, device, socket, a link to outside the zone, a dangling link,
+a file deleted while the zone is listed or a name that is not UTF-8 is still listed (so it is
+counted) with a ``problem`` code, and becomes one rejected manifest row. Opening re-checks the
+file with ``fstat`` on a non-blocking descriptor, so a file swapped for a FIFO after listing
+cannot hang a worker, and a file whose size or modification time changed is ``changed``.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import stat as stat_module
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,11 +40,34 @@ class SourceSpec:
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One file of the zone: path relative to the zone root, size and arrival (mtime) in UTC."""
+    """One file of the zone: path relative to the zone root, size and arrival (mtime) in UTC.
+
+    ``problem`` is a reject code when the entry must not be read (``not_regular_file``,
+    ``outside_zone``, ``missing``, ``bad_name``); ``mtime_ns`` identifies the version listed.
+    """
 
     relative_path: str
     size: int
     modified: dt.datetime
+    problem: str = ""
+    mtime_ns: int = 0
+
+
+class FileChangedError(Exception):
+    """The file is not the one listed (size or modification time differ, or not a regular file)."""
+
+
+def _entry_from_stat(rel: str, st: os.stat_result) -> FileEntry:
+    modified = dt.datetime.fromtimestamp(st.st_mtime, tz=dt.timezone.utc)
+    return FileEntry(rel, int(st.st_size), modified, mtime_ns=int(st.st_mtime_ns))
+
+
+def _bad_name(rel: str) -> bool:
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:  # os.walk hands undecodable bytes back as surrogates
+        return True
+    return False
 
 
 class LandingZone:
@@ -73,32 +104,78 @@ class LandingZone:
                     if not rel or rel.endswith("/") or any(p.startswith(".") for p in rel.split("/")):
                         continue
                     modified = obj["LastModified"].astimezone(dt.timezone.utc)
-                    entries.append(FileEntry(rel, int(obj["Size"]), modified))
+                    entries.append(FileEntry(rel, int(obj["Size"]), modified,
+                                             mtime_ns=int(modified.timestamp() * 1_000_000) * 1000))
         else:
             if not self.root.is_dir():
+                # The location is not echoed: zone paths can hold patient ids, and this reaches the event log.
                 raise FileNotFoundError(
-                    f"landing zone folder {self.root} does not exist; create demo data with "
+                    "the landing zone folder named by dicom_source.location does not exist; create demo data with "
                     "`python -m gan_assets.demo data` or point the dicom_source resource at your data")
             for dirpath, dirnames, filenames in os.walk(self.root):
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-                for name in filenames:
+                linked_dirs = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+                dirnames[:] = [d for d in dirnames if d not in linked_dirs]
+                for name in sorted(filenames) + linked_dirs:
                     if name.startswith("."):
                         continue
-                    path = Path(dirpath) / name
-                    stat = path.stat()
-                    rel = path.relative_to(self.root).as_posix()
-                    modified = dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.timezone.utc)
-                    entries.append(FileEntry(rel, int(stat.st_size), modified))
+                    entries.append(self._local_entry(Path(dirpath) / name))
         entries.sort(key=lambda e: e.relative_path)
         return entries
+
+    def _local_entry(self, path: Path) -> FileEntry:
+        rel = path.relative_to(self.root).as_posix()
+        try:
+            link = path.lstat()
+        except OSError:  # deleted between listing and stat: counted in the month of the listing
+            return FileEntry(rel, 0, dt.datetime.now(dt.timezone.utc), problem="missing")
+        # A skipped entry is still filed under the month it arrived (its own modification time).
+        arrived = dt.datetime.fromtimestamp(link.st_mtime, tz=dt.timezone.utc)
+        if _bad_name(rel):
+            return FileEntry(rel, 0, arrived, problem="bad_name")
+        if stat_module.S_ISLNK(link.st_mode):
+            target = Path(os.path.realpath(path))
+            if not self._inside(target):
+                return FileEntry(rel, 0, arrived, problem="outside_zone")
+            try:
+                st = target.stat()
+            except OSError:  # a dangling link, or a link loop
+                return FileEntry(rel, 0, arrived, problem="missing")
+        else:
+            st = link
+        if not stat_module.S_ISREG(st.st_mode):
+            return FileEntry(rel, 0, arrived, problem="not_regular_file")
+        return _entry_from_stat(rel, st)
+
+    def _inside(self, target: Path) -> bool:
+        return target == self.root or self.root in target.parents
 
     def local_path(self, relative_path: str) -> Path:
         return self.root / relative_path
 
+    def _open_local(self, entry: FileEntry) -> BinaryIO:
+        """Open without blocking or following a link out of the zone; verify it is the listed file."""
+        path = self.local_path(entry.relative_path)
+        if not self._inside(Path(os.path.realpath(path))):
+            raise FileChangedError("the file now resolves outside the landing zone")
+        # O_NONBLOCK: a FIFO swapped in after listing must not block open(); fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            st = os.fstat(fd)
+            if not stat_module.S_ISREG(st.st_mode):
+                raise FileChangedError("the file is no longer a regular file")
+            if entry.mtime_ns and (int(st.st_size) != entry.size or int(st.st_mtime_ns) != entry.mtime_ns):
+                raise FileChangedError("size or modification time differ from the listing")
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+
     def open_header(self, entry: FileEntry) -> BinaryIO:
         """A binary file positioned at 0 holding at least the header (whole file locally)."""
         if not self.spec.is_s3:
-            return open(self.local_path(entry.relative_path), "rb")
+            return self._open_local(entry)
         if entry.size <= S3_HEADER_BYTES:
             return io.BytesIO(self.read_bytes(entry))
         response = self.client.get_object(Bucket=self.bucket, Key=self._key(entry.relative_path),
@@ -107,12 +184,16 @@ class LandingZone:
 
     def open_full(self, entry: FileEntry) -> BinaryIO:
         if not self.spec.is_s3:
-            return open(self.local_path(entry.relative_path), "rb")
-        return io.BytesIO(self.read_bytes(entry))
+            return self._open_local(entry)
+        data = self.read_bytes(entry)
+        if len(data) != entry.size:
+            raise FileChangedError("the object's size differs from the listing")
+        return io.BytesIO(data)
 
     def read_bytes(self, entry: FileEntry) -> bytes:
         if not self.spec.is_s3:
-            return self.local_path(entry.relative_path).read_bytes()
+            with self._open_local(entry) as handle:
+                return handle.read()
         return self.client.get_object(Bucket=self.bucket, Key=self._key(entry.relative_path))["Body"].read()
 
     def write_bytes(self, relative_path: str, data: bytes) -> None:

@@ -9,13 +9,18 @@
 7. centre crop or pad to square, then an anti-aliased resize to the target size.
 
 Every function here is plain numpy/pydicom/Pillow; failures raise :class:`RejectError`
-with a reason code and a sentence a person understands (never an identifying value).
+with a reason code whose sentence is fixed (``reasons.REASONS``), never exception text.
+Before any pixel is decoded the declared geometry is checked against :class:`IngestLimits`,
+BurnedInAnnotation is checked again (the scan may be stale), and a deflated dataset is
+inflated with a bound.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +29,17 @@ from typing import Any, BinaryIO
 import numpy as np
 import pydicom.pixels  # noqa: F401 - imported eagerly so pool workers inherit it (see batch.py)
 from PIL import Image
+
+from gan_assets.dicom.limits import IngestLimits, bounded_int, geometry_problem
+from gan_assets.dicom.reasons import reason_sentence
+from gan_assets.dicom.vocabulary import (
+    MISSING_BURNED_IN_POLICIES,
+    burned_in_code,
+    burned_in_excluded,
+    photometric_code,
+    sop_class_name,
+    transfer_syntax_code,
+)
 
 # Named CT windows (center, width) in HU; the usual radiology presets.
 VOI_PRESETS: dict[str, tuple[float, float]] = {
@@ -41,17 +57,24 @@ COLOUR_POLICIES = ("grayscale", "reject")
 GEOMETRIES = ("crop", "pad")
 COLOUR_PHOTOMETRICS = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420",
                        "YBR_PARTIAL_422", "PALETTE COLOR")
+# Larger than any stored value can map to (32-bit integers, HU, SUV) yet far from float32's limit.
+MAX_WINDOW_VALUE = 1e12
 # ITU-R BT.601 luma weights: the conventional RGB -> gray conversion.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 class RejectError(Exception):
-    """A file that cannot become a training image; ``code`` groups reasons for counting."""
+    """A file that cannot become a training image; ``code`` groups reasons for counting.
 
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
+    ``reason`` is always the code's fixed sentence; ``detail`` (never written anywhere) is only
+    for a developer reading a traceback.
+    """
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        super().__init__(code)
         self.code = code
-        self.reason = reason
+        self.reason = reason_sentence(code)
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -66,11 +89,14 @@ class PreprocessOptions:
     multiframe_policy: str = "middle"
     colour_policy: str = "grayscale"
     geometry: str = "pad"
+    exclude_burned_in: bool = True
+    missing_burned_in: str = "allow"
+    limits: IngestLimits = IngestLimits()
 
     def __post_init__(self) -> None:
         checks = (("voi_policy", VOI_POLICIES), ("voi_preset", tuple(VOI_PRESETS)),
                   ("multiframe_policy", MULTIFRAME_POLICIES), ("colour_policy", COLOUR_POLICIES),
-                  ("geometry", GEOMETRIES))
+                  ("geometry", GEOMETRIES), ("missing_burned_in", MISSING_BURNED_IN_POLICIES))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"preprocess option {name}={getattr(self, name)!r} is not one of {allowed}")
@@ -133,8 +159,13 @@ def rescale_for_frame(ds: Any, frame: int = 0) -> tuple[float, float] | None:
         ds, frame, "PixelValueTransformationSequence")
     if source is None:
         return None
-    slope = float(source.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(source.get("RescaleIntercept", 0.0) or 0.0)
+    try:
+        slope = float(_first(source.get("RescaleSlope")) or 1.0) if source.get("RescaleSlope") not in (None, "") else 1.0
+        intercept = float(_first(source.get("RescaleIntercept"))) if source.get("RescaleIntercept") not in (None, "") else 0.0
+    except (TypeError, ValueError, IndexError):
+        raise RejectError("invalid_image_header", "RescaleSlope/RescaleIntercept is not a number") from None
+    if not (np.isfinite(slope) and np.isfinite(intercept)):
+        raise RejectError("non_finite", "RescaleSlope or RescaleIntercept is not finite")
     return slope, intercept
 
 
@@ -194,7 +225,11 @@ def header_window(ds: Any, frame: int = 0) -> tuple[float, float] | None:
         center, width = _first(source.get("WindowCenter")), _first(source.get("WindowWidth"))
     except (TypeError, ValueError, IndexError):
         return None
+    # A window far outside any stored value range (WindowWidth=1e308) overflows float32 to
+    # inf and NaN: it is not a usable window, so the robust percentile fallback applies.
     if not np.isfinite(center) or not np.isfinite(width) or width < 1.0:
+        return None
+    if abs(center) > MAX_WINDOW_VALUE or width > MAX_WINDOW_VALUE:
         return None
     return center, width
 
@@ -286,60 +321,52 @@ def _decode(ds: Any, frames: list[int], n_frames: int) -> list[np.ndarray]:
     return [pixel_array(ds, index=i) for i in frames]
 
 
-def _decoder_hint(transfer_syntax: str) -> str | None:
-    """None when a decoder is available, else a sentence naming what to install."""
+def decoder_available(transfer_syntax: str) -> bool:
+    """Whether pydicom has a working decoder for a transfer syntax from the closed vocabulary.
+
+    Header text never reaches ``UID(...)``: an unknown syntax maps to ``other``, which has none.
+    """
     from pydicom.pixels import get_decoder
     from pydicom.uid import UID
 
-    uid = UID(transfer_syntax)
+    code, _ = transfer_syntax_code(transfer_syntax)
+    if code in ("", "other"):
+        return False
     try:
-        decoder = get_decoder(uid)
-    except NotImplementedError:
-        return f"no pixel decoder exists in pydicom for transfer syntax {uid.name} ({uid})"
-    if decoder.is_available:
-        return None
-    missing = "; ".join(decoder.missing_dependencies) or "a decoding plugin"
-    return (f"no installed decoder for transfer syntax {uid.name} ({uid}); install one of: {missing} "
-            "(pip install 'gan-assets[codecs]' adds pylibjpeg and its plugins)")
-
-
-def decoder_hint(transfer_syntax: str) -> str | None:
-    """Public wrapper of the decoder check used by the header scan."""
-    try:
-        return _decoder_hint(transfer_syntax)
-    except (ValueError, KeyError) as err:
-        return f"unknown transfer syntax {transfer_syntax!r} ({err})"
+        return bool(get_decoder(UID(code)).is_available)
+    except (NotImplementedError, ValueError, KeyError):
+        return False
 
 
 def preprocess_dataset(ds: Any, options: PreprocessOptions) -> Preprocessed:
     """Steps 1-7 on a dataset read with its pixel data; raises RejectError with a reason."""
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise RejectError("no_pixel_data", "the file has no pixel data (not an image object)")
-    photometric = str(ds.get("PhotometricInterpretation", "") or "")
-    colour = photometric in COLOUR_PHOTOMETRICS or int(ds.get("SamplesPerPixel", 1) or 1) > 1
-    if colour and options.colour_policy == "reject":
-        raise RejectError("colour_rejected", f"colour image ({photometric}) and colour_policy is 'reject'")
     try:
-        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (TypeError, ValueError):
-        raise RejectError("invalid_image_header", "NumberOfFrames is not an integer") from None
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    if rows < 1 or cols < 1:
-        raise RejectError("invalid_image_header", f"Rows x Columns is {rows} x {cols}")
+        return _preprocess_dataset(ds, options)
+    except (RejectError, MemoryError):
+        raise
+    except Exception as err:  # LUT, palette or header oddities of one file: that file's reject
+        raise RejectError("decode_failed", type(err).__name__) from None
+
+
+def _preprocess_dataset(ds: Any, options: PreprocessOptions) -> Preprocessed:
+    geometry = check_image_header(ds, options, file_bytes=None)
+    rows, cols, n_frames = geometry.rows, geometry.cols, geometry.frames
+    photometric = geometry.photometric
+    colour = geometry.colour
     frames = _frame_indices(n_frames, options.multiframe_policy)
     file_meta = getattr(ds, "file_meta", None)
     transfer_syntax = str(file_meta.get("TransferSyntaxUID", "")) if file_meta is not None else ""
     try:
         decoded = _decode(ds, frames, n_frames)
+    except RejectError:
+        raise
     except Exception as err:  # every decoder failure becomes a reject; the month goes on
-        hint = decoder_hint(transfer_syntax) if transfer_syntax else None
-        if hint is not None:
-            raise RejectError("no_decoder", hint) from None
+        if transfer_syntax and not decoder_available(transfer_syntax):
+            raise RejectError("no_decoder") from None
         text = str(err)
         if "less than expected" in text or "shorter" in text or "truncat" in text.lower():
-            raise RejectError("truncated", f"pixel data is shorter than Rows x Columns x frames needs ({type(err).__name__})") from None
-        detail = " ".join(text.split())[:200]
-        raise RejectError("decode_failed", f"pixel data could not be decoded ({type(err).__name__}: {detail})") from None
+            raise RejectError("truncated", type(err).__name__) from None
+        raise RejectError("decode_failed", type(err).__name__) from None
 
     images: list[np.ndarray] = []
     first_window: tuple[float, float] = (0.0, 0.0)
@@ -359,12 +386,14 @@ def preprocess_dataset(ds: Any, options: PreprocessOptions) -> Preprocessed:
         else:
             values = modality_lut(stored, ds, frame)
             window, source = choose_window(values, ds, options, frame)
-        if not np.all(np.isfinite(values)):
-            raise RejectError("decode_failed", "decoded pixel values are not finite")
+        if not np.all(np.isfinite(values)) or not all(np.isfinite(w) for w in window):
+            raise RejectError("non_finite")
         image = apply_window(values, *window, in_place=True)  # values is our own float32 copy
         if inverted:
             image = np.negative(image)  # MONOCHROME1: low values are bright; flip so bright = dense
         image = resize_square(crop_or_pad_square(image, options.geometry), options.image_size)
+        if not np.all(np.isfinite(image)):
+            raise RejectError("non_finite")
         images.append(image)
         if position == 0:
             first_window, voi_source = window, source
@@ -379,29 +408,208 @@ def preprocess_dataset(ds: Any, options: PreprocessOptions) -> Preprocessed:
     )
 
 
-def read_dataset(source: str | bytes | BinaryIO) -> Any:
-    """dcmread a path, bytes or binary file with pixel data; unreadable input -> RejectError."""
+_PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
+# The first element of a dataset written without preamble: file meta (0002) or identification (0008).
+_PREAMBLELESS_GROUPS = (0x0002, 0x0008)
+
+
+def _stop_at_pixels(tag: Any, vr: Any, length: Any) -> bool:
+    return int(tag) in _PIXEL_TAGS
+
+
+def _file_size(handle: BinaryIO) -> int:
+    position = handle.tell()
+    size = handle.seek(0, 2)
+    handle.seek(position)
+    return size
+
+
+class _BoundedReader:
+    """A file object whose ``read(n)`` never asks for more than the file holds.
+
+    A corrupted length field makes pydicom call ``read(0x7FFFFFF0)``; a buffered file allocates
+    that much before finding the end of the file (1.2 GB for one 3 KB file). ``BytesIO`` does not.
+    """
+
+    def __init__(self, raw: BinaryIO, size: int) -> None:
+        self._raw, self._size = raw, size
+        self.name = ""
+
+    def read(self, n: int | None = -1) -> bytes:
+        remaining = max(self._size - self._raw.tell(), 0)
+        return self._raw.read(remaining if n is None or n < 0 or n > remaining else n)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def _needs_force(head: bytes) -> bool:
+    """Whether a file without 'DICM' still starts like a dataset pydicom reads with force=True."""
+    if len(head) < 8:
+        raise RejectError("not_dicom")
+    if head[128:132] == b"DICM":
+        return False
+    (group_le,), (group_be,) = struct.unpack("<H", head[:2]), struct.unpack(">H", head[:2])
+    if group_le in _PREAMBLELESS_GROUPS or group_be in _PREAMBLELESS_GROUPS:
+        return True
+    raise RejectError("not_dicom")
+
+
+def _inflate(handle: BinaryIO, limit: int) -> bytes:
+    """Inflate a deflated dataset (PS3.5 A.5) to at most ``limit`` bytes, else ``too_large``."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    while True:
+        chunk = handle.read(1 << 20)
+        if not chunk:
+            break
+        out += inflater.decompress(chunk, limit + 1 - len(out))
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise RejectError("too_large", "deflated dataset inflates beyond max_decoded_bytes")
+    try:
+        out += inflater.flush()
+    except zlib.error:
+        raise RejectError("unreadable") from None
+    if len(out) > limit:
+        raise RejectError("too_large")
+    return bytes(out)
+
+
+def read_dicom(source: str | bytes | BinaryIO, *, stop_before_pixels: bool = False,
+               limits: IngestLimits = IngestLimits()) -> tuple[Any, BinaryIO, bool]:
+    """(dataset, the stream it was read from, inflated?) as pydicom reads it, within the limits.
+
+    The one reader of the header scan and the decoder, so both give a file the same reason:
+    a file larger than ``max_file_bytes`` is ``too_large`` before reading; a file without the
+    'DICM' preamble is read with ``force=True`` when it starts like a dataset; a deflated
+    dataset is inflated with a bound (pydicom would inflate it whole). After a header-only
+    read the stream stands at the pixel data element.
+    """
     from pydicom import dcmread
+    from pydicom.dataset import FileDataset
     from pydicom.errors import InvalidDicomError
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.filereader import read_dataset as pydicom_read_dataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
 
     handle: Any = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    opened_here = isinstance(source, str)
+    if opened_here:
+        handle = open(source, "rb")
     try:
+        size = _file_size(handle)
+        if size > limits.max_file_bytes:
+            raise RejectError("too_large")
+        if not isinstance(handle, io.BytesIO):
+            handle = _BoundedReader(handle, size)
+        handle.seek(0)
+        force = _needs_force(handle.read(132))
+        handle.seek(0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = dcmread(handle)
+            preamble = read_preamble(handle, force)
+            file_meta = _read_file_meta_info(handle)
+            if file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+                stream: Any = DicomBytesIO(_inflate(handle, limits.max_decoded_bytes))
+                inflated = True
+                dataset = pydicom_read_dataset(stream, False, True,
+                                               stop_when=_stop_at_pixels if stop_before_pixels else None)
+                ds = FileDataset("", dataset, preamble, file_meta, False, True)
+                ds.set_original_encoding(False, True, dataset._character_set)
+            else:
+                handle.seek(0)
+                ds, stream = dcmread(handle, force=force, stop_before_pixels=stop_before_pixels), handle
+                inflated = False
         # pydicom returns an empty dataset, with only a warning, for a file cut off inside its
         # compressed pixel data; that is a truncated file, not an image-less one.
         if any("End of file reached before delimiter" in str(w.message) for w in caught) or len(ds) == 0:
-            raise RejectError("truncated", "the file ends inside its encapsulated (compressed) pixel data: it was cut off")
-        return ds
+            raise RejectError("truncated")
+        # pydicom converts element values on first access; do it here, inside this try, so
+        # a corrupt value (an unknown VR, a bad number) is this file's 'unreadable' at scan
+        # and at decode alike, not an error later in whatever code touches it first.
+        for _ in ds.file_meta if getattr(ds, "file_meta", None) is not None else ():
+            pass
+        for _ in ds:
+            pass
+        if force and "SOPClassUID" not in ds and not any(int(t) in _PIXEL_TAGS for t in ds.keys()):
+            raise RejectError("not_dicom")
+        return ds, stream, inflated
+    except RejectError:
+        raise
     except InvalidDicomError:
-        raise RejectError("not_dicom", "not a DICOM Part 10 file (no 'DICM' preamble or file meta)") from None
-    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, NotImplementedError) as err:
-        raise RejectError("unreadable", f"the DICOM header cannot be parsed ({type(err).__name__}); the file may be truncated") from None
+        raise RejectError("not_dicom") from None
+    except MemoryError:
+        raise RejectError("too_large") from None
+    except Exception as err:  # any parser failure is this file's reject, never the month's
+        raise RejectError("unreadable", type(err).__name__) from None
+    finally:
+        if opened_here:
+            handle.close()
+
+
+def read_dataset(source: str | bytes | BinaryIO, limits: IngestLimits = IngestLimits()) -> Any:
+    """dcmread a path, bytes or binary file with pixel data; unreadable input -> RejectError."""
+    return read_dicom(source, limits=limits)[0]
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """The bounded geometry of an image header (checked against the limits)."""
+
+    rows: int
+    cols: int
+    frames: int
+    samples: int
+    bits: int
+    photometric: str
+    colour: bool
+
+
+def check_image_header(ds: Any, options: PreprocessOptions, *, file_bytes: int | None) -> ImageHeader:
+    """Bounded geometry, limits and burned-in policy of a dataset, before any pixel is decoded."""
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        # An image object whose file ends before its pixel data was cut off in transfer.
+        image_like = ds.get("Rows") not in (None, "") or "Image Storage" in sop_class_name(ds.get("SOPClassUID"))
+        raise RejectError("truncated" if image_like else "no_pixel_data")
+    burned = burned_in_code(ds.get("BurnedInAnnotation"))
+    if burned_in_excluded(burned, exclude_burned_in=options.exclude_burned_in, missing_policy=options.missing_burned_in):
+        raise RejectError("burned_in_annotation")
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip()
+    header = read_geometry(ds)
+    if header is None or photometric_code(photometric) == "other":
+        raise RejectError("invalid_image_header")
+    rows, cols, frames, samples, bits = header
+    problem = geometry_problem(rows, cols, frames, samples, bits, geometry=options.geometry,
+                               limits=options.limits, file_bytes=file_bytes)
+    if problem is not None:
+        raise RejectError(problem)
+    colour = photometric in COLOUR_PHOTOMETRICS or samples > 1
+    if colour and options.colour_policy == "reject":
+        raise RejectError("colour_rejected")
+    return ImageHeader(rows, cols, frames, samples, bits, photometric, colour)
+
+
+def read_geometry(ds: Any) -> tuple[int, int, int, int, int] | None:
+    """(rows, columns, frames, samples, bits allocated), each bounded; None if any is unusable."""
+    rows, cols = bounded_int(ds.get("Rows"), 1, 65535), bounded_int(ds.get("Columns"), 1, 65535)
+    frames_value = ds.get("NumberOfFrames")
+    frames = 1 if frames_value in (None, "") else bounded_int(frames_value, 1)
+    samples = bounded_int(ds.get("SamplesPerPixel", 1), 1, 4)
+    bits = bounded_int(ds.get("BitsAllocated"), 1, 64)
+    if rows is None or cols is None or frames is None or samples not in (1, 3) or bits not in (1, 8, 16, 32, 64):
+        return None
+    return rows, cols, frames, samples, bits
 
 
 def preprocess_file(source: str | bytes | BinaryIO, options: PreprocessOptions) -> Preprocessed:
     """Read (once, with pixel data) and preprocess one file."""
     with quiet_pydicom():
-        ds = read_dataset(source)
+        ds = read_dataset(source, options.limits)
         return preprocess_dataset(ds, options)

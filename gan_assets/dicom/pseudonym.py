@@ -28,7 +28,10 @@ def using_default_key() -> bool:
 
 def _digest(key: bytes, domain: str, value: str) -> str:
     # The domain keeps an image id and a file reference of the same string unrelated.
-    return hmac.new(key, f"{domain}:{value}".encode(), hashlib.sha256).hexdigest()[:DIGEST_HEX_CHARS]
+    # surrogatepass: a file name that is not UTF-8 (os.walk hands it back with surrogates) still
+    # gets a stable pseudonym; valid text encodes exactly as before.
+    data = f"{domain}:{value}".encode("utf-8", "surrogatepass")
+    return hmac.new(key, data, hashlib.sha256).hexdigest()[:DIGEST_HEX_CHARS]
 
 
 def image_id(sop_instance_uid: str, key: bytes) -> str:

@@ -1,0 +1,45 @@
+"""Reject codes and the one fixed sentence of each.
+
+A reject reason is written to the manifest, to Dagster metadata (so the event log) and to logs.
+It is therefore never built from exception text or header values (pydicom's messages quote
+them): a row carries a code from this table and exactly this table's sentence.
+"""
+
+from __future__ import annotations
+
+REASONS: dict[str, str] = {
+    "not_dicom": "not a DICOM file (no 'DICM' preamble and no recognisable dataset)",
+    "unreadable": "header cannot be parsed (truncated or corrupt)",
+    "no_usable_date": "no usable StudyDate/SeriesDate/AcquisitionDate/ContentDate (missing or not YYYYMMDD); "
+                      "filed under the month the file arrived, not used for training",
+    "no_pixel_data": "no pixel data (not an image object)",
+    "no_sop_instance_uid": "no SOPInstanceUID, so no stable pseudonymous id can be made",
+    "invalid_image_header": "image header inconsistent or out of range (Rows, Columns, frames, samples, bits)",
+    "truncated": "pixel data shorter than the header says: the file was cut off",
+    "burned_in_annotation": "BurnedInAnnotation is not exactly NO (pixels may show identifying text); "
+                            "see exclude_burned_in and missing_burned_in",
+    "modality_excluded": "modality not in allowed_modalities",
+    "colour_rejected": "colour image rejected by colour_policy",
+    "no_decoder": "no installed decoder for the transfer syntax (see transfer_syntax_name); "
+                  "pip install 'gan-assets[codecs]' adds pylibjpeg and its plugins",
+    "duplicate": "same SOPInstanceUID as another file of this month; the first one is used",
+    "decode_failed": "pixel data could not be decoded",
+    "inconsistent": "decoded pixels disagree with the header",
+    "missing": "file disappeared from the landing zone (deleted, or a link to nothing)",
+    "internal_error": "unexpected error while reading the file",
+    "not_regular_file": "not a regular file (a FIFO, device, socket or folder link); not read",
+    "outside_zone": "a link that leaves the landing zone; not followed",
+    "bad_name": "the file name is not valid UTF-8; rename the file to ingest it",
+    "too_large": "declared image or file size exceeds the ingest limits (preprocess_config max_* settings)",
+    "too_small": "image side below preprocess_config.min_side; it would be upsampled into a training image",
+    "timeout": "decoding took longer than preprocess_config.decode_seconds; the worker was replaced",
+    "non_finite": "image holds NaN or infinite values (a bad rescale or window)",
+    "changed": "file changed between the manifest and decoding (size or modification time); "
+               "materialize dicom_manifest again",
+    "worker_died": "the worker process decoding this file died (most often out of memory)",
+}
+
+
+def reason_sentence(code: str) -> str:
+    """The fixed sentence of a code (an unknown code reads as an internal error)."""
+    return REASONS.get(code, REASONS["internal_error"])

@@ -1,0 +1,639 @@
+"""A landing zone as an attacker would fill it: the month completes, nothing leaks, memory stays bounded.
+
+Every hostile file is generated here from real DICOM written by pydicom (or pydicom's bundled
+test files); there are no binary fixtures. Each case plants identifying values (the phantom's
+patient name, id, birth date, accession number, institution, UIDs) and a marker in its path;
+the suite first proves it can find them in the zone, then that none reached an artifact, the
+metadata, a log line or the event log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tracemalloc
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+
+from gan_assets.assets.ingest import dicom_manifest, dicom_source, preprocessed_images
+from gan_assets.dicom.batch import preprocess_month, run_parallel, scan_month
+from gan_assets.dicom.landing_zone import LandingZone, SourceSpec
+from gan_assets.dicom.limits import IngestLimits, bounded_int
+from gan_assets.dicom.phantom import PHI_MARKER, SliceSpec, ct_dataset, phi_values
+from gan_assets.dicom.preprocess import PreprocessOptions, RejectError, preprocess_file
+from gan_assets.dicom.pseudonym import PSEUDONYM_KEY_ENV, file_ref, image_id
+from gan_assets.dicom.reasons import REASONS
+from gan_assets.dicom.scan import ScanOptions, scan_file
+from gan_assets.io_managers import LocalOpenFormatIOManager
+from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
+from gan_assets.storage import ArrayBundle, decode
+from gan_assets.storage.images import unpack_images
+
+# The crafted files are invalid on purpose; pydicom's warnings while writing them are expected.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+KEY = b"hostile-test-key"
+PARTITION = "2026-01-01"
+MONTH_TIME = dt.datetime(2026, 1, 20, 12, tzinfo=dt.timezone.utc).timestamp()
+PATH_MARKER = "zqxpath"
+# Stated bound on traced (Python + numpy) allocation for the whole hostile month: the defects
+# this guards against allocated 7 GB (pad of a 30000 x 2 image) and 2.5 GB (a deflate bomb).
+PEAK_TRACED_BYTES = 400 * 1024 * 1024
+# Stated bound on the resident memory of a fresh process that scans and decodes the hostile
+# month (imports of pydicom, numpy, Pillow and the codecs included, about 150 MB).
+PEAK_RSS_BYTES = 768 * 1024 * 1024
+# The deflate bomb inflates to this; the test's limit is a quarter of it.
+BOMB_BYTES = 256 * 1024 * 1024
+TEST_MAX_DECODED = 64 * 1024 * 1024
+
+
+def _ct(patient: int, size: int = 32, **fields: Any) -> Dataset:
+    ds = ct_dataset(SliceSpec(3, patient, dt.date(2026, 1, 10 + patient % 15), patient, size, False, False))
+    for keyword, value in fields.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    return ds
+
+
+def _bytes(ds: Dataset) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _raw_file(ds: Dataset, meta_syntax: str, *, implicit: bool, body: bytes | None = None,
+              preamble: bool = True, deflate: bool = False) -> bytes:
+    """A Part 10 file assembled by hand: file meta saying ``meta_syntax``, body encoded as asked."""
+    meta = FileMetaDataset(ds.file_meta)
+    meta.TransferSyntaxUID = meta_syntax
+    head = DicomBytesIO()
+    head.is_little_endian, head.is_implicit_VR = True, False
+    write_file_meta_info(head, meta, enforce_standard=True)
+    if body is None:
+        plain = DicomBytesIO()
+        plain.is_little_endian, plain.is_implicit_VR = True, implicit
+        write_dataset(plain, ds)
+        body = plain.getvalue()
+    if deflate:
+        packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        body = packer.compress(body) + packer.flush()
+    return (b"\x00" * 128 + b"DICM" if preamble else b"") + head.getvalue() + body
+
+
+def _deflate_bomb(ds: Dataset) -> bytes:
+    """A deflated dataset whose pixel data inflates to BOMB_BYTES (compressed it is ~250 KB)."""
+    header = ds.copy()
+    del header.PixelData
+    plain = DicomBytesIO()
+    plain.is_little_endian, plain.is_implicit_VR = True, False
+    write_dataset(plain, header)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [packer.compress(plain.getvalue() + b"\xe0\x7f\x10\x00OB\x00\x00" + BOMB_BYTES.to_bytes(4, "little"))]
+    zeros = bytes(1 << 22)
+    for _ in range(BOMB_BYTES // len(zeros)):
+        parts.append(packer.compress(zeros))
+    parts.append(packer.flush())
+    return _raw_file(ds, DeflatedExplicitVRLittleEndian, implicit=False, body=b"".join(parts))
+
+
+def _cut_before_pixels(data: bytes) -> bytes:
+    return data[: data.rindex(b"\xe0\x7f\x10\x00")]
+
+
+def _corrupt_sop_class_length(data: bytes) -> bytes:
+    """One length byte of SOPClassUID raised: its value swallows the elements that follow."""
+    at = data.index(b"\x08\x00\x16\x00UI")
+    out = bytearray(data)
+    out[at + 7] = 0x01  # length += 256
+    return bytes(out)
+
+
+def _float_pixels(ds: Dataset, values: np.ndarray) -> Dataset:
+    ds = ds.copy()
+    del ds.PixelData
+    for keyword in ("PixelRepresentation", "BitsStored", "HighBit", "RescaleSlope", "RescaleIntercept",
+                    "RescaleType", "WindowCenter", "WindowWidth"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.BitsAllocated = 32
+    ds.FloatPixelData = values.astype("<f4").tobytes()
+    return ds
+
+
+# (case name, builder of the file's bytes from a fresh dataset, expected final reason; "" = used)
+def _cases() -> list[tuple[str, Callable[[Dataset], bytes], str]]:
+    tall = np.zeros((30000, 2), np.uint16)
+    return [
+        ("frames_huge", lambda ds: _bytes(_with(ds, NumberOfFrames="99999999999999999999")), "invalid_image_header"),
+        ("window_1e308", lambda ds: _bytes(_with(ds, WindowWidth="1e308")), ""),
+        ("slope_overflow", lambda ds: _bytes(_with(ds, RescaleSlope="1e308")), "non_finite"),
+        ("tall_30000x2", lambda ds: _bytes(_with(ds, Rows=30000, Columns=2, PixelData=tall.tobytes())), "too_small"),
+        ("tall_8000x16", lambda ds: _bytes(_with(ds, Rows=9000, Columns=16, PixelData=bytes(9000 * 16 * 2))), "too_large"),
+        ("tall_30000x20", lambda ds: _bytes(_with(ds, Rows=30000, Columns=20, PixelData=np.zeros((30000, 20), np.uint16).tobytes())), "too_large"),
+        ("tall_65535x1", lambda ds: _bytes(_with(ds, Rows=65535, Columns=1, PixelData=bytes(131070))), "too_small"),
+        ("declared_huge", lambda ds: _bytes(_with(ds, Rows=65535, Columns=65535, NumberOfFrames="1000")), "too_large"),
+        ("tiny_3x3", lambda ds: _bytes(_with(ds, Rows=3, Columns=3, PixelData=bytes(18))), "too_small"),
+        ("deflate_bomb", _deflate_bomb, "too_large"),
+        ("deflated_ok", lambda ds: _raw_file(ds, DeflatedExplicitVRLittleEndian, implicit=False, deflate=True), ""),
+        ("burned_yes_no", lambda ds: _bytes(_with(ds, BurnedInAnnotation=["YES", "NO"])), "burned_in_annotation"),
+        ("burned_lower_no", lambda ds: _bytes(_with(ds, BurnedInAnnotation="no")), "burned_in_annotation"),
+        ("burned_missing", lambda ds: _bytes(_with(ds, BurnedInAnnotation=None)), ""),
+        ("sop_class_length", lambda ds: _corrupt_sop_class_length(_bytes(ds)), "*"),
+        ("modality_is_a_name", lambda ds: _bytes(_with(ds, Modality=f"{PHI_MARKER}^DOE")), ""),
+        ("photometric_is_a_name", lambda ds: _bytes(_with(ds, PhotometricInterpretation=f"{PHI_MARKER}DOE")), "invalid_image_header"),
+        ("syntax_is_a_name", lambda ds: _raw_file(ds, f"1.2.{PHI_MARKER}", implicit=False), "no_decoder"),
+        ("float_pixels", lambda ds: _bytes(_float_pixels(ds, np.linspace(-5, 5, 32 * 32).reshape(32, 32))), ""),
+        ("float_nan", lambda ds: _bytes(_float_pixels(ds, np.full((32, 32), np.nan))), "non_finite"),
+        ("implicit_under_explicit", lambda ds: _raw_file(ds, ExplicitVRLittleEndian, implicit=True), ""),
+        ("no_preamble", lambda ds: _raw_file(ds, ExplicitVRLittleEndian, implicit=False, preamble=False), ""),
+        ("header_only", lambda ds: _cut_before_pixels(_bytes(ds)), "truncated"),
+        ("not_dicom", lambda ds: f"{PHI_MARKER} plain text, not DICOM\n".encode() * 20, "not_dicom"),
+        ("empty", lambda ds: b"", "not_dicom"),
+    ]
+
+
+def _with(ds: Dataset, **fields: Any) -> Dataset:
+    ds = ds.copy()
+    for keyword, value in fields.items():
+        if value is None:
+            delattr(ds, keyword)
+        elif keyword == "NumberOfFrames":
+            ds.add_new(0x00280008, "IS", value)
+        else:
+            setattr(ds, keyword, value)
+    return ds
+
+
+def _touch(path: Path | str | bytes) -> None:
+    os.utime(path, (MONTH_TIME, MONTH_TIME), follow_symlinks=False)
+
+
+def _needles(datasets: list[Dataset], names: list[str]) -> set[str]:
+    needles = {PHI_MARKER, PATH_MARKER}
+    for ds in datasets:
+        # Distinctive values only: a PatientID of "000000000" would match any number.
+        needles.update(value for value in phi_values(ds) if len(value) >= 6 and len(set(value)) > 3)
+    needles.update(names)
+    return needles
+
+
+def _build_zone(root: Path, outside: Path) -> tuple[dict[str, str], list[Dataset]]:
+    """The hostile month: three good files, every crafted case, and the filesystem oddities."""
+    expected: dict[str, str] = {}
+    datasets: list[Dataset] = []
+    zone = root / f"{PATH_MARKER}_DOE^JOHN_123456"
+    zone.mkdir(parents=True)
+    for i in range(3):
+        ds = _ct(40 + i)
+        datasets.append(ds)
+        rel = f"{PATH_MARKER}_DOE^JOHN_123456/good_{i}.dcm"
+        (root / rel).write_bytes(_bytes(ds))
+        expected[rel] = ""
+    for i, (name, build, code) in enumerate(_cases()):
+        ds = _ct(i + 1)
+        datasets.append(ds)
+        rel = f"{PATH_MARKER}_DOE^JOHN_123456/{PATH_MARKER}_{name}.dcm"
+        (root / rel).write_bytes(build(ds))
+        expected[rel] = code
+    fifo = f"{PATH_MARKER}_fifo.dcm"
+    os.mkfifo(root / fifo)
+    expected[fifo] = "not_regular_file"
+    ds = _ct(90)
+    datasets.append(ds)
+    outside.mkdir(parents=True, exist_ok=True)
+    (outside / "elsewhere.dcm").write_bytes(_bytes(ds))
+    os.symlink(outside / "elsewhere.dcm", root / f"{PATH_MARKER}_link_out.dcm")
+    expected[f"{PATH_MARKER}_link_out.dcm"] = "outside_zone"
+    os.symlink(outside, root / f"{PATH_MARKER}_folder_link")
+    expected[f"{PATH_MARKER}_folder_link"] = "outside_zone"
+    os.symlink(root / "nowhere.dcm", root / f"{PATH_MARKER}_dangling.dcm")
+    expected[f"{PATH_MARKER}_dangling.dcm"] = "missing"
+    os.symlink(root / f"{PATH_MARKER}_DOE^JOHN_123456" / "good_0.dcm", root / f"{PATH_MARKER}_link_in.dcm")
+    expected[f"{PATH_MARKER}_link_in.dcm"] = "duplicate"  # same image as good_0, read through the link
+    bad = os.fsencode(str(root)) + b"/" + PATH_MARKER.encode() + b"_\xff\xfe_name.dcm"
+    with open(bad, "wb") as handle:
+        handle.write(_bytes(_ct(91)))
+    expected[os.fsdecode(bad)[len(str(root)) + 1:]] = "bad_name"
+    for path in [root, *root.rglob("*")]:
+        _touch(path)
+    _touch(bad)
+    return expected, datasets
+
+
+def _texts_of_stored_object(path: Path) -> list[str]:
+    data = path.read_bytes()
+    texts = [data.decode("latin-1")]
+    value = decode(path.suffix[1:], data, where=str(path))
+    if isinstance(value, ArrayBundle):
+        texts.append(json.dumps(value.attrs))
+        for array in value.arrays.values():
+            texts.append(" ".join(map(str, array.ravel().tolist())) if array.dtype.kind == "U" else array.tobytes().decode("latin-1"))
+    else:
+        texts.append(value.to_csv() if hasattr(value, "to_csv") else str(value))
+    return texts
+
+
+def _materialize(zone: Path, artifacts: Path, **config: Any) -> tuple[dg.ExecuteInJobResult, dict[str, str]]:
+    haystacks: dict[str, str] = {}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [dicom_source, dicom_manifest, preprocessed_images], partition_key=PARTITION, instance=instance,
+            resources={"io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts)),
+                       "dicom_source": DicomSource(location=str(zone)),
+                       "preprocess_config": PreprocessConfig(**{"workers": 1, **config}),
+                       "gan_config": GanConfig(image_size=32)},
+            raise_on_error=False,
+        )
+        for i, entry in enumerate(instance.all_logs(result.run_id)):
+            haystacks[f"event {i}"] = " ".join([entry.user_message or "", str(entry.dagster_event or "")])
+        for event in result.get_asset_materialization_events():
+            haystacks[f"metadata {event.asset_key.to_user_string()}"] = json.dumps(
+                {k: str(v.value) for k, v in event.materialization.metadata.items()})
+    for path in sorted(p for p in artifacts.rglob("*") if p.is_file()):
+        for j, text in enumerate(_texts_of_stored_object(path)):
+            haystacks[f"{path.name}#{j}"] = text
+    return result, haystacks
+
+
+def _load(artifacts: Path, rel: str) -> Any:
+    path = artifacts / rel
+    return decode(path.suffix[1:], path.read_bytes(), where=str(path))
+
+
+def _final_codes(artifacts: Path) -> dict[str, str]:
+    """file_ref -> final reason code ("" = used for training), manifest and decode together."""
+    manifest = _load(artifacts, f"dicom_manifest/{PARTITION}.csv")
+    codes = {row["file_ref"]: ("" if row["status"] == "ok" else row["reason_code"]) for row in manifest.to_dict("records")}
+    bundle = _load(artifacts, f"preprocessed_images/{PARTITION}.npz")
+    for reject in bundle.attrs["rejected_at_decode"]:
+        codes[reject["file_ref"]] = reject["reason_code"]
+    return codes
+
+
+def test_hostile_month_completes_and_nothing_leaks(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                  capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.decode())
+    zone, artifacts = tmp_path / "zone", tmp_path / "artifacts"
+    expected, datasets = _build_zone(zone, tmp_path / "outside")
+    capfd.readouterr()  # pydicom's warnings while the test wrote the files are not ingest's output
+    needles = _needles(datasets, [Path(rel).stem for rel in expected] + [str(zone), str(tmp_path / "outside")])
+    # The search can fail: the planted values are in the zone's own files and names.
+    zone_text = (zone / f"{PATH_MARKER}_DOE^JOHN_123456" / "good_0.dcm").read_bytes().decode("latin-1")
+    assert sum(needle in zone_text for needle in needles) >= 8
+    assert any(PATH_MARKER in rel for rel in expected)
+
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
+    tracemalloc.start()
+    try:
+        result, haystacks = _materialize(zone, artifacts, max_decoded_bytes=TEST_MAX_DECODED)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.success
+    assert peak < PEAK_TRACED_BYTES, f"traced peak {peak / 2**20:.0f} MiB"
+
+    key = KEY
+    codes = _final_codes(artifacts)
+    by_ref = {file_ref(rel, key): rel for rel in expected}
+    # Every entry of the zone has exactly one row, and nothing else does.
+    manifest = _load(artifacts, f"dicom_manifest/{PARTITION}.csv")
+    assert sorted(manifest["file_ref"]) == sorted(by_ref)
+    got = {by_ref[ref]: code for ref, code in codes.items()}
+    want = {rel: code for rel, code in expected.items() if code != "*"}
+    assert {rel: got[rel] for rel in want} == want
+    assert all(code in REASONS or code == "" for code in got.values())
+    # Header text never reaches the manifest: only closed vocabularies.
+    assert set(manifest["modality"].fillna("")) <= {"CT", "other", ""}
+    assert set(manifest["photometric"].fillna("")) <= {"MONOCHROME2", "other", ""}
+    assert set(manifest["transfer_syntax_name"].fillna("")) <= {
+        "Explicit VR Little Endian", "Deflated Explicit VR Little Endian", "other", ""}
+    # The image read through a link out of the zone was not trained on.
+    bundle = _load(artifacts, f"preprocessed_images/{PARTITION}.npz")
+    outside_id = image_id(datasets[-1].SOPInstanceUID, key)
+    assert outside_id not in set(bundle.arrays["ids"].tolist())
+    images = unpack_images(bundle.arrays["images"])
+    assert len(images) == sum(code == "" for code in got.values()) and np.isfinite(images).all()
+
+    captured = capfd.readouterr()
+    haystacks["python logging"] = caplog.text
+    haystacks["stdout+stderr"] = captured.out + captured.err
+    assert "preprocessed_images" in haystacks["python logging"] + haystacks["stdout+stderr"]
+    leaks = [(where, needle) for where, text in haystacks.items() for needle in needles if needle in text]
+    assert leaks == []
+
+
+_RSS_SCRIPT = """
+import resource, sys, warnings
+warnings.simplefilter("ignore")
+from pathlib import Path
+from gan_assets_tests.test_hostile_zone import KEY, TEST_MAX_DECODED, _build_zone
+from gan_assets.dicom.batch import preprocess_month, scan_month
+from gan_assets.dicom.landing_zone import SourceSpec
+from gan_assets.dicom.limits import IngestLimits
+from gan_assets.dicom.preprocess import PreprocessOptions
+from gan_assets.dicom.scan import ScanOptions
+root = Path(sys.argv[1])
+_build_zone(root / "zone", root / "outside")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+limits = IngestLimits(max_decoded_bytes=TEST_MAX_DECODED)
+spec = SourceSpec(str(root / "zone"))
+rows = scan_month(spec, "2026-01", ScanOptions(limits=limits), key=KEY, workers=1).rows
+result = preprocess_month(spec, rows, PreprocessOptions(image_size=32, limits=limits), key=KEY, workers=1)
+print(len(rows), result.files_ok, before * 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def test_peak_resident_memory_of_the_hostile_month(tmp_path: Path) -> None:
+    """RSS sees what tracemalloc cannot (Pillow, codecs, file buffers): a fresh process, its peak."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                         env=env, timeout=300, check=True).stdout.split()
+    rows, used, _, peak = map(int, out)
+    assert rows >= 30 and used >= 8
+    assert peak < PEAK_RSS_BYTES, f"peak RSS {peak / 2**20:.0f} MiB"
+
+
+def test_scan_and_decode_agree_on_each_case(tmp_path: Path) -> None:
+    """The decoder alone gives each crafted file the reason the whole pipeline gave it."""
+    options = PreprocessOptions(image_size=32, limits=IngestLimits(max_decoded_bytes=TEST_MAX_DECODED))
+    for name, build, code in _cases():
+        if code in ("*", "no_decoder"):
+            continue
+        data = build(_ct(7))
+        try:
+            out = preprocess_file(data, options)
+        except RejectError as err:
+            assert err.code == code, name
+        else:
+            assert code == "" and np.isfinite(out.images).all(), name
+
+
+def test_file_deleted_while_the_zone_is_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.dcm").write_bytes(_bytes(_ct(1)))
+    real_walk = os.walk
+
+    def walk_with_a_ghost(top: Any, *args: Any, **kwargs: Any) -> Any:
+        for dirpath, dirnames, filenames in real_walk(top, *args, **kwargs):
+            yield dirpath, dirnames, [*filenames, f"{PATH_MARKER}_ghost.dcm"]
+
+    monkeypatch.setattr("gan_assets.dicom.landing_zone.os.walk", walk_with_a_ghost)
+    entries = LandingZone(SourceSpec(str(tmp_path))).list_files()
+    assert [(e.relative_path, e.problem) for e in entries] == [("a.dcm", ""), (f"{PATH_MARKER}_ghost.dcm", "missing")]
+    month = f"{entries[1].modified.year:04d}-{entries[1].modified.month:02d}"
+    rows = scan_month(SourceSpec(str(tmp_path)), month, ScanOptions(), key=KEY, workers=1).rows
+    assert [(r["file_ref"], r["reason_code"]) for r in rows if r["status"] != "ok"] == [
+        (file_ref(f"{PATH_MARKER}_ghost.dcm", KEY), "missing")]
+
+
+def test_a_file_replaced_after_the_manifest_is_changed_not_stored_under_the_old_id(tmp_path: Path) -> None:
+    for i in range(3):
+        (tmp_path / f"f{i}.dcm").write_bytes(_bytes(_ct(i + 1)))
+    spec = SourceSpec(str(tmp_path))
+    rows = scan_month(spec, "2026-01", ScanOptions(), key=KEY, workers=1).rows
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    # f0: another image of the same size, with the old modification time put back.
+    old = os.stat(tmp_path / "f0.dcm")
+    other = pydicom.dcmread(tmp_path / "f0.dcm")
+    uid = other.SOPInstanceUID
+    other.SOPInstanceUID = other.file_meta.MediaStorageSOPInstanceUID = uid[:-1] + ("1" if uid[-1] != "1" else "2")
+    (tmp_path / "f0.dcm").write_bytes(_bytes(other))
+    os.utime(tmp_path / "f0.dcm", ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert os.stat(tmp_path / "f0.dcm").st_size == old.st_size
+    # f1: same image content, rewritten later (new modification time).
+    data = (tmp_path / "f1.dcm").read_bytes()
+    (tmp_path / "f1.dcm").write_bytes(data[:-2] + b"\x01\x02")
+    os.utime(tmp_path / "f1.dcm", ns=(0, os.stat(tmp_path / "f1.dcm").st_mtime_ns + 10**9))
+    result = preprocess_month(spec, rows, PreprocessOptions(image_size=16), key=KEY, workers=1)
+    reasons = {r["file_ref"]: r["reason_code"] for r in result.rejected}
+    assert reasons == {file_ref("f0.dcm", KEY): "changed", file_ref("f1.dcm", KEY): "changed"}
+    assert result.ids == [r["id"] for r in rows if r["file_ref"] == file_ref("f2.dcm", KEY)]
+
+
+def test_burned_in_is_checked_again_at_decode_and_missing_follows_the_policy() -> None:
+    yes = _bytes(_with(_ct(1), BurnedInAnnotation="YES"))
+    with pytest.raises(RejectError) as err:
+        preprocess_file(yes, PreprocessOptions(image_size=16))
+    assert err.value.code == "burned_in_annotation"
+    assert preprocess_file(yes, PreprocessOptions(image_size=16, exclude_burned_in=False)).images.shape == (1, 16, 16)
+    missing = _bytes(_with(_ct(1), BurnedInAnnotation=None))
+    assert preprocess_file(missing, PreprocessOptions(image_size=16)).images.shape == (1, 16, 16)
+    with pytest.raises(RejectError) as err:
+        preprocess_file(missing, PreprocessOptions(image_size=16, missing_burned_in="reject"))
+    assert err.value.code == "burned_in_annotation"
+
+
+def test_file_size_limit_applies_before_reading() -> None:
+    data = _bytes(_ct(1))
+    with pytest.raises(RejectError) as err:
+        preprocess_file(data, PreprocessOptions(image_size=16, limits=IngestLimits(max_file_bytes=len(data) - 1)))
+    assert err.value.code == "too_large"
+    assert preprocess_file(data, PreprocessOptions(image_size=16, limits=IngestLimits(max_file_bytes=len(data))))
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("99999999999999999999", None), ("2147483647", 2147483647), ("2147483648", None), (" 12 ", 12),
+    ("-1", None), ("1e3", 1000), ("1.5", None), ("nan", None), ("inf", None), (None, None), ("", None),
+    (7, 7), (float("inf"), None), ([1, 2], None),
+])
+def test_header_integers_are_bounded(value: Any, expected: int | None) -> None:
+    assert bounded_int(value) == expected
+
+
+def _sleep_then_echo(seconds: float) -> float:
+    import time
+
+    if seconds < 0:
+        os._exit(3)  # a worker killed mid-file (out of memory, a crashing codec)
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_stalled_file_is_timed_out_and_its_worker_replaced() -> None:
+    tasks = [0.0, 20.0, 0.0, -1.0, 0.0, 20.0, 0.0]
+    results = run_parallel(_sleep_then_echo, tasks, spec=SourceSpec("."), key=KEY, workers=2, tune=False,
+                           pool_threshold=1, timeout_s=1.0, on_timeout=_TimedOut(), on_died=_Died())
+    assert results == [0.0, "timeout", 0.0, "worker_died", 0.0, "timeout", 0.0]
+    in_process = run_parallel(_sleep_then_echo, [0.0, 20.0, 0.0], spec=SourceSpec("."), key=KEY, workers=1,
+                              tune=False, timeout_s=0.5, on_timeout=_TimedOut())
+    assert in_process == [0.0, "timeout", 0.0]
+
+
+class _TimedOut:
+    def __call__(self, task: Any) -> str:
+        return "timeout"
+
+
+class _Died:
+    def __call__(self, task: Any) -> str:
+        return "worker_died"
+
+
+def test_a_file_swapped_for_a_fifo_after_listing_never_blocks(tmp_path: Path) -> None:
+    (tmp_path / "a.dcm").write_bytes(_bytes(_ct(1)))
+    (tmp_path / "b.dcm").write_bytes(_bytes(_ct(2)))
+    spec = SourceSpec(str(tmp_path))
+    zone = LandingZone(spec)
+    entries = zone.list_files()
+    rows = scan_month(spec, "2026-01", ScanOptions(), key=KEY, workers=1).rows
+    (tmp_path / "a.dcm").unlink()
+    os.mkfifo(tmp_path / "a.dcm")  # nobody ever writes to it: a blocking open() would hang here
+    with pytest.raises(Exception) as err:
+        zone.open_full(entries[0])
+    assert type(err.value).__name__ == "FileChangedError"
+    result = preprocess_month(spec, rows, PreprocessOptions(image_size=16), key=KEY, workers=1)
+    assert [r["reason_code"] for r in result.rejected] == ["changed"] and result.files_ok == 1
+
+
+def _mutants(sources: list[Callable[[str], bytes]], count: int, seed: int) -> list[bytes]:
+    """Seeded byte flips, truncations and length-field corruptions of real files.
+
+    Each mutant is written with its own SOPInstanceUID first, so that it is not a mere
+    duplicate of its source and reaches the decoder.
+    """
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        data = bytearray(sources[i % len(sources)](f"1.2.826.0.1.3680043.8.498.15.{seed}.{i + 1}"))
+        kind = i % 4
+        if kind == 0:  # byte flips anywhere
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        elif kind == 1:  # truncation
+            data = data[: rng.randrange(1, len(data))]
+        elif kind == 2:  # a length field of an element header in the dataset is corrupted
+            starts = [j for j in range(132, min(len(data), 1500) - 8) if data[j + 4:j + 6].isalpha() and data[j + 4:j + 6].isupper()]
+            j = rng.choice(starts)
+            if data[j + 4:j + 6] in (b"OB", b"OW", b"SQ", b"UN", b"UT", b"OF"):
+                data[j + 8:j + 12] = rng.choice([b"\xff\xff\xff\xff", b"\xfe\xff\xff\x7f", rng.randbytes(4)])
+            else:
+                data[j + 6:j + 8] = rng.choice([b"\xff\xff", b"\x00\x00", rng.randbytes(2)])
+        else:  # bytes of a header value replaced (numbers, VRs, UIDs)
+            j = rng.randrange(132, min(len(data), 1500))
+            data[j:j + 4] = rng.choice([b"9999", b"\x00\x00\x00\x00", b"-1\\0", b"1e99", rng.randbytes(4)])
+        out.append(bytes(data))
+    return out
+
+
+def _fuzz_sources() -> tuple[list[Dataset], list[Callable[[str], bytes]]]:
+    """Real files (phantom CT, pydicom's RLE, JPEG 2000 and deflated test files), each as a
+    writer taking a SOPInstanceUID ("" keeps the file's own)."""
+    good = [_ct(1), _ct(2, size=48)]
+    for name in ("MR_small_RLE.dcm", "JPEG2000.dcm", "image_dfl.dcm", "SC_rgb.dcm"):
+        path = get_testdata_file(name, download=False)
+        if path is None:
+            continue
+        ds = pydicom.dcmread(path)
+        ds.StudyDate = "20260115"  # into the tested month
+        ds.PatientName = f"{PHI_MARKER}^FUZZ"
+        good.append(ds)
+
+    def writer(ds: Dataset) -> Callable[[str], bytes]:
+        def write(uid: str) -> bytes:
+            if uid:
+                ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+            if ds.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian:
+                return _raw_file(ds, DeflatedExplicitVRLittleEndian, implicit=False, deflate=True)
+            return _bytes(ds)
+        return write
+
+    originals = [writer(ds)("") for ds in good]  # before any uid is replaced: the needles hold these
+    sources = [writer(ds.copy()) for ds in good]
+    return good, [lambda uid, data=data, source=source: data if not uid else source(uid)
+                  for data, source in zip(originals, sources)]
+
+
+def test_fuzzed_month_completes(tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.decode())
+    zone, artifacts = tmp_path / "zone", tmp_path / "artifacts"
+    zone.mkdir()
+    good, sources = _fuzz_sources()
+    mutants = _mutants(sources, 300, seed=15)
+    names = []
+    for i, data in enumerate([*(source("") for source in sources), *mutants]):
+        name = f"{PATH_MARKER}_m{i:03d}.dcm"
+        (zone / name).write_bytes(data)
+        _touch(zone / name)
+        names.append(name)
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    result, haystacks = _materialize(zone, artifacts, workers=2)
+    assert result.success
+    manifest = _load(artifacts, f"dicom_manifest/{PARTITION}.csv")
+    refs = list(manifest["file_ref"])
+    assert len(refs) == len(set(refs)) and set(refs) <= {file_ref(n, KEY) for n in names}
+    # A mutated date may file a mutant under another month: there it has its one row.
+    listed = {e.relative_path: e for e in LandingZone(SourceSpec(str(zone))).list_files()}
+    elsewhere = [n for n in names if file_ref(n, KEY) not in set(refs)]
+    months = [scan_file(LandingZone(SourceSpec(str(zone))), listed[n], KEY, ScanOptions())["month"] for n in elsewhere]
+    assert len(elsewhere) < 10 and all(month != PARTITION[:7] for month in months)
+    codes = _final_codes(artifacts)
+    assert set(codes.values()) - {""} <= set(REASONS) - {"internal_error", "worker_died", "timeout"}
+    assert all(codes[file_ref(n, KEY)] in ("", "duplicate") for n in names[: len(sources)])
+    images = unpack_images(_load(artifacts, f"preprocessed_images/{PARTITION}.npz").arrays["images"])
+    assert np.isfinite(images).all() and len(images) >= len(sources)
+    haystacks["python logging"] = caplog.text
+    needles = _needles(good, names)
+    leaks = sorted({(where.split("#")[0], needle) for where, text in haystacks.items() for needle in needles if needle in text})
+    assert leaks == []
+
+
+def test_pydicom_test_files_get_exactly_one_known_outcome(tmp_path: Path) -> None:
+    """Every bundled pydicom test file: decoded, or rejected with a known reason (counts in the docs)."""
+    data_root = Path(pydicom.data.__file__).parent / "test_files"
+    files = sorted(p for p in data_root.rglob("*.dcm") if p.is_file())
+    assert len(files) > 50
+    zone = tmp_path / "zone"
+    for i, path in enumerate(files):
+        shutil.copy(path, zone / f"{i:03d}.dcm") if zone.exists() else (zone.mkdir(), shutil.copy(path, zone / f"{i:03d}.dcm"))
+    outcomes = _outcomes(zone, files)
+    assert len(outcomes) == len(files) and all(code == "ok" or code in REASONS for code in outcomes.values())
+    assert "internal_error" not in outcomes.values()
+    for name in ("CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "image_dfl.dcm",
+                 "MR_small_jpeg_ls_lossless.dcm", "SC_rgb.dcm", "emri_small.dcm"):
+        if name in outcomes:
+            assert outcomes[name] == "ok", name
+
+
+def _outcomes(zone: Path, files: list[Path]) -> dict[str, str]:
+    """pydicom file name -> "ok" or reject code, through the scan and decode cores (any month)."""
+    entries = LandingZone(SourceSpec(str(zone))).list_files()
+    options = ScanOptions(limits=IngestLimits(min_side=1))
+    zone_obj = LandingZone(SourceSpec(str(zone)))
+    rows = [scan_file(zone_obj, entry, KEY, options) for entry in entries]
+    outcomes: dict[str, str] = {}
+    decode_options = PreprocessOptions(image_size=32, limits=IngestLimits(min_side=1))
+    for entry, row in zip(entries, rows):
+        name = files[int(entry.relative_path[:3])].name
+        # Many test files carry no date or no SOPInstanceUID: that decides their month and id,
+        # not whether they decode, so the decoder still gets them.
+        if row["status"] != "ok" and row["reason_code"] not in ("no_usable_date", "no_sop_instance_uid"):
+            outcomes[name] = row["reason_code"]
+            continue
+        try:
+            preprocess_file(str(zone / entry.relative_path), decode_options)
+            outcomes[name] = "ok"
+        except RejectError as err:
+            outcomes[name] = err.code
+    return outcomes
