@@ -27,6 +27,8 @@ setup(
         # The monthly report is validated against its JSON schema before it is written.
         "jsonschema>=4",
         "boto3",
+        # A process pool that kills and replaces the one worker whose file overran its time limit.
+        "pebble>=5.0",
         # Imported by the package directly (they also come with dagster, which may change that).
         "pydantic>=2",
         "universal_pathlib>=0.2",

@@ -6,10 +6,10 @@ fork of a threaded Dagster process), tune glibc's allocator, open their own land
 client, and get the pseudonym key as an argument (so a key set after the fork server started
 still applies). Nothing a worker returns holds a path or a header value that identifies a person.
 
-One file never stalls or sinks the month. Each worker holds one file at a time, so the parent
-knows when each file started: a worker past the per-file time limit is killed and replaced and
-its file gets ``timeout``; a worker that dies (out of memory, a crashing codec) is replaced and
-its file gets ``worker_died``; every other file goes on. In-process (small months, or
+One file never stalls or sinks the month. Each worker holds one file at a time (pebble's
+process pool), so the time limit is per file: a worker past it is killed and replaced and its
+file gets ``timeout``; a worker that dies (out of memory, a crashing codec) is replaced and its
+file gets ``worker_died``; every other file goes on. In-process (small months, or
 ``workers=1``) the limit is a SIGALRM deadline when running on the main thread: it interrupts
 Python code (pydicom parsing, numpy loops between calls) but not a single long C call, which
 is why large months, where that matters, run in the pool.
@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import multiprocessing.connection as mp_connection
 import os
 import signal
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import TimeoutError as FuturesTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
+import pebble
 
 from gan_assets.dicom.landing_zone import FileChangedError, FileEntry, LandingZone, SourceSpec
 from gan_assets.dicom.malloc import tune_malloc
@@ -108,32 +109,6 @@ def _deadline(seconds: float | None) -> Iterator[None]:
             signal.setitimer(signal.ITIMER_REAL, max(theirs - (time.monotonic() - started), 0.001), interval)
 
 
-def _worker_main(conn: Any, fn: Callable[[Any], Any], spec: SourceSpec, key: bytes, tune: bool) -> None:
-    _init_worker(spec, key, tune)
-    conn.send(_READY)  # the parent starts a file's clock only once its worker is idle and warm
-    while True:
-        try:
-            message = conn.recv()
-        except EOFError:
-            return
-        if message is None:
-            return
-        index, task = message
-        conn.send((index, fn(task)))
-
-
-_READY = "ready"
-
-
-@dataclass
-class _Slot:
-    process: Any
-    conn: Any
-    ready: bool = False
-    index: int | None = None
-    started: float = 0.0
-
-
 def run_parallel(fn: Callable[[T], R], tasks: Sequence[T], *, spec: SourceSpec, key: bytes, workers: int,
                  tune: bool = True, pool_threshold: int = MIN_FILES_FOR_POOL, timeout_s: float | None = None,
                  on_timeout: Callable[[T], R] | None = None, on_died: Callable[[T], R] | None = None) -> list[R]:
@@ -158,85 +133,31 @@ def run_parallel(fn: Callable[[T], R], tasks: Sequence[T], *, spec: SourceSpec, 
     # The fork server imports pydicom, numpy, Pillow and the decoder plugins once; workers
     # are forks of it, so they start warm (and never fork a threaded Dagster process).
     context.set_forkserver_preload(["gan_assets.dicom.warm"])
-
-    def start() -> _Slot:
-        parent, child = context.Pipe()
-        process = context.Process(target=_worker_main, args=(child, fn, spec, key, tune), daemon=True)
-        process.start()
-        child.close()
-        return _Slot(process, parent)
-
-    pending = deque(range(len(tasks)))
-    out: list[Any] = [None] * len(tasks)
-
-    def assign(slot: _Slot) -> None:
-        slot.index = pending.popleft() if pending else None
-        if slot.index is not None:
-            slot.conn.send((slot.index, tasks[slot.index]))
-            slot.started = time.monotonic()
-
-    def replace(slot: _Slot) -> _Slot:
-        slot.process.kill()
-        slot.process.join()
-        slot.conn.close()
-        return start()
-
-    # Processes live for this call only. A pool kept for the process outlived the run: a Dagster
-    # run worker joins its live child processes before atexit handlers run, so it never exited.
-    slots = [start() for _ in range(workers)]
+    # pebble's pool kills and replaces the one worker whose file ran past the deadline (the
+    # standard library's pool can only be torn down whole). It lives for this call only: a pool
+    # kept for the process outlived the run, since a Dagster run worker joins its live child
+    # processes before atexit handlers run.
+    pool = pebble.ProcessPool(max_workers=workers, initializer=_init_worker, initargs=(spec, key, tune),
+                              context=context)
     try:
-        while pending or any(slot.index is not None for slot in slots):
-            waiting = [slot for slot in slots if slot.index is not None or not slot.ready]
-            busy = [slot for slot in waiting if slot.index is not None]
-            wait_s = None
-            if timeout_s is not None and busy:
-                wait_s = max(0.0, min(slot.started + timeout_s for slot in busy) - time.monotonic()) + 0.01
-            mp_connection.wait([slot.conn for slot in waiting] + [slot.process.sentinel for slot in waiting], wait_s)
-            for position, slot in enumerate(slots):
-                if slot.conn.poll():
-                    try:
-                        message = slot.conn.recv()
-                    except (EOFError, OSError):
-                        message = None
-                    if message == _READY:
-                        slot.ready = True
-                        assign(slot)
-                        continue
-                    if message is not None:
-                        index, result = message
-                        out[index] = result
-                        assign(slot)
-                        continue
-                if slot.process.is_alive():
-                    if slot.index is not None and timeout_s is not None and time.monotonic() - slot.started > timeout_s:
-                        if on_timeout is None:
-                            raise RuntimeError("an ingest worker exceeded its time limit; raise preprocess_config.decode_seconds")
-                        out[slot.index] = on_timeout(tasks[slot.index])
-                        slots[position] = replace(slot)
-                    continue
-                if not slot.ready:
-                    raise RuntimeError("an ingest worker process failed to start; run with preprocess_config.workers=1 "
-                                       "to see the error in this process")
-                if slot.index is not None:
-                    if on_died is None:
-                        raise RuntimeError(
-                            "an ingest worker process died; most often it ran out of memory: lower "
-                            "preprocess_config.workers or the ingest size limits")
-                    out[slot.index] = on_died(tasks[slot.index])
-                slots[position] = replace(slot)
+        futures = [pool.schedule(fn, args=(task,), timeout=timeout_s) for task in tasks]
+        out: list[R] = []
+        for task, future in zip(tasks, futures):
+            try:
+                out.append(future.result())
+            except FuturesTimeout:
+                if on_timeout is None:
+                    raise RuntimeError("an ingest worker exceeded its time limit; raise preprocess_config.decode_seconds") from None
+                out.append(on_timeout(task))
+            except pebble.ProcessExpired:
+                if on_died is None:
+                    raise RuntimeError("an ingest worker process died; most often it ran out of memory: lower "
+                                       "preprocess_config.workers or the ingest size limits") from None
+                out.append(on_died(task))
         return out
     finally:
-        for slot in slots:
-            try:
-                slot.conn.send(None)
-            except (OSError, ValueError):
-                pass
-        for slot in slots:
-            slot.process.join(timeout=5)
-            if slot.process.is_alive():
-                slot.process.kill()
-                slot.process.join()
-            slot.conn.close()
+        pool.stop()
+        pool.join()
 
 
 # ---- header scan --------------------------------------------------------------------------
