@@ -8,7 +8,7 @@ Each generator is scored against the last month's real images with the pipeline'
 extractor (``--extractor``): FID and KID on ``--num-fake`` samples (the same noise for every arm).
 
     nice .venv/bin/python benchmarks/bench_ladder.py [--seeds 0,1] [--steps N] [--arms a,b|all]
-        [--extractor random_conv] [--landing-zone /tmp/ladder-lz]
+        [--extractor random_conv] [--landing-zone /tmp/ladder-lz] [--jsonl runs.jsonl] [--reuse runs.jsonl]
 
 Arms (default set marked *):
   base*            the base config
@@ -88,6 +88,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--landing-zone", default=DEFAULT_LANDING_ZONE, help="demo landing zone (written when empty)")
     parser.add_argument("--jsonl", default="", help="also append one JSON line per trained arm and seed to this file")
+    parser.add_argument("--reuse", default="", help="a --jsonl file of an earlier run: arms and seeds it holds for the "
+                        "same base, budget, extractor and sample count are read from it instead of trained again")
     add_extractor_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,12 +110,28 @@ def main() -> None:
           f"scored against; extractor {args.extractor}; base steps={base.steps} size={base.image_size} "
           f"widths={base.generator_width}/{base.discriminator_width} batch={base.batch_size}", flush=True)
 
+    run_key = {"base": json.dumps(overrides, sort_keys=True), "base_steps": base.steps, "image_size": base.image_size,
+               "extractor": args.extractor, "num_fake": args.num_fake}
+    earlier: dict[tuple[str, int], dict[str, float]] = {}
+    if args.reuse and Path(args.reuse).is_file():
+        for line in Path(args.reuse).read_text().splitlines():
+            record = json.loads(line)
+            if all(record.get(k) == v for k, v in run_key.items()):
+                earlier[(record["arm"], record["seed"])] = record
+
     results: dict[str, dict[str, list[float]]] = {arm: {"fid": [], "kid": [], "seconds": []} for arm in arms}
     diverged: dict[str, int] = {arm: 0 for arm in arms}
     # Seed-major order: an interrupted run still has every arm at the first seed.
     for seed in seeds:
         for arm in arms:
             config = ARMS[arm](base).replace(seed=seed)
+            if (arm, seed) in earlier:
+                record = earlier[(arm, seed)]
+                for name in ("fid", "kid", "seconds"):
+                    results[arm][name].append(float(record[name]))
+                print(f"{arm:>18} seed {seed}: FID {record['fid']:8.3f}  KID {record['kid']:.5f}  "
+                      f"{record['seconds']:6.1f}s (from {args.reuse})", flush=True)
+                continue
             started = time.perf_counter()
             try:
                 trained = train_gan(window.train, config)
@@ -131,8 +149,7 @@ def main() -> None:
             if args.jsonl:
                 with open(args.jsonl, "a") as handle:
                     handle.write(json.dumps({"arm": arm, "seed": seed, "fid": score.fid, "kid": score.kid,
-                                             "seconds": seconds, "steps": config.steps,
-                                             "extractor": args.extractor}) + "\n")
+                                             "seconds": seconds, "steps": config.steps, **run_key}) + "\n")
 
     summary: dict[str, dict[str, float]] = {}
     for arm in arms:
