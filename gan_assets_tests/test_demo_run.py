@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -56,6 +57,6 @@ def test_demo_run_plays_the_retrain_sensor_until_the_month_is_rejected(tmp_path:
     assert "attempt 3" not in proc.stderr
     score = json.loads((artifacts / "fid_score" / "2026-03-01.json").read_text())
     assert (score["attempt"], score["status"]) == (2, "rejected")
-    assert score["config"]["lr_g"] == pytest.approx(TINY.get("lr_g", 2e-4) / 2)
+    assert score["config"]["steps"] == math.ceil(TINY["steps"] * 1.5)  # the ladder's first rung
     assert "generated_samples    not materialized" in proc.stdout
     assert not (artifacts / "monthly_report" / "2026-03-01.json").exists()
