@@ -4,12 +4,13 @@ A temporary DAGSTER_HOME (SQLite, default run launcher), the project's own code 
 (gan_assets.definitions) configured by env vars: artifacts and landing zone under tmp, a tiny
 gan_config with an impossible FID threshold. Attempt 1 is materialized in this process into
 the same instance; the running daemon must then tick retrain_on_fid_failure (running by
-default) and launch retrain_job for the month as attempt 2 with halved learning rates.
+default) and launch retrain_job for the month as attempt 2 with the default ladder's first rung (50% more steps).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -122,15 +123,12 @@ def test_running_daemon_retrains_a_failing_month_with_the_mutated_config(
         assert retrain.tags["dagster/run_key"] == f"{MONTH}:2:{first.run_id}"
         assert retrain.tags.get("dagster/sensor_name") == "retrain_on_fid_failure"
         config = retrain.run_config["resources"]["gan_config"]["config"]
-        assert config["lr_g"] == pytest.approx(used["lr_g"] / 2)
-        assert config["lr_d"] == pytest.approx(used["lr_d"] / 2)
-        assert {k: v for k, v in config.items() if k not in ("lr_g", "lr_d")} == {
-            k: v for k, v in used.items() if k not in ("lr_g", "lr_d")}
+        assert config["steps"] == math.ceil(used["steps"] * 1.5)
+        assert {k: v for k, v in config.items() if k != "steps"} == {k: v for k, v in used.items() if k != "steps"}
         # The retrain actually trained and scored as attempt 2 with that config.
         assert len(second) == 1
         print(f"daemon retrained {MONTH} as attempt 2 {elapsed:.0f}s after dagster-daemon started")
         metadata = second[0].asset_materialization.metadata
         assert metadata["attempt"].value == 2
-        assert metadata["config"].value["lr_g"] == pytest.approx(used["lr_g"] / 2)
-        assert metadata["config_diff"].value == {"lr_d": [used["lr_d"], config["lr_d"]],
-                                                 "lr_g": [used["lr_g"], config["lr_g"]]}
+        assert metadata["config"].value["steps"] == config["steps"]
+        assert metadata["config_diff"].value == {"steps": [used["steps"], config["steps"]]}

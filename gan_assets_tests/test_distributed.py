@@ -24,6 +24,8 @@ WORLD = 2
 CONFIG = TrainConfig(
     image_size=32, latent_dim=16, generator_width=8, discriminator_width=8,
     batch_size=16, steps=8, log_every=4, num_workers=WORLD, device="cpu",
+    # Each rank draws its own augmentation, so only an unaugmented run can match one process.
+    diffaugment="",
 )
 
 

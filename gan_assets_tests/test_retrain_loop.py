@@ -188,18 +188,18 @@ def test_an_impossible_threshold_runs_exactly_max_attempts_chained_trainings_the
     assert [s["attempt"] for s in attempts] == [1, 2, 3]
     assert [s["status"] for s in attempts] == ["failed", "failed", "rejected"]
     assert not any(s["passed"] for s in attempts)
-    # Chained: 2e-4 -> 1e-4 -> 5e-5, and attempt 3 trains 50% more steps.
+    # Chained: each retrain trains 50% more steps than the attempt it follows (4 -> 6 -> 9).
     assert [(s["config"]["lr_g"], s["config"]["lr_d"], s["config"]["steps"]) for s in attempts] == [
-        (base.lr_g, base.lr_d, 4), (base.lr_g / 2, base.lr_d / 2, 4), (base.lr_g / 4, base.lr_d / 4, 6)]
+        (base.lr_g, base.lr_d, 4), (base.lr_g, base.lr_d, 6), (base.lr_g, base.lr_d, 9)]
     assert attempts[0]["config_diff"] == {}
-    assert attempts[1]["config_diff"] == {"lr_d": [2e-4, 1e-4], "lr_g": [2e-4, 1e-4]}
-    assert attempts[2]["config_diff"] == {"lr_d": [1e-4, 5e-5], "lr_g": [1e-4, 5e-5], "steps": [4, 6]}
+    assert attempts[1]["config_diff"] == {"steps": [4, 6]}
+    assert attempts[2]["config_diff"] == {"steps": [6, 9]}
     for result, expected in zip(results, attempts):
         assert result.dagster_run.tags.get(ATTEMPT_TAG, "1") == str(expected["attempt"])
         assert json.loads(result.dagster_run.tags.get(CONFIG_DIFF_TAG, "{}")) == expected["config_diff"]
     # Exactly three trainings, and the stored model is the last attempt's.
     assert len(trained_generator_events(instance)) == 3
-    assert stored_generator_config(artifacts)["lr_g"] == pytest.approx(5e-5)
+    assert stored_generator_config(artifacts)["steps"] == 9
     # The blocking check kept everything downstream from materializing.
     assert instance.get_latest_materialization_event(dg.AssetKey("generated_samples")) is None
     stored = json.loads((artifacts / "fid_score" / f"{MONTH}.json").read_text())

@@ -155,14 +155,13 @@ def test_a_failing_event_yields_exactly_one_request_with_the_mutated_config_and_
     assert len(requests) == 1
     request = requests[0]
     used = TrainConfig(**TINY).to_dict()
-    expected = TrainConfig(**TINY).replace(lr_g=1e-4, lr_d=1e-4).to_dict()
+    expected = TrainConfig(**TINY).replace(steps=6).to_dict()  # the default ladder's attempt 2: 50% more steps
     assert request.run_config == {"resources": {"gan_config": {"config": expected}}}
     assert request.partition_key == MONTH
     assert request.run_key == f"{MONTH}:2:{run_id}"
     assert request.tags[ATTEMPT_TAG] == "2"
     assert request.tags[PARENT_RUN_TAG] == run_id
-    assert json.loads(request.tags[CONFIG_DIFF_TAG]) == config_diff(used, expected) == {
-        "lr_d": [2e-4, 1e-4], "lr_g": [2e-4, 1e-4]}
+    assert json.loads(request.tags[CONFIG_DIFF_TAG]) == config_diff(used, expected) == {"steps": [4, 6]}
     assert request.job_name in (None, "retrain_job")
 
     # A repeated tick (the daemon passes the stored cursor back) requests nothing more.
@@ -172,11 +171,11 @@ def test_a_failing_event_yields_exactly_one_request_with_the_mutated_config_and_
 
 def test_mutations_chain_from_the_config_the_failing_attempt_used(instance: dg.DagsterInstance, tmp_path: Path) -> None:
     defs = make_defs(tmp_path)
-    second = TrainConfig(**TINY).replace(lr_g=1e-4, lr_d=1e-4).to_dict()
+    second = TrainConfig(**TINY).replace(steps=6, lr_g=1e-4).to_dict()
     parent = score(instance, MONTH, fid=500.0, attempt=2, config=second)
     (request,), _ = tick(defs, instance, None)
     third = request.run_config["resources"]["gan_config"]["config"]
-    assert (third["lr_g"], third["lr_d"], third["steps"]) == (5e-5, 5e-5, 6)
+    assert (third["lr_g"], third["lr_d"], third["steps"]) == (1e-4, 2e-4, 9)
     assert request.tags[ATTEMPT_TAG] == "3" and request.run_key == f"{MONTH}:3:{parent}"
 
 
@@ -237,7 +236,8 @@ def test_config_falls_back_to_the_stored_fid_score_artifact(instance: dg.Dagster
         metadata={"passed": False, "attempt": 1, "max_attempts": 3, "fid": 500.0, "threshold": 200.0},
     ))
     (request,), _ = tick(defs, instance, None)
-    assert request.run_config["resources"]["gan_config"]["config"]["lr_g"] == pytest.approx(1.5e-4)
+    config = request.run_config["resources"]["gan_config"]["config"]
+    assert (config["lr_g"], config["steps"]) == (3e-4, 6)  # the stored config, mutated
     assert PARENT_RUN_TAG not in request.tags  # a runless event has no parent run
 
 
@@ -290,7 +290,7 @@ def test_requests_are_valid_runs_of_retrain_job(instance: dg.DagsterInstance, tm
     assert result.success
     (event,) = result.asset_materializations_for_node("fid_score")
     assert event.metadata["attempt"].value == 2
-    assert event.metadata["config"].value["lr_g"] == pytest.approx(1e-4)
+    assert event.metadata["config"].value["steps"] == 6
     (next_request,), _ = tick(defs, instance, cursor)
     assert next_request.run_key == f"{MONTH}:3:{result.run_id}"
 
