@@ -12,65 +12,34 @@ for the first (default) extractor: how many times further the best garbage sits 
 images than unseen real images do (target >= 5). ``ours`` is that lowest negative FID,
 ``baseline`` the positive control's FID.
 
-Extractors are built by name from :data:`EXTRACTORS`, a builder per name that receives the
-images it may train on (disjoint from the month scored); add one (e.g. ``domain``) there.
+Extractors are the kinds of the ``fid_extractor`` resource, built as the pipeline builds them
+(``benchmarks/demo_window.py``): ``domain`` is trained on the months before the scored one,
+never on it. The generator is the default training config on the demo window (the three
+months), as ``make demo`` trains it.
 
-Run: ``.venv/bin/python benchmarks/bench_gate.py`` (under two minutes on one core; the demo
-landing zone is written to /tmp/gate-bench-lz first if missing).
+Run: ``.venv/bin/python benchmarks/bench_gate.py`` (a few minutes on one core; the demo
+landing zone is written to /tmp/ladder-lz first if missing).
 """
 
-import os
+import argparse
+import json
+import time
+from collections.abc import Callable
 
-# One BLAS/torch thread: the machine is shared; figures are per core.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
+from demo_window import DEFAULT_LANDING_ZONE, extractor_of_kind, load_demo_window
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from gan_assets.metrics.evaluation import EvaluationSettings, FidScore, TrainingSet, evaluate_month
+from gan_assets.model.artifact import sample_images
+from gan_assets.model.config import TrainConfig
+from gan_assets.model.dcgan import build_generator
+from gan_assets.model.train import train_gan
+from gan_assets.resources import FidExtractor
 
-from gan_assets.dicom.demo_data import generate_landing_zone, landing_zone_has_files  # noqa: E402
-from gan_assets.dicom.preprocess import PreprocessOptions, RejectError, preprocess_file, read_dataset  # noqa: E402
-from gan_assets.dicom.scan import DATE_TAGS, assign_month  # noqa: E402
-from gan_assets.metrics.evaluation import EvaluationSettings, FidScore, TrainingSet, evaluate_month  # noqa: E402
-from gan_assets.metrics.extractors import FeatureExtractor, RandomConvExtractor  # noqa: E402
-from gan_assets.model.artifact import sample_images  # noqa: E402
-from gan_assets.model.config import TrainConfig  # noqa: E402
-from gan_assets.model.dcgan import build_generator  # noqa: E402
-from gan_assets.model.train import train_gan  # noqa: E402
-from gan_assets.storage.images import pack_images, unpack_images  # noqa: E402
-
-DEFAULT_LANDING_ZONE = "/tmp/gate-bench-lz"
-DEFAULT_MONTH = "2026-03"
 TARGET_RATIO = 5.0
-
-# name -> builder(images it may train on) -> extractor. The first entry is the default.
-EXTRACTORS: dict[str, Callable[[np.ndarray], FeatureExtractor]] = {
-    "random_conv": lambda _train_images: RandomConvExtractor(),
-}
-
-
-def load_months(landing_zone: Path, image_size: int) -> dict[str, np.ndarray]:
-    """The demo landing zone's good images, preprocessed as ingest does, grouped by month (YYYY-MM)."""
-    options = PreprocessOptions(image_size=image_size)
-    months: dict[str, list[np.ndarray]] = {}
-    for path in sorted(landing_zone.rglob("*.dcm")):
-        try:
-            assigned = assign_month(read_dataset(str(path)), DATE_TAGS)
-            image = preprocess_file(str(path), options)
-        except (RejectError, ValueError, OSError):
-            continue  # the demo's deliberately bad files
-        if assigned is None:
-            continue
-        month = str(assigned[0])[:7]
-        months.setdefault(month, []).extend(image.images)
-    # Through the uint8 storage of preprocessed_images, as fid_score sees them.
-    return {month: unpack_images(pack_images(np.stack(images))) for month, images in sorted(months.items())}
+KINDS = ("domain", "random_conv")  # the first is the pipeline's default
 
 
 def train_generator(images: np.ndarray, steps: int, image_size: int) -> Callable[[int], np.ndarray]:
@@ -100,33 +69,24 @@ def table(score: FidScore) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--landing-zone", default=DEFAULT_LANDING_ZONE)
-    parser.add_argument("--month", default=DEFAULT_MONTH, help="YYYY-MM of the demo month scored")
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--train-steps", type=int, default=100,
-                        help="generator training steps (default 100 keeps the run short; 0 skips the generator)")
-    parser.add_argument("--extractors", default=",".join(EXTRACTORS), help=f"comma-separated, of {', '.join(EXTRACTORS)}")
+    parser.add_argument("--train-steps", type=int, default=TrainConfig().steps,
+                        help="generator training steps (default: the pipeline's; 0 skips the generator)")
+    parser.add_argument("--extractors", default=",".join(KINDS), help=f"comma-separated fid_extractor kinds ({', '.join(KINDS)})")
     args = parser.parse_args()
     torch.set_num_threads(1)
     names = [n.strip() for n in args.extractors.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(EXTRACTORS))
-    if unknown:
-        raise SystemExit(f"unknown extractor(s) {unknown}; known: {', '.join(EXTRACTORS)}")
+    FidExtractor(kind=names[0])  # fail early on a kind the resource does not know
 
-    zone = Path(args.landing_zone)
-    if not landing_zone_has_files(str(zone)):
-        generate_landing_zone(str(zone), seed=0, workers=1)
-    months = load_months(zone, args.image_size)
-    if args.month not in months:
-        raise SystemExit(f"month {args.month} not in the landing zone {zone}: it has {sorted(months)}")
-    real = months[args.month]
-    # Images an extractor may train on: the other months, never the month whose reference it scores.
-    others = np.concatenate([images for month, images in months.items() if month != args.month])
-    print(f"demo month {args.month}: {len(real)} real images of {args.image_size} px; "
-          f"{len(others)} images of other months for extractors that train")
+    window = load_demo_window(args.landing_zone, args.image_size)
+    real = window.month_real
+    month = window.months[-1]
+    print(f"demo month {month}: {len(real)} real images of {args.image_size} px; the domain encoder trains on "
+          f"the {len(window.earlier)} images of {', '.join(window.months[:-1])}")
 
     started = time.perf_counter()
     if args.train_steps > 0:
-        sampler = train_generator(real, args.train_steps, args.image_size)
+        sampler = train_generator(window.train, args.train_steps, args.image_size)
         print(f"generator: {args.train_steps} steps in {time.perf_counter() - started:.1f} s")
     else:
         sampler = lambda count: np.random.default_rng(0).uniform(-1, 1, (count, args.image_size, args.image_size))  # noqa: E731
@@ -136,8 +96,9 @@ def main() -> None:
     results: dict[str, FidScore] = {}
     for name in names:
         t0 = time.perf_counter()
-        extractor = EXTRACTORS[name](others)
-        training = TrainingSet(extractor.extract(real), real, tuple(str(i) for i in range(len(real))), (args.month,))
+        extractor = extractor_of_kind(name, window)
+        training = TrainingSet(extractor.extract(window.train), window.train,
+                               tuple(str(i) for i in range(len(window.train))), window.months)
         score = evaluate_month(extractor, real, sampler, training, settings, attempt=1).score
         results[name] = score
         print(f"\n== extractor {name} ({time.perf_counter() - t0:.1f} s) ==")
@@ -156,7 +117,7 @@ def main() -> None:
         "baseline_name": "held_out_real (positive control)",
         "target_ratio": TARGET_RATIO,
         "extractor": names[0],
-        "month": args.month,
+        "month": month,
         "n_reference": default.n_reference,
         "n_per_candidate": default.n_fake,
         "threshold": round(default.threshold, 4),

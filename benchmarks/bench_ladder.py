@@ -107,7 +107,7 @@ def main() -> None:
     arms = parse_arms(args.arms)
 
     window = load_demo_window(args.landing_zone, base.image_size)
-    extractor = build_extractor(args)
+    extractor = build_extractor(args, window)
     real_features = extractor.extract(window.month_real)
     print(f"demo window {window.months}: {len(window.train)} training images, {len(window.month_real)} real images "
           f"scored against; extractor {args.extractor}; base steps={base.steps} size={base.image_size} "

@@ -87,7 +87,7 @@ def main() -> None:
     if args.steps:
         ours_base = ours_base.replace(steps=args.steps)
     window = load_demo_window(args.landing_zone, ours_base.image_size)
-    extractor = build_extractor(args)
+    extractor = build_extractor(args, window)
     real_features = extractor.extract(window.month_real)
     print(f"demo window {window.months}: {len(window.train)} training images, {len(window.month_real)} real "
           f"images scored against; extractor {args.extractor}", flush=True)

@@ -20,7 +20,8 @@ import torch
 from gan_assets.dicom.batch import preprocess_month, scan_month
 from gan_assets.dicom.demo_data import DEFAULT_MONTHS, generate_landing_zone, landing_zone_has_files
 from gan_assets.dicom.pseudonym import pseudonym_key
-from gan_assets.metrics.extractors import FeatureExtractor
+from gan_assets.metrics.domain_encoder import train_domain_encoder
+from gan_assets.metrics.extractors import DomainExtractor, FeatureExtractor
 from gan_assets.metrics.frechet import frechet_distance_features
 from gan_assets.metrics.kid import kernel_inception_distance
 from gan_assets.model.config import TrainConfig
@@ -39,6 +40,11 @@ class DemoWindow:
     train: np.ndarray  # float32 N x S x S in [-1, 1]: every month of the window, in order
     month_real: np.ndarray  # float32: the scored (last) month's real images
     months: tuple[str, ...]
+
+    @property
+    def earlier(self) -> np.ndarray:
+        """The months before the scored one: what fid_feature_extractor trains the domain encoder on."""
+        return self.train[: len(self.train) - len(self.month_real)]
 
 
 def load_demo_window(landing_zone: str, image_size: int, months: tuple[str, ...] = DEFAULT_MONTHS) -> DemoWindow:
@@ -65,8 +71,18 @@ def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torchscript-path", default="", help="feature network file for --extractor torchscript")
 
 
-def build_extractor(args: argparse.Namespace) -> FeatureExtractor:
-    return FidExtractor(kind=args.extractor, torchscript_path=args.torchscript_path).build()
+def build_extractor(args: argparse.Namespace, window: DemoWindow) -> FeatureExtractor:
+    """The extractor the pipeline would score the window's last month with (the domain encoder
+    trained, as fid_feature_extractor trains it, on the earlier months)."""
+    return extractor_of_kind(args.extractor, window, torchscript_path=args.torchscript_path)
+
+
+def extractor_of_kind(kind: str, window: DemoWindow, torchscript_path: str = "") -> FeatureExtractor:
+    resource = FidExtractor(kind=kind, torchscript_path=torchscript_path)
+    if kind != "domain":
+        return resource.build()
+    weights = train_domain_encoder(window.earlier, seed=resource.domain_seed, settings=resource.domain_settings())
+    return DomainExtractor(weights, batch_size=resource.batch_size, device=resource.device)
 
 
 def generator_samples(state: dict[str, torch.Tensor], config: TrainConfig, count: int) -> np.ndarray:
