@@ -24,31 +24,28 @@ views, global average pooling). Variants show what each alternative buys: ``doma
 (VICReg without the pretext task) and ``domain_grid2`` (2 x 2 pooled grid instead of global).
 ``BENCH_VARIANTS=domain,...`` runs a subset.
 
-Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_extractor.py`` (a few minutes on one core).
+Run: ``.venv/bin/python benchmarks/bench_extractor.py`` (a few minutes on one core).
 """
 
+import dataclasses
+import json
+import logging
 import os
+import sys
+import time
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter
 
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+from demo_window import DEFAULT_LANDING_ZONE, load_demo_window
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy.ndimage import gaussian_filter  # noqa: E402
+from gan_assets.metrics.controls import NEGATIVE_CONTROLS, build_controls, split_reference
+from gan_assets.metrics.domain_encoder import DomainEncoderSettings, train_domain_encoder
+from gan_assets.metrics.extractors import DomainExtractor, FeatureExtractor, RandomConvExtractor
+from gan_assets.metrics.frechet import frechet_distance_features
 
-from gan_assets.metrics.controls import NEGATIVE_CONTROLS, build_controls, split_reference  # noqa: E402
-from gan_assets.metrics.domain_encoder import DomainEncoderSettings, train_domain_encoder  # noqa: E402
-from gan_assets.metrics.extractors import DomainExtractor, FeatureExtractor, RandomConvExtractor  # noqa: E402
-from gan_assets.metrics.frechet import frechet_distance_features  # noqa: E402
-
-LANDING_ZONE = os.environ.get("BENCH_LANDING_ZONE", "/tmp/bench-extractor-lz")
+LANDING_ZONE = os.environ.get("BENCH_LANDING_ZONE", DEFAULT_LANDING_ZONE)
 SIDE = 64
 SEED = 0
 DEFAULT = DomainEncoderSettings()
@@ -65,23 +62,8 @@ if os.environ.get("BENCH_VARIANTS"):
 
 def demo_months() -> tuple[np.ndarray, np.ndarray]:
     """(training images of 2026-01 and 2026-02, images of 2026-03) through the ingest cores."""
-    from gan_assets.dicom.batch import preprocess_month, scan_month
-    from gan_assets.dicom.demo_data import generate_landing_zone, landing_zone_has_files
-    from gan_assets.dicom.landing_zone import SourceSpec
-    from gan_assets.dicom.preprocess import PreprocessOptions
-    from gan_assets.dicom.pseudonym import pseudonym_key
-    from gan_assets.dicom.scan import ScanOptions
-    from gan_assets.storage.images import unpack_images
-
-    if not landing_zone_has_files(LANDING_ZONE):
-        generate_landing_zone(LANDING_ZONE, seed=0, workers=1)
-    spec = SourceSpec(location=LANDING_ZONE)
-    months = {}
-    for month in ("2026-01", "2026-02", "2026-03"):
-        rows = scan_month(spec, month, ScanOptions(), key=pseudonym_key(), workers=1).rows
-        result = preprocess_month(spec, rows, PreprocessOptions(image_size=SIDE), key=pseudonym_key(), workers=1)
-        months[month] = unpack_images(result.images)
-    return np.concatenate([months["2026-01"], months["2026-02"]]), months["2026-03"]
+    window = load_demo_window(LANDING_ZONE, SIDE)
+    return window.earlier, window.month_real
 
 
 def synthetic_chest(count: int, seed: int) -> np.ndarray:

@@ -108,3 +108,24 @@ def seed_unused_extractor(root: Path, months: list[str]) -> None:
     for month in months:
         ext, data = encode(TensorBundle(tensors={}, attrs={"unused": True, "kind": "random_conv", "partition": month}))
         store.put(f"fid_feature_extractor/{month}.{ext}", data)
+
+
+def stored_object_texts(path: Path) -> list[str]:
+    """A stored artifact as every text a leak could hide in: raw bytes, decoded arrays and attributes.
+
+    npz strings are UTF-32, so string arrays are decoded too, not only searched as bytes.
+    """
+    import json
+
+    from gan_assets.storage import ArrayBundle, decode
+
+    data = path.read_bytes()
+    texts = [data.decode("latin-1")]
+    value = decode(path.suffix[1:], data, where=str(path))
+    if isinstance(value, ArrayBundle):
+        texts.append(json.dumps(value.attrs))
+        for array in value.arrays.values():
+            texts.append(" ".join(map(str, array.ravel().tolist())) if array.dtype.kind == "U" else array.tobytes().decode("latin-1"))
+    else:
+        texts.append(value.to_csv() if hasattr(value, "to_csv") else str(value))
+    return texts

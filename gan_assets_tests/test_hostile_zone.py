@@ -45,8 +45,9 @@ from gan_assets.dicom.reasons import REASONS
 from gan_assets.dicom.scan import ScanOptions, scan_file
 from gan_assets.io_managers import LocalOpenFormatIOManager
 from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
-from gan_assets.storage import ArrayBundle, decode
+from gan_assets.storage import decode
 from gan_assets.storage.images import unpack_images
+from gan_assets_tests.conftest import stored_object_texts
 
 # The crafted files are invalid on purpose; pydicom's warnings while writing them are expected.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -241,19 +242,6 @@ def _build_zone(root: Path, outside: Path) -> tuple[dict[str, str], list[Dataset
     return expected, datasets
 
 
-def _texts_of_stored_object(path: Path) -> list[str]:
-    data = path.read_bytes()
-    texts = [data.decode("latin-1")]
-    value = decode(path.suffix[1:], data, where=str(path))
-    if isinstance(value, ArrayBundle):
-        texts.append(json.dumps(value.attrs))
-        for array in value.arrays.values():
-            texts.append(" ".join(map(str, array.ravel().tolist())) if array.dtype.kind == "U" else array.tobytes().decode("latin-1"))
-    else:
-        texts.append(value.to_csv() if hasattr(value, "to_csv") else str(value))
-    return texts
-
-
 def _materialize(zone: Path, artifacts: Path, **config: Any) -> tuple[dg.ExecuteInJobResult, dict[str, str]]:
     haystacks: dict[str, str] = {}
     with dg.instance_for_test() as instance:
@@ -271,7 +259,7 @@ def _materialize(zone: Path, artifacts: Path, **config: Any) -> tuple[dg.Execute
             haystacks[f"metadata {event.asset_key.to_user_string()}"] = json.dumps(
                 {k: str(v.value) for k, v in event.materialization.metadata.items()})
     for path in sorted(p for p in artifacts.rglob("*") if p.is_file()):
-        for j, text in enumerate(_texts_of_stored_object(path)):
+        for j, text in enumerate(stored_object_texts(path)):
             haystacks[f"{path.name}#{j}"] = text
     return result, haystacks
 
@@ -345,9 +333,17 @@ def test_hostile_month_completes_and_nothing_leaks(tmp_path: Path, caplog: pytes
 
 
 _RSS_SCRIPT = """
-import resource, sys, warnings
+import sys, warnings
 warnings.simplefilter("ignore")
 from pathlib import Path
+
+def high_water_bytes():
+    # VmHWM belongs to this program's memory map; getrusage's maxrss would also count the
+    # forked copy of the (large) parent that this process was exec'ed from.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
 from gan_assets_tests.test_hostile_zone import KEY, TEST_MAX_DECODED, _build_zone
 from gan_assets.dicom.batch import preprocess_month, scan_month
 from gan_assets.dicom.landing_zone import SourceSpec
@@ -356,12 +352,12 @@ from gan_assets.dicom.preprocess import PreprocessOptions
 from gan_assets.dicom.scan import ScanOptions
 root = Path(sys.argv[1])
 _build_zone(root / "zone", root / "outside")
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = high_water_bytes()
 limits = IngestLimits(max_decoded_bytes=TEST_MAX_DECODED)
 spec = SourceSpec(str(root / "zone"))
 rows = scan_month(spec, "2026-01", ScanOptions(limits=limits), key=KEY, workers=1).rows
 result = preprocess_month(spec, rows, PreprocessOptions(image_size=32, limits=limits), key=KEY, workers=1)
-print(len(rows), result.files_ok, before * 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(len(rows), result.files_ok, before, high_water_bytes())
 """
 
 

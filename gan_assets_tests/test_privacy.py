@@ -16,7 +16,7 @@ from gan_assets.dicom.phantom import PHI_MARKER, phi_values
 from gan_assets.dicom.pseudonym import PSEUDONYM_KEY_ENV, image_id, pseudonym_key
 from gan_assets.io_managers import LocalOpenFormatIOManager
 from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
-from gan_assets.storage import ArrayBundle, decode
+from gan_assets_tests.conftest import stored_object_texts
 
 
 def _phi_needles(zone: Path) -> set[str]:
@@ -31,20 +31,6 @@ def _phi_needles(zone: Path) -> set[str]:
             continue
         needles.update(value for value in phi_values(ds) if len(value) >= 6)
     return needles
-
-
-def _texts_of_stored_object(path: Path) -> list[str]:
-    """Raw bytes as text, plus every decoded array and attribute (npz strings are UTF-32)."""
-    data = path.read_bytes()
-    texts = [data.decode("latin-1")]
-    value = decode(path.suffix[1:], data, where=str(path))
-    if isinstance(value, ArrayBundle):
-        texts.append(json.dumps(value.attrs))
-        for array in value.arrays.values():
-            texts.append(" ".join(map(str, array.ravel().tolist())) if array.dtype.kind == "U" else array.tobytes().decode("latin-1"))
-    else:
-        texts.append(str(value) if not hasattr(value, "to_csv") else value.to_csv())
-    return texts
 
 
 def test_no_phi_in_artifacts_metadata_or_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture,
@@ -79,7 +65,7 @@ def test_no_phi_in_artifacts_metadata_or_logs(tmp_path: Path, caplog: pytest.Log
     assert {p.relative_to(artifacts).as_posix() for p in stored} == {
         "dicom_manifest/2026-01-01.csv", "preprocessed_images/2026-01-01.npz"}
     for path in stored:
-        for j, text in enumerate(_texts_of_stored_object(path)):
+        for j, text in enumerate(stored_object_texts(path)):
             haystacks[f"{path.name}#{j}"] = text
     captured = capfd.readouterr()
     haystacks["python logging"] = caplog.text

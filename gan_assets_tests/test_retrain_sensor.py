@@ -344,7 +344,7 @@ def test_a_memorized_month_is_retrained_with_the_memorization_rule(instance: dg.
     from gan_assets.model.mutation import MEMORIZATION_RULE
 
     defs = make_defs(tmp_path)
-    base = TrainConfig(**{**TINY, "steps": 40})
+    base = TrainConfig(**{**TINY, "steps": 40, "diffaugment": ""})  # the rule's augmentation shows in the diff
     score(instance, MONTH, fid=10.0, status="memorized", config=base.to_dict())  # FID fine, but copies
 
     (request,), _ = tick(defs, instance, None)
