@@ -129,3 +129,20 @@ def stored_object_texts(path: Path) -> list[str]:
     else:
         texts.append(value.to_csv() if hasattr(value, "to_csv") else str(value))
     return texts
+
+
+def run_haystacks(instance: Any, result: Any, artifacts: Path) -> dict[str, str]:
+    """Every text a run left where a leak could hide: its event log, its materializations'
+    metadata and every stored artifact (see stored_object_texts), keyed by where it was found."""
+    import json
+
+    haystacks: dict[str, str] = {}
+    for i, entry in enumerate(instance.all_logs(result.run_id)):
+        haystacks[f"event {i}"] = " ".join([entry.user_message or "", str(entry.dagster_event or "")])
+    for event in result.get_asset_materialization_events():
+        haystacks[f"metadata {event.asset_key.to_user_string()}"] = json.dumps(
+            {k: str(v.value) for k, v in event.materialization.metadata.items()})
+    for path in sorted(p for p in artifacts.rglob("*") if p.is_file()):
+        for j, text in enumerate(stored_object_texts(path)):
+            haystacks[f"{path.name}#{j}"] = text
+    return haystacks

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 import logging
 import os
 import random
@@ -47,7 +46,7 @@ from gan_assets.io_managers import LocalOpenFormatIOManager
 from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
 from gan_assets.storage import decode
 from gan_assets.storage.images import unpack_images
-from gan_assets_tests.conftest import stored_object_texts
+from gan_assets_tests.conftest import run_haystacks
 
 # The crafted files are invalid on purpose; pydicom's warnings while writing them are expected.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -243,7 +242,6 @@ def _build_zone(root: Path, outside: Path) -> tuple[dict[str, str], list[Dataset
 
 
 def _materialize(zone: Path, artifacts: Path, **config: Any) -> tuple[dg.ExecuteInJobResult, dict[str, str]]:
-    haystacks: dict[str, str] = {}
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [dicom_source, dicom_manifest, preprocessed_images], partition_key=PARTITION, instance=instance,
@@ -253,15 +251,7 @@ def _materialize(zone: Path, artifacts: Path, **config: Any) -> tuple[dg.Execute
                        "gan_config": GanConfig(image_size=32)},
             raise_on_error=False,
         )
-        for i, entry in enumerate(instance.all_logs(result.run_id)):
-            haystacks[f"event {i}"] = " ".join([entry.user_message or "", str(entry.dagster_event or "")])
-        for event in result.get_asset_materialization_events():
-            haystacks[f"metadata {event.asset_key.to_user_string()}"] = json.dumps(
-                {k: str(v.value) for k, v in event.materialization.metadata.items()})
-    for path in sorted(p for p in artifacts.rglob("*") if p.is_file()):
-        for j, text in enumerate(stored_object_texts(path)):
-            haystacks[f"{path.name}#{j}"] = text
-    return result, haystacks
+        return result, run_haystacks(instance, result, artifacts)
 
 
 def _load(artifacts: Path, rel: str) -> Any:

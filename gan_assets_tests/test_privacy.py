@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from gan_assets.dicom.phantom import PHI_MARKER, phi_values
 from gan_assets.dicom.pseudonym import PSEUDONYM_KEY_ENV, image_id, pseudonym_key
 from gan_assets.io_managers import LocalOpenFormatIOManager
 from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
-from gan_assets_tests.conftest import stored_object_texts
+from gan_assets_tests.conftest import run_haystacks
 
 
 def _phi_needles(zone: Path) -> set[str]:
@@ -53,20 +52,10 @@ def test_no_phi_in_artifacts_metadata_or_logs(tmp_path: Path, caplog: pytest.Log
                        "preprocess_config": PreprocessConfig(workers=1), "gan_config": GanConfig(image_size=32)},
         )
         assert result.success
-        logs = instance.all_logs(result.run_id)
-        haystacks: dict[str, str] = {}
-        for i, entry in enumerate(logs):
-            haystacks[f"event {i}"] = " ".join([entry.user_message or "", str(entry.dagster_event or "")])
-        for event in result.get_asset_materialization_events():
-            metadata = event.materialization.metadata
-            haystacks[f"metadata {event.asset_key.to_user_string()}"] = json.dumps(
-                {k: str(v.value) for k, v in metadata.items()})
+        haystacks = run_haystacks(instance, result, artifacts)
     stored = sorted(p for p in artifacts.rglob("*") if p.is_file())
     assert {p.relative_to(artifacts).as_posix() for p in stored} == {
         "dicom_manifest/2026-01-01.csv", "preprocessed_images/2026-01-01.npz"}
-    for path in stored:
-        for j, text in enumerate(stored_object_texts(path)):
-            haystacks[f"{path.name}#{j}"] = text
     captured = capfd.readouterr()
     haystacks["python logging"] = caplog.text
     haystacks["stdout+stderr"] = captured.out + captured.err
