@@ -6,12 +6,22 @@ Sections are owned by the stage that uses them.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
 from pydantic import Field
 
 from gan_assets.model.config import DEFAULTS, TrainConfig
+
+# The cores below import pydicom and torch; the resources name their types only.
+if TYPE_CHECKING:
+    from gan_assets.dicom.landing_zone import SourceSpec
+    from gan_assets.dicom.limits import IngestLimits
+    from gan_assets.dicom.preprocess import PreprocessOptions
+    from gan_assets.dicom.scan import ScanOptions
+    from gan_assets.metrics.domain_encoder import DomainEncoderSettings
+    from gan_assets.metrics.extractors import FeatureExtractor
+    from gan_assets.storage import TensorBundle
 
 _D = DEFAULTS
 
@@ -57,16 +67,6 @@ class GanConfig(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.to_train_config()
-
-
-# ---- ingest (issue: DICOM ingest) -------------------------------------------------------
-from typing import TYPE_CHECKING  # noqa: E402 - kept inside the ingest section
-
-if TYPE_CHECKING:
-    from gan_assets.dicom.landing_zone import SourceSpec
-    from gan_assets.dicom.limits import IngestLimits
-    from gan_assets.dicom.preprocess import PreprocessOptions
-    from gan_assets.dicom.scan import ScanOptions
 
 
 class DicomSource(dg.ConfigurableResource):
@@ -157,16 +157,6 @@ class PreprocessConfig(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.options(64)
-# ---- end ingest ---------------------------------------------------------------------------
-
-# ---- evaluation (issue: evaluation) -------------------------------------------------------
-import typing as _typing  # noqa: E402  (section-local: the extractor module imports torch)
-
-if _typing.TYPE_CHECKING:
-    from gan_assets.metrics.domain_encoder import DomainEncoderSettings
-    from gan_assets.metrics.extractors import FeatureExtractor
-    from gan_assets.storage import TensorBundle
-
 
 class FidExtractor(dg.ConfigurableResource):
     """The feature network behind FID/KID: an offline seeded random conv net, a domain encoder trained on the archive, or a TorchScript file."""
@@ -239,9 +229,7 @@ class FidExtractor(dg.ConfigurableResource):
             raise ExtractorError(str(err)) from err
         return DomainExtractor(weights, batch_size=self.batch_size, device=self.device)
 
-# ---- end evaluation -----------------------------------------------------------------------
 
-# ---- sinks: CloudWatch, notifications (issue: samples/report) ------------------------------
 WEBHOOK_URL_ENV = "GAN_ASSETS_WEBHOOK_URL"
 
 
@@ -298,4 +286,3 @@ class Notifier(dg.ConfigurableResource):
     def run_url(self, run_id: str) -> str:
         """Link to one run in the Dagster UI."""
         return f"{self.ui_base_url.rstrip('/')}/runs/{run_id}"
-# ---- end sinks ------------------------------------------------------------------------------

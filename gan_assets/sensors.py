@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import dagster as dg  # noqa: F401
+import json
+import warnings
+from dataclasses import dataclass
+from typing import Any
 
-# ---- retrain loop (issue: retrain loop) ----------------------------------------------------
-import json  # noqa: E402
-import warnings  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any  # noqa: E402
+import dagster as dg
 
-from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG, PARENT_RUN_TAG  # noqa: E402
-from gan_assets.jobs import retrain_job  # noqa: E402
-from gan_assets.model.config import ConfigError, config_diff  # noqa: E402
-from gan_assets.metrics.evaluation import STATUSES  # noqa: E402
-from gan_assets.model.mutation import (  # noqa: E402
+from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG, PARENT_RUN_TAG
+from gan_assets.jobs import retrain_job
+from gan_assets.metrics.evaluation import STATUSES
+from gan_assets.model.config import ConfigError, config_diff
+from gan_assets.model.mutation import (
     MutationCause,
     MutationPolicy,
     MutationPolicyError,
@@ -22,6 +21,8 @@ from gan_assets.model.mutation import (  # noqa: E402
     policy_from_env,
     rule_for_cause,
 )
+from gan_assets.report.sinks import run_failure_message
+from gan_assets.resources import Notifier
 
 FID_SCORE_KEY = dg.AssetKey("fid_score")
 MUTATION_TAG = "gan/mutation"
@@ -232,11 +233,7 @@ with warnings.catch_warnings():
             ),
         )(_retrain_on_fid_failure)
     )
-# ---- end retrain loop ------------------------------------------------------------------------
 
-# ---- notifications (issue: samples/report) --------------------------------------------------
-from gan_assets.report.sinks import run_failure_message  # noqa: E402
-from gan_assets.resources import Notifier  # noqa: E402
 
 PARTITION_TAG = "dagster/partition"
 
@@ -261,4 +258,3 @@ def notify_on_run_failure(context: dg.RunFailureSensorContext, notifier: Notifie
         context.log.info(f"notified failure of run {context.dagster_run.run_id}")
     elif notifier.resolved_webhook_url():
         context.log.warning(f"notifier did not accept the failure message of run {context.dagster_run.run_id}")
-# ---- end notifications -----------------------------------------------------------------------
