@@ -146,3 +146,14 @@ def run_haystacks(instance: Any, result: Any, artifacts: Path) -> dict[str, str]
         for j, text in enumerate(stored_object_texts(path)):
             haystacks[f"{path.name}#{j}"] = text
     return haystacks
+
+
+def assert_nothing_leaked(haystacks: dict[str, str], needles: set[str], caplog: Any, capfd: Any) -> None:
+    """Add the run's Python logs and captured output to ``haystacks``, then require no needle in any."""
+    captured = capfd.readouterr()
+    haystacks["python logging"] = caplog.text
+    haystacks["stdout+stderr"] = captured.out + captured.err
+    # The search covers what ingest printed: the logs must hold its lines at all.
+    assert "preprocessed_images" in haystacks["python logging"] + haystacks["stdout+stderr"]
+    leaks = [(where, needle) for where, text in haystacks.items() for needle in needles if needle in text]
+    assert leaks == []

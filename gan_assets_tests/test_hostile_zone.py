@@ -46,7 +46,7 @@ from gan_assets.io_managers import LocalOpenFormatIOManager
 from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
 from gan_assets.storage import decode
 from gan_assets.storage.images import unpack_images
-from gan_assets_tests.conftest import run_haystacks
+from gan_assets_tests.conftest import assert_nothing_leaked, run_haystacks
 
 # The crafted files are invalid on purpose; pydicom's warnings while writing them are expected.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -314,12 +314,7 @@ def test_hostile_month_completes_and_nothing_leaks(tmp_path: Path, caplog: pytes
     images = unpack_images(bundle.arrays["images"])
     assert len(images) == sum(code == "" for code in got.values()) and np.isfinite(images).all()
 
-    captured = capfd.readouterr()
-    haystacks["python logging"] = caplog.text
-    haystacks["stdout+stderr"] = captured.out + captured.err
-    assert "preprocessed_images" in haystacks["python logging"] + haystacks["stdout+stderr"]
-    leaks = [(where, needle) for where, text in haystacks.items() for needle in needles if needle in text]
-    assert leaks == []
+    assert_nothing_leaked(haystacks, needles, caplog, capfd)
 
 
 _RSS_SCRIPT = """

@@ -15,7 +15,7 @@ from gan_assets.dicom.phantom import PHI_MARKER, phi_values
 from gan_assets.dicom.pseudonym import PSEUDONYM_KEY_ENV, image_id, pseudonym_key
 from gan_assets.io_managers import LocalOpenFormatIOManager
 from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
-from gan_assets_tests.conftest import run_haystacks
+from gan_assets_tests.conftest import assert_nothing_leaked, run_haystacks
 
 
 def _phi_needles(zone: Path) -> set[str]:
@@ -56,13 +56,7 @@ def test_no_phi_in_artifacts_metadata_or_logs(tmp_path: Path, caplog: pytest.Log
     stored = sorted(p for p in artifacts.rglob("*") if p.is_file())
     assert {p.relative_to(artifacts).as_posix() for p in stored} == {
         "dicom_manifest/2026-01-01.csv", "preprocessed_images/2026-01-01.npz"}
-    captured = capfd.readouterr()
-    haystacks["python logging"] = caplog.text
-    haystacks["stdout+stderr"] = captured.out + captured.err
-    assert "preprocessed_images" in haystacks["python logging"] + haystacks["stdout+stderr"]
-
-    leaks = [(where, needle) for where, text in haystacks.items() for needle in needles if needle in text]
-    assert leaks == []
+    assert_nothing_leaked(haystacks, needles, caplog, capfd)
 
 
 def test_ids_are_keyed_hashes_of_the_sop_instance_uid(monkeypatch: pytest.MonkeyPatch) -> None:

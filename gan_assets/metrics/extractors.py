@@ -32,7 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan_assets.metrics.domain_encoder import DomainEncoderWeights, encoder_from_weights, working_side
+from gan_assets.metrics.domain_encoder import (
+    DomainEncoderWeights,
+    encoder_from_weights,
+    state_dict_sha256,
+    working_side,
+)
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +221,7 @@ class RandomConvExtractor(FeatureExtractor):
         self.net = _RandomConvNet(widths)
         self._init_weights()
         self.net.to(self.device).eval()
-        self._sha = _state_dict_sha256(self.net.state_dict())
+        self._sha = state_dict_sha256(self.net.state_dict())
 
     def _init_weights(self) -> None:
         # He-normal weights and small biases from numpy's PCG64: stable across machines and
@@ -342,16 +347,6 @@ class DomainExtractor(FeatureExtractor):
             "trained_on_images": self.description.get("image_count"),
             "training_images_sha256": self.description.get("images_sha256"),
         }
-
-
-def _state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()
 
 
 def compare_fingerprints(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
