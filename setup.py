@@ -22,6 +22,8 @@ setup(
         "torch>=2.4",
         "scipy>=1.11",
         "pandas>=2.0",
+        # Tables (the landing-zone index, manifests) are stored as Parquet with a declared schema.
+        "pyarrow>=14",
         "pillow>=10.0",
         "jinja2>=3.1",
         # The monthly report is validated against its JSON schema before it is written.

@@ -120,6 +120,7 @@ DEPLOYMENT = os.environ.get("GAN_ASSETS_ENV", "local")
 defs = dg.Definitions(
     assets=[
         ingest.dicom_source,
+        ingest.landing_zone_index,
         ingest.dicom_manifest,
         ingest.preprocessed_images,
         training.trained_generator,

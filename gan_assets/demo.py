@@ -98,7 +98,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     pipeline = defs.resolve_job_def("gan_pipeline")
     index = keys.index(args.month)
     window = keys[max(0, index - TRAINING_WINDOW_MONTHS + 1):index]
-    ingest = [dg.AssetKey("dicom_manifest"), dg.AssetKey("preprocessed_images")]
+    ingest = [dg.AssetKey("landing_zone_index"), dg.AssetKey("dicom_manifest"), dg.AssetKey("preprocessed_images")]
     for month in window:
         logger.info("== ingest %s (training window)", month)
         pipeline.execute_in_process(partition_key=month, instance=instance, asset_selection=ingest,
@@ -153,17 +153,19 @@ def _print_summary(defs, instance, month: str) -> bool:  # noqa: ANN001 - dagste
     complete = True
     latest: dict[str, Any] = {}
     graph = defs.resolve_asset_graph()
-    for key in graph.toposorted_asset_keys:
-        if not graph.get(key).is_materializable:
-            continue  # dicom_source: the landing zone itself
+    # dicom_source is the landing zone itself: observed, never materialized.
+    keys = [key for key in graph.toposorted_asset_keys if graph.get(key).is_materializable]
+    width = max(len(key.to_user_string()) for key in keys)
+    for key in keys:
         node = key.to_user_string()
+        partitions = [month] if graph.get(key).is_partitioned else None  # the index covers every month
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[month]), limit=1
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=partitions), limit=1
         ).records
         stamp = "materialized" if records else "not materialized"
         complete = complete and bool(records)
         latest[node] = records[0].asset_materialization if records else None
-        lines.append(f"  {node:<20} {stamp}")
+        lines.append(f"  {node:<{width}} {stamp}")
     score_event = latest.get("fid_score")
     if score_event is not None:
         values = {name: value.value for name, value in score_event.metadata.items()}
@@ -172,7 +174,7 @@ def _print_summary(defs, instance, month: str) -> bool:  # noqa: ANN001 - dagste
                      f"gate discriminative: {values.get('discriminative')}")
     lines.append(f"artifacts under {store.root_uri}:")
     for key in store.list(""):
-        if month in key:
+        if month in key or key.startswith("landing_zone_index."):
             lines.append(f"  {store.uri(key)}")
     if os.environ.get("DAGSTER_HOME"):
         lines.append(f"runs and events: DAGSTER_HOME={os.environ['DAGSTER_HOME']} (open them with `make dev`)")

@@ -22,7 +22,7 @@ from gan_assets.storage.stores import ObjectNotFoundError
 
 # Formats the IO manager writes for typed values; on a tie between several under one stem,
 # loads prefer them in this order. Blobs (png, html, ...) under the same stem are sidecars.
-_LOAD_PREFERENCE = ("npz", "pt", "json", "csv", "npy")
+_LOAD_PREFERENCE = ("npz", "pt", "json", "parquet", "npy")
 
 
 class TypedObjectIOManager(UPathIOManager):

@@ -126,9 +126,33 @@ def stored_object_texts(path: Path) -> list[str]:
         texts.append(json.dumps(value.attrs))
         for array in value.arrays.values():
             texts.append(" ".join(map(str, array.ravel().tolist())) if array.dtype.kind == "U" else array.tobytes().decode("latin-1"))
+    elif hasattr(value, "schema") and hasattr(value, "to_pandas"):  # a Parquet table: cells and schema metadata
+        texts.append(value.to_pandas().to_csv())
+        texts.append(json.dumps({k.decode("latin-1"): v.decode("latin-1") for k, v in (value.schema.metadata or {}).items()}))
     else:
         texts.append(value.to_csv() if hasattr(value, "to_csv") else str(value))
     return texts
+
+
+def ingest_assets() -> list[Any]:
+    """The ingest stage as a month's run materializes it: zone, index, manifest, images."""
+    from gan_assets.assets.ingest import dicom_manifest, dicom_source, landing_zone_index, preprocessed_images
+
+    return [dicom_source, landing_zone_index, dicom_manifest, preprocessed_images]
+
+
+def ingest_resources(zone: Path | str, artifacts: Path, image_size: int = 32, **preprocess: Any) -> dict[str, Any]:
+    """Local resources for ingest_assets(); preprocess_config runs in-process unless told otherwise."""
+    from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
+    from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
+
+    return {
+        "io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts)),
+        "artifact_store": LocalArtifactStore(base_dir=str(artifacts)),
+        "dicom_source": DicomSource(location=str(zone)),
+        "preprocess_config": PreprocessConfig(**{"workers": 1, **preprocess}),
+        "gan_config": GanConfig(image_size=image_size),
+    }
 
 
 def run_haystacks(instance: Any, result: Any, artifacts: Path) -> dict[str, str]:

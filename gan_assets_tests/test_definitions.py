@@ -13,7 +13,7 @@ from gan_assets.partitions import monthly_partitions
 from gan_assets.storage import ArrayBundle
 
 EXPECTED_ASSETS = {
-    "dicom_source", "dicom_manifest", "preprocessed_images", "fid_feature_extractor", "trained_generator",
+    "dicom_source", "landing_zone_index", "dicom_manifest", "preprocessed_images", "fid_feature_extractor", "trained_generator",
     "fid_score", "generated_samples", "monthly_report",
 }
 
@@ -28,6 +28,7 @@ def test_definitions_load_and_resolve_everything() -> None:
     assert keys == EXPECTED_ASSETS
     graph = repo.asset_graph
     lineage = [
+        ("dicom_source", "landing_zone_index"), ("landing_zone_index", "dicom_manifest"),
         ("dicom_source", "dicom_manifest"), ("dicom_manifest", "preprocessed_images"),
         ("preprocessed_images", "trained_generator"), ("preprocessed_images", "fid_feature_extractor"),
         ("trained_generator", "fid_score"),
@@ -37,11 +38,12 @@ def test_definitions_load_and_resolve_everything() -> None:
         assert dg.AssetKey(parent) in graph.get(dg.AssetKey(child)).parent_keys, (parent, child)
     checks = {check.name for check in graph.asset_check_keys}
     assert "fid_within_threshold" in checks
-    # Every materializable asset has a description for the UI and shares the monthly partitions.
+    # Every materializable asset has a description for the UI; all but the zone-wide index share
+    # the monthly partitions.
     for key in EXPECTED_ASSETS - {"dicom_source"}:
         node = graph.get(dg.AssetKey(key))
         assert node.description, key
-        assert node.partitions_def is not None, key
+        assert (node.partitions_def is None) == (key == "landing_zone_index"), key
     for job in ("gan_pipeline", "retrain_job"):
         assert defs.resolve_job_def(job).tags.get("gan/training") == "true"
 

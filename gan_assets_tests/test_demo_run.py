@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,12 @@ def _run_demo(tmp_path: Path, overrides: dict, extractor: dict) -> tuple[subproc
     return proc, artifacts
 
 
+def _summary_status(stdout: str) -> dict[str, str]:
+    """{asset: "materialized" | "not materialized"} from the demo's summary lines."""
+    found = re.findall(r"^  (\w+) +(materialized|not materialized)$", stdout, flags=re.MULTILINE)
+    return dict(found)
+
+
 @pytest.mark.slow
 def test_demo_run_materializes_the_month_and_stops_at_a_blind_gate(tmp_path: Path) -> None:
     # Six tiny files a month and a 4-step model: the controls show the default extractor cannot
@@ -49,10 +56,12 @@ def test_demo_run_materializes_the_month_and_stops_at_a_blind_gate(tmp_path: Pat
     # The random conv net is blind on these (it cannot see orientation): a blind gate, for sure.
     proc, artifacts = _run_demo(tmp_path, {"fid_threshold": 1e9}, {"kind": "random_conv"})
     assert proc.returncode == 1, proc.stderr[-3000:]
-    for node in ("dicom_manifest", "preprocessed_images", "fid_feature_extractor", "trained_generator", "fid_score"):
-        assert f"{node:<20} materialized" in proc.stdout
+    status = _summary_status(proc.stdout)
+    for node in ("landing_zone_index", "dicom_manifest", "preprocessed_images", "fid_feature_extractor",
+                 "trained_generator", "fid_score"):
+        assert status[node] == "materialized", proc.stdout
     for node in ("generated_samples", "monthly_report"):
-        assert f"{node:<20} not materialized" in proc.stdout
+        assert status[node] == "not materialized", proc.stdout
     assert "fid_score: not_discriminative" in proc.stdout and "gate discriminative: False" in proc.stdout
     assert "retrain 2026-03-01" not in proc.stderr  # a blind metric is never retrained
     score = json.loads((artifacts / "fid_score" / "2026-03-01.json").read_text())
@@ -96,14 +105,17 @@ def test_the_whole_demo_runs_on_s3(tmp_path: Path, moto_endpoint: str, s3_bucket
     # A tiny model on six files a month cannot pass an honest gate: the month ends at fid_score
     # with its verdict (the retrain sensor's tick ran in-process, under S3), and the exit code
     # says the month was not delivered.
-    for node in ("dicom_manifest", "preprocessed_images", "fid_feature_extractor", "trained_generator", "fid_score"):
-        assert f"{node:<20} materialized" in run.stdout
+    status = _summary_status(run.stdout)
+    for node in ("landing_zone_index", "dicom_manifest", "preprocessed_images", "fid_feature_extractor",
+                 "trained_generator", "fid_score"):
+        assert status[node] == "materialized", run.stdout
     score_key = "artifacts/fid_score/2026-03-01.json"
     score = json.loads(s3_client.get_object(Bucket=s3_bucket, Key=score_key)["Body"].read())
     delivered = score["status"] == "passed"
     assert run.returncode == (0 if delivered else 1), run.stderr[-3000:]
     keys = {obj["Key"] for obj in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="artifacts/")["Contents"]}
-    assert {score_key, "artifacts/preprocessed_images/2026-01-01.npz", "artifacts/dicom_manifest/2026-03-01.csv",
+    assert {score_key, "artifacts/preprocessed_images/2026-01-01.npz", "artifacts/dicom_manifest/2026-03-01.parquet",
+            "artifacts/landing_zone_index.parquet",
             "artifacts/fid_feature_extractor/2026-03-01.pt"} <= keys
     assert f"s3://{s3_bucket}/artifacts/fid_score/2026-03-01.json" in run.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # artifacts went to S3 only

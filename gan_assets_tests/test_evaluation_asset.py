@@ -55,7 +55,8 @@ def seed_upstream(root: Path, months: dict[str, int], generator_month: str) -> T
         manifest = pd.DataFrame({"id": ids, "modality": "CT", "rows": 32, "columns": 32, "frames": 1,
                                  "transfer_syntax": "1.2.840.10008.1.2.1", "photometric": "MONOCHROME2",
                                  "status": "ok", "reason": ""})
-        store.put(f"dicom_manifest/{month}.csv", encode(manifest)[1])
+        ext, data = encode(manifest)
+        store.put(f"dicom_manifest/{month}.{ext}", data)
     config = TrainConfig(**TINY)
     torch.manual_seed(0)
     generator = build_generator(config)

@@ -33,8 +33,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from gan_assets.assets.ingest import dicom_manifest, dicom_source, preprocessed_images
 from gan_assets.dicom.batch import preprocess_month, run_parallel, scan_month
+from gan_assets.dicom.index import month_rows, unassigned_rows, update_index
 from gan_assets.dicom.landing_zone import LandingZone, SourceSpec
 from gan_assets.dicom.limits import IngestLimits, bounded_int
 from gan_assets.dicom.phantom import PHI_MARKER, SliceSpec, ct_dataset, phi_values
@@ -42,11 +42,9 @@ from gan_assets.dicom.preprocess import PreprocessOptions, RejectError, preproce
 from gan_assets.dicom.pseudonym import PSEUDONYM_KEY_ENV, file_ref, image_id
 from gan_assets.dicom.reasons import REASONS
 from gan_assets.dicom.scan import ScanOptions, scan_file
-from gan_assets.io_managers import LocalOpenFormatIOManager
-from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
 from gan_assets.storage import decode
 from gan_assets.storage.images import unpack_images
-from gan_assets_tests.conftest import assert_nothing_leaked, run_haystacks
+from gan_assets_tests.conftest import assert_nothing_leaked, ingest_assets, ingest_resources, run_haystacks
 
 # The crafted files are invalid on purpose; pydicom's warnings while writing them are expected.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -243,14 +241,8 @@ def _build_zone(root: Path, outside: Path) -> tuple[dict[str, str], list[Dataset
 
 def _materialize(zone: Path, artifacts: Path, **config: Any) -> tuple[dg.ExecuteInJobResult, dict[str, str]]:
     with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [dicom_source, dicom_manifest, preprocessed_images], partition_key=PARTITION, instance=instance,
-            resources={"io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts)),
-                       "dicom_source": DicomSource(location=str(zone)),
-                       "preprocess_config": PreprocessConfig(**{"workers": 1, **config}),
-                       "gan_config": GanConfig(image_size=32)},
-            raise_on_error=False,
-        )
+        result = dg.materialize(ingest_assets(), partition_key=PARTITION, instance=instance,
+                                resources=ingest_resources(zone, artifacts, **config), raise_on_error=False)
         return result, run_haystacks(instance, result, artifacts)
 
 
@@ -259,10 +251,18 @@ def _load(artifacts: Path, rel: str) -> Any:
     return decode(path.suffix[1:], path.read_bytes(), where=str(path))
 
 
+def _index(artifacts: Path) -> Any:
+    return _load(artifacts, "landing_zone_index.parquet")
+
+
 def _final_codes(artifacts: Path) -> dict[str, str]:
-    """file_ref -> final reason code ("" = used for training), manifest and decode together."""
-    manifest = _load(artifacts, f"dicom_manifest/{PARTITION}.csv")
+    """file_ref -> final reason code ("" = used for training): the month's manifest and decode, and
+    the index's unassigned files (undated or unreadable; each file is in exactly one of them)."""
+    manifest = _load(artifacts, f"dicom_manifest/{PARTITION}.parquet")
     codes = {row["file_ref"]: ("" if row["status"] == "ok" else row["reason_code"]) for row in manifest.to_dict("records")}
+    unassigned = {row["file_ref"]: row["reason_code"] for row in unassigned_rows(_index(artifacts), {PARTITION[:7]})}
+    assert not set(unassigned) & set(codes)  # one place per file
+    codes.update(unassigned)
     bundle = _load(artifacts, f"preprocessed_images/{PARTITION}.npz")
     for reject in bundle.attrs["rejected_at_decode"]:
         codes[reject["file_ref"]] = reject["reason_code"]
@@ -295,9 +295,11 @@ def test_hostile_month_completes_and_nothing_leaks(tmp_path: Path, caplog: pytes
     key = KEY
     codes = _final_codes(artifacts)
     by_ref = {file_ref(rel, key): rel for rel in expected}
-    # Every entry of the zone has exactly one row, and nothing else does.
-    manifest = _load(artifacts, f"dicom_manifest/{PARTITION}.csv")
-    assert sorted(manifest["file_ref"]) == sorted(by_ref)
+    # Every entry of the zone has exactly one index row, and nothing else does; each is either in
+    # the month's manifest or unassigned with a reason (see _final_codes).
+    manifest = _load(artifacts, f"dicom_manifest/{PARTITION}.parquet")
+    assert sorted(_index(artifacts).column("file_ref").to_pylist()) == sorted(by_ref)
+    assert sorted(codes) == sorted(by_ref)
     got = {by_ref[ref]: code for ref, code in codes.items()}
     want = {rel: code for rel, code in expected.items() if code != "*"}
     assert {rel: got[rel] for rel in want} == want
@@ -330,7 +332,8 @@ def high_water_bytes():
             return int(line.split()[1]) * 1024
 
 from gan_assets_tests.test_hostile_zone import KEY, TEST_MAX_DECODED, _build_zone
-from gan_assets.dicom.batch import preprocess_month, scan_month
+from gan_assets.dicom.batch import preprocess_month
+from gan_assets.dicom.index import month_rows, update_index
 from gan_assets.dicom.landing_zone import SourceSpec
 from gan_assets.dicom.limits import IngestLimits
 from gan_assets.dicom.preprocess import PreprocessOptions
@@ -340,9 +343,10 @@ _build_zone(root / "zone", root / "outside")
 before = high_water_bytes()
 limits = IngestLimits(max_decoded_bytes=TEST_MAX_DECODED)
 spec = SourceSpec(str(root / "zone"))
-rows = scan_month(spec, "2026-01", ScanOptions(limits=limits), key=KEY, workers=1).rows
+index = update_index(spec, None, ScanOptions(limits=limits), key=KEY, workers=1).table
+rows = month_rows(index, "2026-01")
 result = preprocess_month(spec, rows, PreprocessOptions(image_size=32, limits=limits), key=KEY, workers=1)
-print(len(rows), result.files_ok, before, high_water_bytes())
+print(index.num_rows, result.files_ok, before, high_water_bytes())
 """
 
 
@@ -382,10 +386,10 @@ def test_file_deleted_while_the_zone_is_listed(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr("gan_assets.dicom.landing_zone.os.walk", walk_with_a_ghost)
     entries = LandingZone(SourceSpec(str(tmp_path))).list_files()
     assert [(e.relative_path, e.problem) for e in entries] == [("a.dcm", ""), (f"{PATH_MARKER}_ghost.dcm", "missing")]
-    month = f"{entries[1].modified.year:04d}-{entries[1].modified.month:02d}"
-    rows = scan_month(SourceSpec(str(tmp_path)), month, ScanOptions(), key=KEY, workers=1).rows
-    assert [(r["file_ref"], r["reason_code"]) for r in rows if r["status"] != "ok"] == [
+    index = update_index(SourceSpec(str(tmp_path)), None, ScanOptions(), key=KEY, workers=1).table
+    assert [(r["file_ref"], r["reason_code"]) for r in unassigned_rows(index, {"2026-01"})] == [
         (file_ref(f"{PATH_MARKER}_ghost.dcm", KEY), "missing")]
+    assert [r["status"] for r in month_rows(index, "2026-01")] == ["ok"]
 
 
 def test_a_file_replaced_after_the_manifest_is_changed_not_stored_under_the_old_id(tmp_path: Path) -> None:
@@ -561,15 +565,14 @@ def test_fuzzed_month_completes(tmp_path: Path, caplog: pytest.LogCaptureFixture
     caplog.set_level(logging.INFO)
     result, haystacks = _materialize(zone, artifacts, workers=2)
     assert result.success
-    manifest = _load(artifacts, f"dicom_manifest/{PARTITION}.csv")
+    manifest = _load(artifacts, f"dicom_manifest/{PARTITION}.parquet")
     refs = list(manifest["file_ref"])
     assert len(refs) == len(set(refs)) and set(refs) <= {file_ref(n, KEY) for n in names}
-    # A mutated date may file a mutant under another month: there it has its one row.
-    listed = {e.relative_path: e for e in LandingZone(SourceSpec(str(zone))).list_files()}
-    elsewhere = [n for n in names if file_ref(n, KEY) not in set(refs)]
-    months = [scan_file(LandingZone(SourceSpec(str(zone))), listed[n], KEY, ScanOptions())["month"] for n in elsewhere]
-    assert len(elsewhere) < 10 and all(month != PARTITION[:7] for month in months)
+    # Every mutant has one index row: in this month's manifest, or unassigned with a reason. A
+    # mutated date may put a mutant in another month (here: outside the one month considered).
     codes = _final_codes(artifacts)
+    assert sorted(codes) == sorted(file_ref(n, KEY) for n in names)
+    assert sum(code == "outside_partitions" for code in codes.values()) < 10
     assert set(codes.values()) - {""} <= set(REASONS) - {"internal_error", "worker_died", "timeout"}
     assert all(codes[file_ref(n, KEY)] in ("", "duplicate") for n in names[: len(sources)])
     images = unpack_images(_load(artifacts, f"preprocessed_images/{PARTITION}.npz").arrays["images"])

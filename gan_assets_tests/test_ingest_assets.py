@@ -10,19 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gan_assets.assets.ingest import dicom_manifest, dicom_source, preprocessed_images
 from gan_assets.dicom.batch import preprocess_month, scan_month
-from gan_assets.dicom.demo_data import BAD_KINDS, generate_landing_zone
+from gan_assets.dicom.demo_data import BAD_KINDS, UNASSIGNED_KINDS, generate_landing_zone
 from gan_assets.dicom.landing_zone import SourceSpec
 from gan_assets.dicom.preprocess import PreprocessOptions
 from gan_assets.dicom.scan import MANIFEST_COLUMNS, ScanOptions
-from gan_assets.io_managers import LocalOpenFormatIOManager
-from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
 from gan_assets.storage import ArrayBundle, decode
 from gan_assets.storage.images import unpack_images
+from gan_assets_tests.conftest import ingest_assets, ingest_resources
 
 FILES_PER_MONTH = 10
-ASSETS = [dicom_source, dicom_manifest, preprocessed_images]
+ASSETS = ingest_assets()
+DATED_BAD = {kind: code for kind, code in BAD_KINDS.items() if kind not in UNASSIGNED_KINDS}
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +32,7 @@ def zone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _resources(zone: Path, artifacts: Path, **preprocess: Any) -> dict[str, Any]:
-    return {
-        "io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts)),
-        "dicom_source": DicomSource(location=str(zone)),
-        "preprocess_config": PreprocessConfig(**{"workers": 1, **preprocess}),
-        "gan_config": GanConfig(image_size=32),
-    }
+    return ingest_resources(zone, artifacts, **preprocess)
 
 
 def _load(artifacts: Path, rel: str) -> Any:
@@ -49,12 +43,12 @@ def _load(artifacts: Path, rel: str) -> Any:
 def test_one_month_end_to_end(zone: Path, artifacts_dir: Path) -> None:
     result = dg.materialize(ASSETS, partition_key="2026-02-01", resources=_resources(zone, artifacts_dir))
     assert result.success
-    manifest = _load(artifacts_dir, "dicom_manifest/2026-02-01.csv")
+    manifest = _load(artifacts_dir, "dicom_manifest/2026-02-01.parquet")
     assert isinstance(manifest, pd.DataFrame) and tuple(manifest.columns) == MANIFEST_COLUMNS
-    assert len(manifest) == FILES_PER_MONTH + len(BAD_KINDS)
+    assert len(manifest) == FILES_PER_MONTH + len(DATED_BAD)
     assert (manifest["status"] == "ok").sum() == FILES_PER_MONTH
     rejected = manifest[manifest["status"] == "rejected"]
-    assert sorted(rejected["reason_code"]) == sorted(BAD_KINDS.values())
+    assert sorted(rejected["reason_code"]) == sorted(DATED_BAD.values())
     assert (rejected["reason"].str.len() > 10).all()  # a sentence, not a code
 
     bundle = _load(artifacts_dir, "preprocessed_images/2026-02-01.npz")
@@ -77,7 +71,11 @@ def test_one_month_end_to_end(zone: Path, artifacts_dir: Path) -> None:
     assert meta["images_per_second"].value > 0
     manifest_meta = result.asset_materializations_for_node("dicom_manifest")[0].metadata
     assert manifest_meta["files_seen"].value == len(manifest)
-    assert manifest_meta["rejected_by_reason"].value == {v: 1 for v in BAD_KINDS.values()}
+    assert manifest_meta["rejected_by_reason"].value == {v: 1 for v in DATED_BAD.values()}
+    # The undated and non-DICOM files of every month are in the index's unassigned table.
+    index_meta = result.asset_materializations_for_node("landing_zone_index")[0].metadata
+    assert index_meta["unassigned_by_reason"].value == {"no_usable_date": 3, "not_dicom": 3}
+    assert manifest_meta["landing_zone_unassigned"].value == 6
     assert manifest_meta["modalities"].value == {"CT": FILES_PER_MONTH}
 
 
@@ -93,9 +91,9 @@ def test_month_without_usable_images_fails_clearly(zone: Path, artifacts_dir: Pa
                              resources=_resources(zone, artifacts_dir, allowed_modalities=["MR"]))
     assert not only_mr.success
     text = str([e for e in only_mr.all_events if e.is_step_failure][0].event_specific_data.error)
-    assert f"{FILES_PER_MONTH + len(BAD_KINDS)} file(s) seen" in text
+    assert f"{FILES_PER_MONTH + len(DATED_BAD)} file(s) seen" in text
     # Every CT file (the 10 good ones and the truncated one) is excluded by modality first.
-    assert f"{FILES_PER_MONTH + 1} modality_excluded" in text and "1 not_dicom" in text
+    assert f"{FILES_PER_MONTH + 1} modality_excluded" in text and "1 no_pixel_data" in text
 
 
 def test_process_pool_gives_the_same_result_in_the_same_order(zone: Path) -> None:

@@ -9,13 +9,10 @@ import dagster as dg
 import pydicom
 import pytest
 
-from gan_assets.assets.ingest import dicom_manifest, dicom_source, preprocessed_images
 from gan_assets.dicom.demo_data import generate_landing_zone
 from gan_assets.dicom.phantom import PHI_MARKER, phi_values
 from gan_assets.dicom.pseudonym import PSEUDONYM_KEY_ENV, image_id, pseudonym_key
-from gan_assets.io_managers import LocalOpenFormatIOManager
-from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
-from gan_assets_tests.conftest import assert_nothing_leaked, run_haystacks
+from gan_assets_tests.conftest import assert_nothing_leaked, ingest_assets, ingest_resources, run_haystacks
 
 
 def _phi_needles(zone: Path) -> set[str]:
@@ -45,17 +42,13 @@ def test_no_phi_in_artifacts_metadata_or_logs(tmp_path: Path, caplog: pytest.Log
 
     caplog.set_level(logging.DEBUG)
     with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [dicom_source, dicom_manifest, preprocessed_images], partition_key="2026-01-01", instance=instance,
-            resources={"io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts)),
-                       "dicom_source": DicomSource(location=str(zone)),
-                       "preprocess_config": PreprocessConfig(workers=1), "gan_config": GanConfig(image_size=32)},
-        )
+        result = dg.materialize(ingest_assets(), partition_key="2026-01-01", instance=instance,
+                                resources=ingest_resources(zone, artifacts))
         assert result.success
         haystacks = run_haystacks(instance, result, artifacts)
     stored = sorted(p for p in artifacts.rglob("*") if p.is_file())
     assert {p.relative_to(artifacts).as_posix() for p in stored} == {
-        "dicom_manifest/2026-01-01.csv", "preprocessed_images/2026-01-01.npz"}
+        "landing_zone_index.parquet", "dicom_manifest/2026-01-01.parquet", "preprocessed_images/2026-01-01.npz"}
     assert_nothing_leaked(haystacks, needles, caplog, capfd)
 
 

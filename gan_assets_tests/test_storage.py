@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 from dagster_aws.s3 import S3Resource
@@ -74,6 +75,11 @@ def sample_values() -> dict[str, Any]:
                 "reason": [None, "not DICOM", "", 'comma, "quote"\nnewline'],
             }
         ),
+        "arrow_table": pa.Table.from_pylist(
+            [{"file_ref": "f1", "rows": 512}, {"file_ref": "f2", "rows": 0}],
+            schema=pa.schema([pa.field("file_ref", pa.string(), nullable=False), pa.field("rows", pa.int64())],
+                             metadata={"gan_assets.policy": "abc"}),
+        ),
         "blob_png": Blob(PNG_BYTES, "png"),
         "blob_html": Blob("<html><body>héllo</body></html>".encode(), ".HTML"),
     }
@@ -86,7 +92,8 @@ EXPECTED_EXTENSION = {
     "tensor_bundle": "pt",
     "json_dict": "json",
     "json_list": "json",
-    "dataframe": "csv",
+    "dataframe": "parquet",
+    "arrow_table": "parquet",
     "blob_png": "png",
     "blob_html": "html",
 }
@@ -112,6 +119,8 @@ def assert_same(expected: Any, actual: Any) -> None:
             assert torch.equal(actual.tensors[name], tensor), name
     elif isinstance(expected, pd.DataFrame):
         pd.testing.assert_frame_equal(actual, expected, check_exact=True)
+    elif isinstance(expected, pa.Table):
+        assert actual.equals(expected, check_metadata=True)  # the declared schema comes back whole
     elif isinstance(expected, Blob):
         assert (actual.extension, actual.data) == (expected.extension, expected.data)
     else:
@@ -227,8 +236,8 @@ def test_store_from_uri(tmp_path: Path, s3_client: Any) -> None:
         (TensorBundle(tensors={"w": Opaque()}), "not a tensor"),
         ({"value": np.float32(1.5)}, "not strict JSON"),
         ({"fid": float("inf")}, "not strict JSON"),
-        (pd.DataFrame({"cells": [[1, 2], [3]]}), "column 'cells' holds list"),
-        (pd.DataFrame({"obj": pd.Series([Opaque()], dtype=object)}), "column 'obj' holds Opaque"),
+        (pd.DataFrame({"obj": pd.Series([Opaque()], dtype=object)}), "cannot be stored as Parquet"),
+        (pd.DataFrame({"mixed": ["a", 1]}), "cannot be stored as Parquet"),
         (pd.DataFrame([[1, 2]], columns=["a", "a"]), "unique strings"),
     ],
 )
@@ -281,11 +290,11 @@ TAMPERED: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
     "pt_non_tensor_entry": ("pt", lambda good: _saved_pt({"tensors": {"w": [1, 2]}, "attrs_json": "{}"})),
     "json_garbled": ("json", lambda good: good[:-3]),
     "json_not_utf8": ("json", lambda good: b"\xff\xfe{"),
-    "csv_bad_header": ("csv", lambda good: b"# dtypes: {not json\n" + good),
-    "csv_bad_values": ("csv", lambda good: good.replace(b"512", b"five-hundred")),
+    "parquet_truncated": ("parquet", lambda good: good[: len(good) // 2]),
+    "parquet_garbage": ("parquet", lambda good: b"PAR1" + b"\x00garbage" * 20 + b"PAR1"),
 }
 
-GOOD_VALUE_FOR_EXTENSION = {"npz": "array_bundle", "npy": "ndarray", "pt": "tensor_bundle", "json": "json_dict", "csv": "dataframe"}
+GOOD_VALUE_FOR_EXTENSION = {"npz": "array_bundle", "npy": "ndarray", "pt": "tensor_bundle", "json": "json_dict", "parquet": "dataframe"}
 
 
 @pytest.mark.parametrize("case", list(TAMPERED))

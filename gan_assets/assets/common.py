@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import dagster as dg
+
+from gan_assets.storage import ObjectStore
 
 # The retrain loop sets these on the runs it requests (sensors.py).
 ATTEMPT_TAG = "gan/attempt"
@@ -27,3 +31,9 @@ def run_attempt(context: dg.AssetExecutionContext) -> int:
     if attempt < 1:
         raise ValueError(f"run tag {ATTEMPT_TAG}={raw!r} must be >= 1")
     return attempt
+
+
+class ArtifactStoreResource(Protocol):
+    """LocalArtifactStore or S3ArtifactStore: both hand out the ObjectStore of the artifact root."""
+
+    def object_store(self) -> ObjectStore: ...

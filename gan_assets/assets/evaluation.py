@@ -22,13 +22,13 @@ on: the same ``preprocessed_images`` window that ``trained_generator`` reads (th
 # (context, resources, inputs) at definition time and needs them as real objects.
 import json
 import time
-from typing import Any, Protocol
+from typing import Any
 
 import dagster as dg
 import numpy as np
 from PIL import Image
 
-from gan_assets.assets.common import CONFIG_DIFF_TAG, GROUP_MODEL, run_attempt
+from gan_assets.assets.common import CONFIG_DIFF_TAG, GROUP_MODEL, ArtifactStoreResource, run_attempt
 from gan_assets.assets.training import TRAINING_POOL, pack_window, training_window
 from gan_assets.metrics.cache import RealFeatures, real_features_cached
 from gan_assets.metrics.controls import split_reference
@@ -47,11 +47,6 @@ CLOUDWATCH_MODEL = "dcgan"
 # Generated images for scoring use their own noise stream, apart from generated_samples' seed.
 FAKE_SEED_OFFSET = 1_000_003
 PAIR_TILE_SIDE = 64
-
-class ArtifactStoreResource(Protocol):
-    """LocalArtifactStore or S3ArtifactStore: both hand out the ObjectStore of the artifact root."""
-
-    def object_store(self) -> ObjectStore: ...
 
 
 def _window_bundles(context: dg.AssetExecutionContext, loaded: Any) -> dict[str, ArrayBundle]:

@@ -1,14 +1,14 @@
 """Step 5: synthetic images from the approved generator (EMA weights), optionally as DICOM."""
 
 import time
-from typing import Any, Protocol
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 import torch
 
 from gan_assets import __version__
-from gan_assets.assets.common import GROUP_DELIVERY
+from gan_assets.assets.common import GROUP_DELIVERY, ArtifactStoreResource
 from gan_assets.dicom.secondary_capture import DEFAULT_MODALITY, SyntheticSeries, secondary_capture_bytes
 from gan_assets.metrics.evaluation import FidScore
 from gan_assets.model.artifact import generator_from_bundle, sample_images
@@ -16,16 +16,11 @@ from gan_assets.partitions import monthly_partitions
 from gan_assets.report.document import most_common_modality
 from gan_assets.report.images import grid_png, markdown_image, preview_grid_png
 from gan_assets.resources import GanConfig
-from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle
+from gan_assets.storage import ArrayBundle, TensorBundle
 from gan_assets.storage.images import encoding_attrs, pack_images
 
 ASSET = "generated_samples"
 
-
-class ArtifactStoreResource(Protocol):
-    """LocalArtifactStore or S3ArtifactStore: both hand out the ObjectStore of the artifact root."""
-
-    def object_store(self) -> ObjectStore: ...
 
 
 def sample_device(requested: str) -> str:

@@ -1,4 +1,4 @@
-"""Ingest stage: the DICOM landing zone -> dicom_manifest -> preprocessed_images.
+"""Ingest stage: the DICOM landing zone -> landing_zone_index -> dicom_manifest -> preprocessed_images.
 
 A thin Dagster shell over ``gan_assets.dicom`` (header scan, decoding, preprocessing). Nothing
 that identifies a person leaves this stage: rows and images carry HMAC pseudonyms, files are
@@ -16,30 +16,58 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from gan_assets.assets.common import GROUP_INGEST
+import pyarrow as pa
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
+
+from gan_assets.assets.common import GROUP_INGEST, ArtifactStoreResource
 from gan_assets.dicom.batch import (
     default_key_warning,
     describe_reasons,
     preprocess_month,
     reason_counts,
     resolve_workers,
-    scan_month,
+)
+from gan_assets.dicom.index import (
+    EMPTY_MONTH,
+    INDEX_SCHEMA,
+    MANIFEST_SCHEMA,
+    check_index,
+    index_policy,
+    month_fingerprints,
+    month_rows,
+    months_to_report,
+    observed_months,
+    scan_policy,
+    summary_by_month,
+    unassigned_rows,
+    update_index,
+    with_observed,
 )
 from gan_assets.dicom.pseudonym import pseudonym_key
-from gan_assets.dicom.scan import INT_COLUMNS, MANIFEST_COLUMNS, REASONS
+from gan_assets.dicom.reasons import REASONS
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.images import grid_png, markdown_image
 from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
-from gan_assets.storage import ArrayBundle
+from gan_assets.storage import ArrayBundle, ObjectStore, StorageFormatError, decode
 from gan_assets.storage.images import encoding_attrs
+
+# Rows of the unassigned table shown in the UI (all of them are in the stored index).
+UNASSIGNED_SHOWN = 200
 
 dicom_source = dg.AssetSpec(
     key="dicom_source",
-    description="The DICOM landing zone (local folder or s3:// prefix) that monthly batches arrive in.",
+    description=(
+        "The DICOM landing zone (local folder or s3:// prefix) that monthly batches arrive in. Observed by "
+        "landing_zone_index: each month's data version is the fingerprint of its files (references and content), "
+        "so a month whose files are added, replaced or deleted shows its assets as unsynced."
+    ),
     group_name=GROUP_INGEST,
     partitions_def=monthly_partitions,
     metadata={"location": "dicom_source resource (GAN_ASSETS_LANDING_ZONE by default)"},
 )
+
+DICOM_SOURCE_KEY = dicom_source.key
+INDEX_KEY = "landing_zone_index.parquet"  # where the IO manager stores the unpartitioned index
 
 
 def _month(partition_key: str) -> str:
@@ -54,37 +82,141 @@ def _md_table(counts: dict[str, int], header: tuple[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _column_schema(schema: pa.Schema) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema])
+
+
+def _previous_index(context: dg.AssetExecutionContext, store: ObjectStore) -> pa.Table | None:
+    """The index as last stored, or None (first build, or unreadable: then it is rebuilt)."""
+    if not store.exists(INDEX_KEY):
+        return None
+    try:
+        return check_index(decode("parquet", store.get(INDEX_KEY), where=store.uri(INDEX_KEY)))
+    except (StorageFormatError, ValueError) as err:
+        context.log.warning(f"the stored landing_zone_index cannot be used ({err}); rebuilding it from the zone")
+        return None
+
+
+def partition_months(context: dg.AssetExecutionContext) -> set[str]:
+    return {_month(key) for key in monthly_partitions.get_partition_keys(dynamic_partitions_store=context.instance)}
+
+
+@dg.asset(
+    group_name=GROUP_INGEST,
+    deps=[dicom_source],
+    kinds={"dicom", "parquet"},
+)
+def landing_zone_index(
+    context: dg.AssetExecutionContext,
+    dicom_source: DicomSource,
+    preprocess_config: PreprocessConfig,
+    artifact_store: dg.ResourceParam[ArtifactStoreResource],
+) -> dg.Output[pa.Table]:
+    """Every file of the landing zone, read once: month (from its header), reference, size, time, content
+    fingerprint and scan outcome. Only new or changed files are read; undated files and files dated outside
+    the partitions are listed as unassigned, with a reason. Reports each changed month's data version on
+    dicom_source."""
+    warning = default_key_warning()
+    if warning:
+        context.log.warning(warning)
+    previous = _previous_index(context, artifact_store.object_store())
+    update = update_index(
+        dicom_source.source_spec(), previous, preprocess_config.scan_options(dicom_source.date_tags),
+        key=pseudonym_key(), workers=preprocess_config.workers, tune=preprocess_config.tune_malloc,
+    )
+    months = partition_months(context)
+    # Each month whose files changed gets a new data version on dicom_source: Dagster then shows
+    # that month's assets (and only that month's) as unsynced.
+    reported = months_to_report(update.table, months)
+    by_month = summary_by_month(update.table)
+    for month, fingerprint in reported.items():
+        context.log_event(dg.AssetObservation(
+            asset_key=DICOM_SOURCE_KEY, partition=f"{month}-01", tags={DATA_VERSION_TAG: fingerprint},
+            metadata={"files": dg.MetadataValue.int(by_month.get(month, {}).get("files", 0)),
+                      "files_ok": dg.MetadataValue.int(by_month.get(month, {}).get("ok", 0)),
+                      "fingerprint": dg.MetadataValue.text(fingerprint)},
+        ))
+    table = with_observed(update.table, {**observed_months(update.table), **reported})
+    unassigned = unassigned_rows(table, months)
+    unassigned_counts = reason_counts([row["reason_code"] for row in unassigned])
+    context.log.info(
+        f"landing zone: {update.files_listed} files listed in {update.list_seconds:.2f}s; {update.files_read} read "
+        f"({update.new} new, {update.changed} changed{', full rebuild' if update.rebuilt else ''}) in "
+        f"{update.scan_seconds:.2f}s, {update.unchanged} unchanged, {update.deleted} deleted; "
+        f"{len(unassigned)} unassigned; months with new data versions: {', '.join(reported) or 'none'}"
+    )
+    month_table = [
+        dg.TableRecord({"month": month, "files": c["files"], "ok": c["ok"], "partition": month in months})
+        for month, c in by_month.items()
+    ]
+    metadata: dict[str, Any] = {
+        "files_listed": dg.MetadataValue.int(update.files_listed),
+        "files_read": dg.MetadataValue.int(update.files_read),
+        "files_new": dg.MetadataValue.int(update.new),
+        "files_changed": dg.MetadataValue.int(update.changed),
+        "files_deleted": dg.MetadataValue.int(update.deleted),
+        "files_unchanged": dg.MetadataValue.int(update.unchanged),
+        "full_rebuild": dg.MetadataValue.bool(update.rebuilt),
+        "files_unassigned": dg.MetadataValue.int(len(unassigned)),
+        "unassigned_by_reason": dg.MetadataValue.json(unassigned_counts),
+        "unassigned": dg.MetadataValue.table(
+            [dg.TableRecord(row) for row in unassigned[:UNASSIGNED_SHOWN]],
+            schema=dg.TableSchema(columns=[dg.TableColumn("file_ref"), dg.TableColumn("month"),
+                                           dg.TableColumn("reason_code"), dg.TableColumn("reason")]),
+        ),
+        "months": dg.MetadataValue.table(month_table, schema=dg.TableSchema(columns=[
+            dg.TableColumn("month"), dg.TableColumn("files", "int"), dg.TableColumn("ok", "int"),
+            dg.TableColumn("partition", "bool")])),
+        "months_changed": dg.MetadataValue.json(list(reported)),
+        "list_seconds": dg.MetadataValue.float(round(update.list_seconds, 3)),
+        "scan_seconds": dg.MetadataValue.float(round(update.scan_seconds, 3)),
+        "seconds_per_file_read": dg.MetadataValue.float(round(update.seconds_per_file_read, 5)),
+        "scan_policy": dg.MetadataValue.text(index_policy(table)),
+        "dagster/row_count": dg.MetadataValue.int(table.num_rows),
+        "dagster/column_schema": _column_schema(INDEX_SCHEMA),
+    }
+    # The index's data version is its scan policy, not its content: a month reads only its own
+    # rows, and its content version is the dicom_source observation above. A new policy changes
+    # every month's rows, and so every month's version.
+    return dg.Output(table, metadata=metadata, data_version=dg.DataVersion(index_policy(table)))
+
+
 @dg.asset(
     partitions_def=monthly_partitions,
     group_name=GROUP_INGEST,
     deps=[dicom_source],
-    kinds={"dicom", "pandas"},
+    kinds={"dicom", "parquet"},
 )
 def dicom_manifest(
-    context: dg.AssetExecutionContext, dicom_source: DicomSource, preprocess_config: PreprocessConfig
+    context: dg.AssetExecutionContext,
+    landing_zone_index: pa.Table,
+    dicom_source: DicomSource,
+    preprocess_config: PreprocessConfig,
 ) -> dg.Output[pd.DataFrame]:
-    """One row per landing-zone file of the month (pseudonymous id, geometry, syntax, ok or rejected + reason)."""
+    """One row per file the index dates into this month (pseudonymous id, geometry, codes, content
+    fingerprint, ok or rejected + reason); read from landing_zone_index, no file is opened."""
     month = _month(context.partition_key)
-    warning = default_key_warning()
-    if warning:
-        context.log.warning(warning)
-    key = pseudonym_key()
-    result = scan_month(
-        dicom_source.source_spec(), month, preprocess_config.scan_options(dicom_source.date_tags), key=key,
-        workers=preprocess_config.workers, tune=preprocess_config.tune_malloc,
-    )
-    frame = pd.DataFrame(result.rows, columns=list(MANIFEST_COLUMNS))
-    for column in INT_COLUMNS:  # header numbers were parsed with bounds, so they fit int64
-        frame[column] = frame[column].astype("int64")
+    index = check_index(landing_zone_index)
+    policy = scan_policy(preprocess_config.scan_options(dicom_source.date_tags), pseudonym_key())
+    if index_policy(index) != policy:
+        raise dg.Failure(
+            description=(
+                f"{month}: landing_zone_index was built with other scan settings (dicom_source.date_tags, "
+                "preprocess_config exclusion policy or limits, or the pseudonym key) than this run's; materialize "
+                "landing_zone_index with this run's configuration, then this month"
+            )
+        )
+    rows = month_rows(index, month)
+    frame = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA).to_pandas()
     ok = frame[frame["status"] == "ok"]
     rejected = reason_counts(frame.loc[frame["status"] != "ok", "reason_code"].tolist())
     modalities = dict(sorted(Counter(ok["modality"].replace("", "unknown")).items()))
     syntaxes = dict(sorted(Counter(ok["transfer_syntax_name"].replace("", "unknown")).items()))
-    rate = result.files_listed / result.seconds if result.seconds > 0 else 0.0
+    unassigned = len(unassigned_rows(index, partition_months(context)))
     context.log.info(
         f"{month}: {len(frame)} files belong to this month ({len(ok)} ok, {len(frame) - len(ok)} rejected"
-        f"{': ' + describe_reasons(rejected) if rejected else ''}); {result.files_listed} landing-zone headers "
-        f"scanned in {result.seconds:.2f}s ({rate:.0f} files/s)"
+        f"{': ' + describe_reasons(rejected) if rejected else ''}); read from the index of "
+        f"{index.num_rows} landing-zone files ({unassigned} unassigned)"
     )
     metadata: dict[str, Any] = {
         "files_seen": dg.MetadataValue.int(len(frame)),
@@ -93,14 +225,16 @@ def dicom_manifest(
         "rejected_by_reason": dg.MetadataValue.json(rejected),
         "modalities": dg.MetadataValue.json(modalities),
         "transfer_syntaxes": dg.MetadataValue.json(syntaxes),
-        "landing_zone_files_scanned": dg.MetadataValue.int(result.files_listed),
-        "scan_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
-        "scan_files_per_second": dg.MetadataValue.float(round(rate, 1)),
-        "workers": dg.MetadataValue.int(resolve_workers(preprocess_config.workers)),
+        "landing_zone_files": dg.MetadataValue.int(index.num_rows),
+        "landing_zone_unassigned": dg.MetadataValue.int(unassigned),
+        "data_fingerprint": dg.MetadataValue.text(month_fingerprints(index, [month]).get(month, EMPTY_MONTH)),
+        "dagster/row_count": dg.MetadataValue.int(len(frame)),
+        "dagster/column_schema": _column_schema(MANIFEST_SCHEMA),
         "summary": dg.MetadataValue.md(
             f"**{month}**: {len(frame)} files, {len(ok)} ok\n\n**Rejected by reason**\n\n"
             + _md_table({f"{k}: {REASONS.get(k, k)}": v for k, v in rejected.items()}, ("reason", "files"))
             + "\n\n**Modalities (ok files)**\n\n" + _md_table(modalities, ("modality", "files"))
+            + f"\n\n{unassigned} file(s) of the landing zone belong to no month: see landing_zone_index"
         ),
     }
     return dg.Output(frame, metadata=metadata)

@@ -11,9 +11,9 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from gan_assets.assets.common import GROUP_DELIVERY
+from gan_assets.assets.common import GROUP_DELIVERY, ArtifactStoreResource
 from gan_assets.assets.generation import ASSET as SAMPLES_ASSET
-from gan_assets.assets.generation import ArtifactStoreResource, grid_key
+from gan_assets.assets.generation import grid_key
 from gan_assets.metrics.evaluation import FidScore
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.document import (

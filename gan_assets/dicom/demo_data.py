@@ -9,8 +9,9 @@ copy paths into artifacts)::
 Per month and per seed the content is deterministic. Each month gets ``files_per_month`` good
 CT slices (studies of ``SLICES_PER_STUDY`` slices, alternating 256 x 256 and 512 x 512,
 unsigned-with-intercept and signed stored values, soft-tissue or lung windows) and one each of
-the bad kinds in :data:`BAD_KINDS`. File modification times are set to the study day so a
-file without a usable date lands in the month it "arrived" (see ``gan_assets.dicom.scan``).
+the bad kinds in :data:`BAD_KINDS`. File modification times are set to the study day (the
+month a file "arrived"); a file without a usable date is nevertheless in no month's manifest:
+the landing-zone index lists it as unassigned (``UNASSIGNED_KINDS``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ BAD_KINDS = {
     "no_usable_date": "no_usable_date",
     "burned_in": "burned_in_annotation",
 }
+# Bad kinds no header dates into a month: listed as unassigned in the landing-zone index.
+UNASSIGNED_KINDS = ("not_dicom", "no_usable_date")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ cannot hang a worker, and a file whose size or modification time changed is ``ch
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import os
 import stat as stat_module
@@ -51,6 +52,7 @@ class FileEntry:
     modified: dt.datetime
     problem: str = ""
     mtime_ns: int = 0
+    etag: str = ""  # S3 only: the object's ETag from the listing (a content hash, free to read)
 
 
 class FileChangedError(Exception):
@@ -105,7 +107,8 @@ class LandingZone:
                         continue
                     modified = obj["LastModified"].astimezone(dt.timezone.utc)
                     entries.append(FileEntry(rel, int(obj["Size"]), modified,
-                                             mtime_ns=int(modified.timestamp() * 1_000_000) * 1000))
+                                             mtime_ns=int(modified.timestamp() * 1_000_000) * 1000,
+                                             etag=str(obj.get("ETag", "")).strip('"')))
         else:
             if not self.root.is_dir():
                 # The location is not echoed: zone paths can hold patient ids, and this reaches the event log.
@@ -190,11 +193,52 @@ class LandingZone:
             raise FileChangedError("the object's size differs from the listing")
         return io.BytesIO(data)
 
+    def read_verified(self, entry: FileEntry) -> tuple[bytes, str]:
+        """The whole file and its content digest (as ``content_digest`` gives it), in one read.
+
+        On S3 the GET is conditional on the listed ETag, so an object replaced since the listing
+        raises FileChangedError instead of being read.
+        """
+        if not self.spec.is_s3:
+            with self._open_local(entry) as handle:
+                data = handle.read()
+            return data, f"sha256:{hashlib.sha256(data).hexdigest()}"
+        from botocore.exceptions import ClientError
+
+        extra = {"IfMatch": f'"{entry.etag}"'} if entry.etag else {}
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(entry.relative_path), **extra)
+        except ClientError as err:
+            code = str(err.response.get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "412"):
+                raise FileChangedError("the object's ETag differs from the listing") from None
+            if code in ("NoSuchKey", "404"):
+                raise FileNotFoundError("the object is gone") from None
+            raise
+        data = response["Body"].read()
+        if len(data) != entry.size:
+            raise FileChangedError("the object's size differs from the listing")
+        return data, f"etag:{str(response.get('ETag', entry.etag)).strip(chr(34))}"
+
     def read_bytes(self, entry: FileEntry) -> bytes:
         if not self.spec.is_s3:
             with self._open_local(entry) as handle:
                 return handle.read()
         return self.client.get_object(Bucket=self.bucket, Key=self._key(entry.relative_path))["Body"].read()
+
+    def content_digest(self, entry: FileEntry) -> str:
+        """A digest of the file's content: SHA-256 of the bytes locally, the ETag on S3 (no extra GET).
+
+        Locally the file is read through the same checks as decoding (regular file, inside the
+        zone, the listed size and modification time), in 1 MiB blocks.
+        """
+        if self.spec.is_s3:
+            return f"etag:{entry.etag}" if entry.etag else ""
+        digest = hashlib.sha256()
+        with self._open_local(entry) as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return f"sha256:{digest.hexdigest()}"
 
     def write_bytes(self, relative_path: str, data: bytes) -> None:
         """Store one file of the zone (demo data and tests; ingest itself only reads)."""

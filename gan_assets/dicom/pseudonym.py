@@ -42,3 +42,12 @@ def image_id(sop_instance_uid: str, key: bytes) -> str:
 def file_ref(relative_path: str, key: bytes) -> str:
     """Pseudonymous file reference (paths often hold names or IDs): HMAC of the relative path."""
     return "f" + _digest(key, "path", relative_path)[: DIGEST_HEX_CHARS - 1]
+
+
+def content_ref(digest: str, key: bytes) -> str:
+    """Pseudonymous content fingerprint: HMAC of a file's SHA-256 (or S3 ETag); "" when unknown.
+
+    Keyed, so a stored fingerprint cannot confirm that a given file (a known patient's image)
+    is in the zone without the key; equal content still gives equal references.
+    """
+    return "c" + _digest(key, "content", digest)[: DIGEST_HEX_CHARS - 1] if digest else ""

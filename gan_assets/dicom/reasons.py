@@ -11,7 +11,9 @@ REASONS: dict[str, str] = {
     "not_dicom": "not a DICOM file (no 'DICM' preamble and no recognisable dataset)",
     "unreadable": "header cannot be parsed (truncated or corrupt)",
     "no_usable_date": "no usable StudyDate/SeriesDate/AcquisitionDate/ContentDate (missing or not YYYYMMDD); "
-                      "filed under the month the file arrived, not used for training",
+                      "listed as unassigned in landing_zone_index, not used for training",
+    "outside_partitions": "dated before the first partition month or after the last one; listed as unassigned "
+                          "in landing_zone_index until its month is a partition",
     "no_pixel_data": "no pixel data (not an image object)",
     "no_sop_instance_uid": "no SOPInstanceUID, so no stable pseudonymous id can be made",
     "invalid_image_header": "image header inconsistent or out of range (Rows, Columns, frames, samples, bits)",
@@ -34,8 +36,8 @@ REASONS: dict[str, str] = {
     "too_small": "image side below preprocess_config.min_side; it would be upsampled into a training image",
     "timeout": "decoding took longer than preprocess_config.decode_seconds; the worker was replaced",
     "non_finite": "image holds NaN or infinite values (a bad rescale or window)",
-    "changed": "file changed between the manifest and decoding (size or modification time); "
-               "materialize dicom_manifest again",
+    "changed": "file changed between the manifest and decoding (size, modification time or content); "
+               "materialize landing_zone_index and the month again",
     "worker_died": "the worker process decoding this file died (most often out of memory)",
 }
 

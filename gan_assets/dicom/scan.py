@@ -2,8 +2,8 @@
 
 A file belongs to a month by the first usable date of StudyDate, SeriesDate,
 AcquisitionDate, ContentDate. A file without one (or that is not DICOM at all) is never
-guessed into training: it is a rejected row, filed under the month it arrived in the landing
-zone (file modification time / S3 LastModified) so that every file seen is counted once.
+guessed into a month: its row says ``month_source="arrival"`` (the month is its arrival, for
+operators) and the landing-zone index lists it as unassigned, with its reason.
 
 Header values reach the manifest only through closed vocabularies (``vocabulary``) and reject
 reasons are fixed sentences (``reasons``); the geometry, limits and burned-in checks are the
@@ -43,7 +43,7 @@ ARRIVAL = "arrival"
 MANIFEST_COLUMNS = (
     "id", "file_ref", "month", "month_source", "modality", "sop_class", "rows", "columns", "frames",
     "samples_per_pixel", "bits_allocated", "transfer_syntax", "transfer_syntax_name", "photometric",
-    "burned_in", "file_bytes", "file_mtime_ns", "status", "reason_code", "reason",
+    "burned_in", "file_bytes", "file_mtime_ns", "content_hash", "status", "reason_code", "reason",
 )
 INT_COLUMNS = ("rows", "columns", "frames", "samples_per_pixel", "bits_allocated", "file_bytes", "file_mtime_ns")
 __all__ = ["REASONS", "MANIFEST_COLUMNS", "ScanOptions", "scan_file"]

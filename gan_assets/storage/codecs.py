@@ -6,7 +6,8 @@
 | numpy.ndarray                           | .npy      | numpy.load(allow_pickle=False)     |
 | TensorBundle (named tensors + attrs)    | .pt       | torch.load(weights_only=True)      |
 | dict / list / finite number (JSON)      | .json     | json.loads                         |
-| pandas.DataFrame                        | .csv      | pandas.read_csv (dtypes recorded)  |
+| pandas.DataFrame                        | .parquet  | pyarrow (schema stored), to_pandas |
+| pyarrow.Table (declared schema)         | .parquet  | pyarrow.parquet.read_table        |
 | Blob (bytes + extension: png, html, dcm)| .<ext>    | raw bytes                          |
 
 Anything else is refused at write time with StorageTypeError (a subclass of TypeError).
@@ -28,9 +29,6 @@ import numpy as np
 
 ATTRS_KEY = "__attrs__"
 _BLOB_EXTENSIONS = ("png", "html", "dcm", "txt", "md", "svg")
-# First line(s) of a stored CSV: the dtypes, and which string cells were missing (not "").
-_CSV_DTYPES = "# dtypes: "
-_CSV_MISSING = "# missing: "
 
 
 class StorageTypeError(TypeError):
@@ -79,7 +77,7 @@ class Blob:
 
 
 def known_extensions() -> tuple[str, ...]:
-    return ("npz", "npy", "pt", "json", "csv", *_BLOB_EXTENSIONS)
+    return ("npz", "npy", "pt", "json", "parquet", *_BLOB_EXTENSIONS)
 
 
 def _json_bytes(value: Any, what: str = "value") -> bytes:
@@ -151,79 +149,45 @@ def _pd() -> Any:
     return pd
 
 
-def _is_text_dtype(dtype: Any) -> bool:
-    return dtype == object or isinstance(dtype, _pd().StringDtype)
+def _encode_table(table: Any) -> bytes:
+    """A pyarrow Table as Parquet: its schema (types, nullability, metadata) is stored with it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-
-def _is_missing(cell: Any) -> bool:
-    return cell is None or cell is _pd().NA or (isinstance(cell, float) and math.isnan(cell))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
 
 
 def _encode_frame(frame: Any) -> bytes:
+    import pyarrow as pa
+
     # A named index (set_index("id")) carries data: keep it as columns. An unnamed one is a
     # row number and is dropped; the frame comes back with a RangeIndex.
     if any(name is not None for name in frame.index.names):
         frame = frame.reset_index()
     columns = list(frame.columns)
     if not all(isinstance(c, str) for c in columns) or len(set(columns)) != len(columns):
+        raise StorageTypeError(f"DataFrame columns must be unique strings to store as Parquet, got {columns!r}")
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
         raise StorageTypeError(
-            f"DataFrame columns must be unique strings to round-trip through CSV, got {columns!r}"
-        )
-    dtypes = {c: str(t) for c, t in frame.dtypes.items()}
-    missing: dict[str, list[int]] = {}
-    for column in columns:
-        series = frame[column]
-        if not _is_text_dtype(series.dtype):
-            continue
-        bad = [v for v in series if not (isinstance(v, str) or _is_missing(v))]
-        if bad:
-            raise StorageTypeError(
-                f"DataFrame column {column!r} holds {type(bad[0]).__name__} values such as {bad[0]!r}; "
-                "CSV can only restore text columns of str (and missing) cells: convert with "
-                ".astype(str) or to a numeric dtype"
-            )
-        rows = [i for i, v in enumerate(series) if _is_missing(v)]
-        if rows:
-            missing[column] = rows
-    header = _CSV_DTYPES + json.dumps(dtypes, sort_keys=True) + "\n"
-    if missing:
-        header += _CSV_MISSING + json.dumps(missing, sort_keys=True) + "\n"
-    return (header + frame.to_csv(index=False, lineterminator="\n")).encode()
+            f"DataFrame cannot be stored as Parquet ({err}); give each column one type "
+            "(str, int, float, bool) and missing cells as None"
+        ) from err
+    return _encode_table(table)
 
 
-def _decode_frame(data: bytes) -> Any:
-    pd = _pd()
-    text = data.decode()
-    dtypes: dict[str, str] = {}
-    missing: dict[str, list[int]] = {}
-    if text.startswith(_CSV_DTYPES):
-        first, _, text = text.partition("\n")
-        dtypes = json.loads(first[len(_CSV_DTYPES):])
-    if text.startswith(_CSV_MISSING):
-        first, _, text = text.partition("\n")
-        missing = json.loads(first[len(_CSV_MISSING):])
-    if not isinstance(dtypes, dict) or not isinstance(missing, dict):
-        raise ValueError("CSV header is not a JSON object")
-    text_columns = [c for c, t in dtypes.items() if t in ("object", "str", "string") or t.startswith("string[")]
-    # Text columns are read verbatim ("001" stays a string, "" stays ""); other columns treat
-    # an empty field as missing, which is how to_csv wrote NaN.
-    frame = pd.read_csv(
-        io.StringIO(text),
-        dtype={c: str for c in text_columns},
-        keep_default_na=False,
-        na_values={c: [""] for c in dtypes if c not in text_columns} if dtypes else [""],
-    )
-    if dtypes and set(frame.columns) != set(dtypes):
-        raise ValueError(f"CSV columns {list(frame.columns)} do not match its header {sorted(dtypes)}")
-    for column, dtype in dtypes.items():
-        if column not in text_columns:
-            frame[column] = frame[column].astype(dtype)
-            continue
-        values = frame[column].astype(object).to_numpy(copy=True)
-        for row in missing.get(column, []):
-            values[row] = None
-        frame[column] = pd.Series(values, index=frame.index, dtype=object if dtype == "object" else dtype)
-    return frame
+def _decode_parquet(data: bytes) -> Any:
+    """A stored DataFrame comes back as a DataFrame, a stored pyarrow Table as a Table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(pa.BufferReader(data))
+    if table.schema.metadata and b"pandas" in table.schema.metadata:
+        return table.to_pandas()
+    return table
 
 
 def encode(value: Any) -> tuple[str, bytes]:
@@ -243,7 +207,9 @@ def encode(value: Any) -> tuple[str, bytes]:
         return "json", _json_bytes(value)
     pd = _pd()
     if isinstance(value, pd.DataFrame):
-        return "csv", _encode_frame(value)
+        return "parquet", _encode_frame(value)
+    if type(value).__module__.startswith("pyarrow") and type(value).__name__ == "Table":
+        return "parquet", _encode_table(value)
     if isinstance(value, (float, int)) and not isinstance(value, bool) and math.isfinite(value):
         return "json", _json_bytes(value)
     raise StorageTypeError(
@@ -301,8 +267,8 @@ def decode(extension: str, data: bytes, *, where: str = "object") -> Any:
             return _decode_pt(data, where)
         if extension == "json":
             return json.loads(data.decode())
-        if extension == "csv":
-            return _decode_frame(data)
+        if extension == "parquet":
+            return _decode_parquet(data)
         if extension in _BLOB_EXTENSIONS:
             return Blob(data=data, extension=extension)
     except StorageFormatError:

@@ -1,0 +1,309 @@
+"""The landing-zone index: every file of the zone, read once, with the month its header gives it.
+
+An archive holds years of files; a month's ingest must not read them all. The index is a
+Parquet table (``INDEX_SCHEMA``) with one row per listed file: its pseudonymous reference,
+size, modification time, a keyed content fingerprint, and the header scan's outcome (the
+manifest row: month, codes, status, reason). ``update_index`` lists the zone (one listing, no
+reads), keeps the row of every file whose size and modification time (ETag on S3) are those
+indexed, and scans only new or changed files. Deleted files drop out.
+
+A file is *assigned* when its header dates it into a partition month; everything else is
+*unassigned*, with a reason (``unassigned_rows``): undated or unreadable files (their scan
+reason) and files dated outside the partitions (``outside_partitions``). Nothing is filed under
+the month it happened to arrive in.
+
+Each month's content has a fingerprint (``month_fingerprints``: the sorted file references
+and content fingerprints of its files), which changes exactly when a file of the month is
+added, replaced or deleted. The Dagster shell reports it as the month's data version.
+
+The table's schema metadata records the scan policy it was built with (``policy``): rows
+depend on the scan options (dates, burned-in policy, limits...), so a different policy
+rebuilds the index. No path or header text is stored: only keyed references and codes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from gan_assets.dicom.landing_zone import FileChangedError, FileEntry, LandingZone, SourceSpec
+from gan_assets.dicom.pseudonym import content_ref, file_ref
+from gan_assets.dicom.reasons import REASONS, reason_sentence
+from gan_assets.dicom.scan import ARRIVAL, INT_COLUMNS, MANIFEST_COLUMNS, ScanOptions, rejected_row
+
+INDEX_VERSION = "1"
+
+_INT_COLUMNS = set(INT_COLUMNS)
+
+MANIFEST_SCHEMA = pa.schema(
+    [pa.field(name, pa.int64() if name in _INT_COLUMNS else pa.string(), nullable=False) for name in MANIFEST_COLUMNS],
+    metadata={"description": "dicom_manifest: one row per file of the month; pseudonymous ids and codes only"},
+)
+INDEX_SCHEMA = pa.schema(
+    [*MANIFEST_SCHEMA, pa.field("indexed_at_ns", pa.int64(), nullable=False)],
+    metadata={"description": "landing_zone_index: one row per file of the zone; pseudonymous ids and codes only"},
+)
+# Schema metadata keys of a stored index.
+META_VERSION = b"gan_assets.index_version"
+META_POLICY = b"gan_assets.scan_policy"
+META_OBSERVED = b"gan_assets.observed_months"
+OUTSIDE_PARTITIONS = "outside_partitions"
+
+
+def scan_policy(options: ScanOptions, key: bytes) -> str:
+    """Fingerprint of what decides a row: the scan options and the pseudonym key (never stored)."""
+    options_json = json.dumps(dataclasses.asdict(options), sort_keys=True, default=list)
+    key_id = hashlib.sha256(b"gan-assets-key-id:" + key).hexdigest()[:16]
+    return hashlib.sha256(f"{INDEX_VERSION}|{options_json}|{key_id}".encode()).hexdigest()[:32]
+
+
+def empty_index() -> pa.Table:
+    return INDEX_SCHEMA.empty_table()
+
+
+def index_policy(table: pa.Table | None) -> str:
+    metadata = (table.schema.metadata or {}) if table is not None else {}
+    if metadata.get(META_VERSION, b"").decode() != INDEX_VERSION:
+        return ""
+    return metadata.get(META_POLICY, b"").decode()
+
+
+def observed_months(table: pa.Table | None) -> dict[str, str]:
+    """Month -> fingerprint last reported as that month's data version (kept with the index)."""
+    raw = ((table.schema.metadata or {}) if table is not None else {}).get(META_OBSERVED, b"{}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def with_observed(table: pa.Table, observed: dict[str, str]) -> pa.Table:
+    metadata = dict(table.schema.metadata or {})
+    metadata[META_OBSERVED] = json.dumps(dict(sorted(observed.items()))).encode()
+    return table.replace_schema_metadata(metadata)
+
+
+def _table(rows: list[dict[str, Any]], policy: str, observed: dict[str, str]) -> pa.Table:
+    rows = sorted(rows, key=lambda row: row["file_ref"])
+    table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)  # raises on a missing column or a wrong type
+    metadata = dict(INDEX_SCHEMA.metadata or {})
+    metadata.update({META_VERSION: INDEX_VERSION.encode(), META_POLICY: policy.encode(),
+                     META_OBSERVED: json.dumps(dict(sorted(observed.items()))).encode()})
+    return table.replace_schema_metadata(metadata)
+
+
+def check_index(table: pa.Table) -> pa.Table:
+    """The stored index with the declared schema, or ValueError saying what differs."""
+    if not isinstance(table, pa.Table):
+        raise ValueError(f"landing_zone_index is a {type(table).__name__}, not a Parquet table")
+    missing = [name for name in INDEX_SCHEMA.names if name not in table.schema.names]
+    if missing:
+        raise ValueError(f"landing_zone_index lacks column(s) {missing}; materialize landing_zone_index again")
+    return table
+
+
+# ---- the incremental update --------------------------------------------------------------
+def _index_task(task: tuple[FileEntry, ScanOptions]) -> dict[str, Any]:
+    """One file's index row: the header scan plus a keyed content fingerprint (worker side)."""
+    from gan_assets.dicom import batch
+
+    entry, options = task
+    zone: LandingZone = batch._WORKER["zone"]
+    key: bytes = batch._WORKER["key"]
+    row = batch._scan_task(task)
+    digest = ""
+    if not entry.problem and row["reason_code"] not in ("missing", "changed", "too_large"):
+        try:
+            digest = zone.content_digest(entry)
+        except FileChangedError:
+            row = rejected_row(entry, key, "changed")
+        except FileNotFoundError:
+            row = rejected_row(entry, key, "missing")
+        except OSError:
+            row = rejected_row(entry, key, "unreadable")
+    row["content_hash"] = content_ref(digest, key)
+    return row
+
+
+@dataclass(frozen=True)
+class _IndexFallback:
+    key: bytes
+    code: str
+
+    def __call__(self, task: tuple[FileEntry, ScanOptions]) -> dict[str, Any]:
+        row = rejected_row(task[0], self.key, self.code)
+        row["content_hash"] = ""
+        return row
+
+
+def _unchanged(previous: dict[str, Any], entry: FileEntry, key: bytes) -> bool:
+    """Whether the listed file is the version the previous row describes (no read needed)."""
+    if entry.problem or previous["reason_code"] in ("missing", "changed"):
+        return False  # links, FIFOs and files that vanished are looked at again (it costs no read)
+    if previous["file_bytes"] != entry.size or previous["file_mtime_ns"] != entry.mtime_ns:
+        return False
+    if entry.etag and previous["content_hash"] and previous["content_hash"] != content_ref(f"etag:{entry.etag}", key):
+        return False
+    return True
+
+
+@dataclass
+class IndexUpdate:
+    """A new index and what changed since the previous one (counts and months, no paths)."""
+
+    table: pa.Table
+    files_listed: int
+    new: int
+    changed: int
+    deleted: int
+    unchanged: int
+    rebuilt: bool  # the previous index was absent or built with another policy
+    list_seconds: float
+    scan_seconds: float
+    seconds: float
+    months_touched: list[str] = field(default_factory=list)  # months of new, changed or deleted files
+
+    @property
+    def files_read(self) -> int:
+        return self.new + self.changed
+
+    @property
+    def seconds_per_file_read(self) -> float:
+        return self.scan_seconds / self.files_read if self.files_read else 0.0
+
+
+def update_index(spec: SourceSpec, previous: pa.Table | None, options: ScanOptions, *, key: bytes,
+                 workers: int = 0, tune: bool = True, zone: LandingZone | None = None,
+                 pool_threshold: int | None = None) -> IndexUpdate:
+    """List the zone, keep what is indexed and unchanged, scan what is new or changed."""
+    from gan_assets.dicom.batch import MIN_FILES_FOR_POOL, run_parallel
+
+    started = time.perf_counter()
+    zone = zone or LandingZone(spec)
+    entries = zone.list_files()
+    list_seconds = time.perf_counter() - started
+    policy = scan_policy(options, key)
+    rebuilt = previous is None or index_policy(previous) != policy
+    old: dict[str, dict[str, Any]] = {} if rebuilt else {row["file_ref"]: row for row in previous.to_pylist()}
+    observed = observed_months(previous) if previous is not None else {}
+
+    kept: list[dict[str, Any]] = []
+    to_scan: list[FileEntry] = []
+    listed_refs: set[str] = set()
+    for entry in entries:
+        ref = file_ref(entry.relative_path, key)
+        listed_refs.add(ref)
+        row = old.get(ref)
+        if row is not None and _unchanged(row, entry, key):
+            kept.append(row)
+        else:
+            to_scan.append(entry)
+
+    scan_started = time.perf_counter()
+    now_ns = time.time_ns()
+    scanned = run_parallel(
+        _index_task, [(entry, options) for entry in to_scan], spec=spec, key=key, workers=workers, tune=tune,
+        pool_threshold=MIN_FILES_FOR_POOL if pool_threshold is None else pool_threshold,
+        timeout_s=options.limits.decode_seconds, on_timeout=_IndexFallback(key, "timeout"),
+        on_died=_IndexFallback(key, "worker_died"))
+    scan_seconds = time.perf_counter() - scan_started
+    for row in scanned:
+        row["indexed_at_ns"] = now_ns
+
+    deleted = [row for ref, row in old.items() if ref not in listed_refs]
+    touched = {row["month"] for row in deleted} | {row["month"] for row in scanned}
+    touched |= {old[row["file_ref"]]["month"] for row in scanned if row["file_ref"] in old}
+    changed = sum(1 for row in scanned if row["file_ref"] in old)
+    table = _table(kept + scanned, policy, observed)
+    return IndexUpdate(
+        table=table, files_listed=len(entries), new=len(scanned) - changed, changed=changed, deleted=len(deleted),
+        unchanged=len(kept), rebuilt=rebuilt, list_seconds=list_seconds, scan_seconds=scan_seconds,
+        seconds=time.perf_counter() - started, months_touched=sorted(m for m in touched if m),
+    )
+
+
+# ---- reading the index ---------------------------------------------------------------------
+def _dated(row: dict[str, Any]) -> bool:
+    return row["month_source"] != ARRIVAL
+
+
+def month_rows(table: pa.Table, month: str) -> list[dict[str, Any]]:
+    """Manifest rows of one month (YYYY-MM): its dated files, ordered by file reference.
+
+    A second ok file with an already-seen image id (SOPInstanceUID) is rejected as ``duplicate``.
+    """
+    import pyarrow.compute as pc
+
+    selected = table.filter(pc.equal(table["month"], month)).select(list(MANIFEST_COLUMNS)).to_pylist()
+    rows = sorted((row for row in selected if _dated(row)), key=lambda row: row["file_ref"])
+    seen: set[str] = set()
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        if row["id"] in seen:
+            row.update(status="rejected", reason_code="duplicate", reason=REASONS["duplicate"])
+        seen.add(row["id"])
+    return rows
+
+
+def unassigned_rows(table: pa.Table, partition_months: Collection[str]) -> list[dict[str, Any]]:
+    """Files no month's manifest holds, each with why: undated/unreadable (its scan reason) or dated
+    outside the partitions (``outside_partitions``; the month is kept, so it is picked up once that
+    month becomes a partition)."""
+    out: list[dict[str, Any]] = []
+    for row in table.select(["file_ref", "month", "month_source", "status", "reason_code", "file_bytes"]).to_pylist():
+        if not _dated(row):
+            code = row["reason_code"] or "no_usable_date"
+            out.append({"file_ref": row["file_ref"], "month": "", "reason_code": code, "reason": reason_sentence(code)})
+        elif row["month"] not in partition_months:
+            out.append({"file_ref": row["file_ref"], "month": row["month"], "reason_code": OUTSIDE_PARTITIONS,
+                        "reason": REASONS[OUTSIDE_PARTITIONS]})
+    return out
+
+
+def month_fingerprints(table: pa.Table, months: Iterable[str] | None = None) -> dict[str, str]:
+    """Month -> fingerprint of its dated files (references and content); changes with any add,
+    replace or delete of one of them. Months without files are absent."""
+    wanted = set(months) if months is not None else None
+    parts: dict[str, list[str]] = {}
+    for row in table.select(["file_ref", "content_hash", "file_bytes", "file_mtime_ns", "month", "month_source"]).to_pylist():
+        if not _dated(row) or (wanted is not None and row["month"] not in wanted):
+            continue
+        content = row["content_hash"] or f"{row['file_bytes']}:{row['file_mtime_ns']}"
+        parts.setdefault(row["month"], []).append(f"{row['file_ref']}={content}")
+    return {month: hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()[:32] for month, items in sorted(parts.items())}
+
+
+EMPTY_MONTH = "empty"
+
+
+def months_to_report(table: pa.Table, partition_months: Collection[str]) -> dict[str, str]:
+    """Partition months whose fingerprint differs from the one last reported (``EMPTY_MONTH`` for a
+    month that had files and has none now)."""
+    current = month_fingerprints(table, partition_months)
+    observed = observed_months(table)
+    changes = {month: fp for month, fp in current.items() if observed.get(month) != fp}
+    for month, fp in observed.items():
+        if month in partition_months and month not in current and fp != EMPTY_MONTH:
+            changes[month] = EMPTY_MONTH
+    return dict(sorted(changes.items()))
+
+
+def summary_by_month(table: pa.Table) -> dict[str, dict[str, int]]:
+    """Month -> {"files", "ok"} for dated files."""
+    counts: dict[str, Counter] = {}
+    for row in table.select(["month", "month_source", "status"]).to_pylist():
+        if _dated(row):
+            counter = counts.setdefault(row["month"], Counter())
+            counter["files"] += 1
+            counter["ok"] += int(row["status"] == "ok")
+    return {month: {"files": c["files"], "ok": c["ok"]} for month, c in sorted(counts.items())}
