@@ -44,6 +44,8 @@ setup(
             "pytest-timeout",
             "moto[server,s3,cloudwatch]>=5",
             "playwright>=1.40",
+            # pydicom's larger test-file set (68 files: JPEG 2000, JPEG-LS, RLE, palette, big endian...).
+            "pydicom-data",
             "dagster-postgres==0.29.27",
             "psycopg2-binary",
         ],

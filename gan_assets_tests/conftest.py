@@ -110,6 +110,17 @@ def seed_unused_extractor(root: Path, months: list[str]) -> None:
         store.put(f"fid_feature_extractor/{month}.{ext}", data)
 
 
+def seed_zone_index(root: Any) -> None:
+    """An empty landing_zone_index where ingest stores it, for tests that seed a month's upstream
+    objects by hand (the report reads the zone's counts from it). ``root``: a folder or an ObjectStore."""
+    from gan_assets.dicom.index import empty_index
+    from gan_assets.storage import LocalObjectStore, ObjectStore, encode
+
+    store = root if isinstance(root, ObjectStore) else LocalObjectStore(root)
+    ext, data = encode(empty_index())
+    store.put(f"landing_zone_index.{ext}", data)
+
+
 def stored_object_texts(path: Path) -> list[str]:
     """A stored artifact as every text a leak could hide in: raw bytes, decoded arrays and attributes.
 

@@ -23,7 +23,7 @@ from gan_assets.partitions import monthly_partitions
 from gan_assets.resources import CloudWatchMetrics, FidExtractor, GanConfig, Notifier
 from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, encode
 from gan_assets.storage.images import encoding_attrs, pack_images
-from gan_assets_tests.conftest import seed_unused_extractor
+from gan_assets_tests.conftest import seed_unused_extractor, seed_zone_index
 
 TINY = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8, batch_size=8,
             steps=4, log_every=2, num_samples=8, fid_num_fake=16)
@@ -57,6 +57,7 @@ def seed_upstream(root: Path, months: dict[str, int], generator_month: str) -> T
                                  "status": "ok", "reason": ""})
         ext, data = encode(manifest)
         store.put(f"dicom_manifest/{month}.{ext}", data)
+    seed_zone_index(store)
     config = TrainConfig(**TINY)
     torch.manual_seed(0)
     generator = build_generator(config)
@@ -177,6 +178,7 @@ def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Pa
     partition = "2026-01-01"
     seed_upstream(root, {partition: 16}, partition)
     graph = [*specs("preprocessed_images", "trained_generator", "fid_feature_extractor", "dicom_manifest"),
+             dg.AssetSpec("landing_zone_index"),
              fid_score, fid_within_threshold, generated_samples, monthly_report]
 
     blocked = dg.materialize(

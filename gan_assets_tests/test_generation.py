@@ -29,6 +29,7 @@ from gan_assets.report.document import most_common_modality
 from gan_assets.resources import GanConfig
 from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle, decode, encode, store_from_uri
 from gan_assets.storage.images import encoding_attrs, pack_images
+from gan_assets_tests.conftest import seed_zone_index
 
 TINY = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8, batch_size=8,
             steps=4, log_every=2, num_samples=8, fid_num_fake=16)
@@ -43,7 +44,7 @@ def tiny_gan_config(**overrides: Any) -> GanConfig:
 
 def upstream_specs() -> list[dg.AssetSpec]:
     """Stand-ins for the upstream assets: loaded through the IO manager from seeded objects."""
-    return [dg.AssetSpec(key, partitions_def=monthly_partitions) for key in UPSTREAM]
+    return [dg.AssetSpec(key, partitions_def=monthly_partitions) for key in UPSTREAM] + [dg.AssetSpec("landing_zone_index")]
 
 
 def fid_score_value(partition: str, *, fid: float = 41.5, kid: float = 0.0123, passed: bool = True,
@@ -118,6 +119,7 @@ def seed_month(root: Path | ObjectStore, partition: str, *, modality: str = "MR"
     for asset, value in values.items():
         ext, data = encode(value)
         store.put(f"{asset}/{partition}.{ext}", data)
+    seed_zone_index(store)
     return values
 
 

@@ -600,6 +600,22 @@ def test_pydicom_test_files_get_exactly_one_known_outcome(tmp_path: Path) -> Non
             assert outcomes[name] == "ok", name
 
 
+def test_pydicom_data_files_decode(tmp_path: Path) -> None:
+    """The pydicom-data package's files (many transfer syntaxes, palette colour, big endian,
+    files without file meta): all but the one cut-off file decode (counts in the docs)."""
+    data_store = pytest.importorskip("data_store", reason="pip install pydicom-data (in the test extra)")
+    files = sorted(p for p in (Path(data_store.__file__).parent / "data").rglob("*.dcm") if p.is_file())
+    assert len(files) >= 60
+    zone = tmp_path / "zone"
+    zone.mkdir()
+    for i, path in enumerate(files):
+        shutil.copy(path, zone / f"{i:03d}.dcm")
+    outcomes = _outcomes(zone, files)
+    failed = {name: code for name, code in outcomes.items() if code != "ok"}
+    assert failed == {"emri_small_jpeg_2k_lossless_too_short.dcm": "truncated"}
+    assert len(outcomes) == len(files)
+
+
 def _outcomes(zone: Path, files: list[Path]) -> dict[str, str]:
     """pydicom file name -> "ok" or reject code, through the scan and decode cores (any month)."""
     entries = LandingZone(SourceSpec(str(zone))).list_files()

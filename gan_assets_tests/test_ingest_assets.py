@@ -12,6 +12,7 @@ import pytest
 
 from gan_assets.dicom.batch import preprocess_month, scan_month
 from gan_assets.dicom.demo_data import BAD_KINDS, UNASSIGNED_KINDS, generate_landing_zone
+from gan_assets.dicom.index import INDEX_SCHEMA, zone_summary
 from gan_assets.dicom.landing_zone import SourceSpec
 from gan_assets.dicom.preprocess import PreprocessOptions
 from gan_assets.dicom.scan import MANIFEST_COLUMNS, ScanOptions
@@ -76,6 +77,12 @@ def test_one_month_end_to_end(zone: Path, artifacts_dir: Path) -> None:
     index_meta = result.asset_materializations_for_node("landing_zone_index")[0].metadata
     assert index_meta["unassigned_by_reason"].value == {"no_usable_date": 3, "not_dicom": 3}
     assert manifest_meta["landing_zone_unassigned"].value == 6
+    index = _load(artifacts_dir, "landing_zone_index.parquet")
+    assert zone_summary(index, {"2026-01", "2026-02", "2026-03"}) == {
+        "files": 3 * (FILES_PER_MONTH + len(BAD_KINDS)), "unassigned": 6,
+        "unassigned_by_reason": {"no_usable_date": 3, "not_dicom": 3}}
+    # Only ids and codes: the stored index declares its schema, and it is the one in the code.
+    assert index.schema.remove_metadata().equals(INDEX_SCHEMA.remove_metadata())
     assert manifest_meta["modalities"].value == {"CT": FILES_PER_MONTH}
 
 

@@ -71,6 +71,9 @@ def test_report_json_html_and_two_point_trend(artifacts_dir: Path) -> None:
     assert report["data"]["files_seen"] == 4 and report["data"]["accepted"] == 3
     assert report["data"]["rejects_by_reason"] == {"unsupported photometric interpretation": 1}
     assert report["data"]["modalities"] == {"CT": 1, "MR": 2} and report["data"]["training_images"] == 24
+    # The zone-wide count comes from the stored landing_zone_index (seeded empty here).
+    assert report["data"]["landing_zone"] == {"files": 0, "unassigned": 0, "unassigned_by_reason": {}}
+    assert 'id="landing-zone"' in html and "0 belong to no month" in html
     assert report["timings"]["training"]["train_seconds"] == 0.5
     assert report["timings"]["generation"]["sample_seconds"] > 0
     assert report["code_version"]["package"] == "0.1.0"

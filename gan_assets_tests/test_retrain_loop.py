@@ -28,7 +28,7 @@ from gan_assets.resources import FidExtractor
 from gan_assets.sensors import FID_SCORE_KEY, retrain_on_fid_failure
 from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
 from gan_assets.storage.images import encoding_attrs, pack_images
-from gan_assets_tests.conftest import seed_unused_extractor
+from gan_assets_tests.conftest import seed_unused_extractor, seed_zone_index
 
 MONTH = "2026-03-01"
 # The brief's tiny test config; 24 real images of 32 px per month.
@@ -78,6 +78,7 @@ def seed_preprocessed_images(root: Path, months: list[str], n: int = N_IMAGES, s
         ext, data = encode(manifest)
         store.put(f"dicom_manifest/{month}.{ext}", data)
     seed_unused_extractor(root, months)
+    seed_zone_index(root)
 
 
 def loop_defs(artifacts: Path) -> dg.Definitions:

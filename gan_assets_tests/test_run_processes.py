@@ -83,7 +83,7 @@ def test_an_ingest_run_leaves_no_process_behind(tmp_path: Path) -> None:
     try:
         launch = subprocess.run(
             [str(bin_dir / "dagster"), "job", "launch", "-w", str(workspace), "-j", "gan_pipeline",
-             "-o", "dicom_manifest,preprocessed_images", "--run-id", run_id,
+             "-o", "landing_zone_index,dicom_manifest,preprocessed_images", "--run-id", run_id,
              "--tags", f'{{"dagster/partition": "{MONTH}"}}'],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
         assert launch.returncode == 0, launch.stderr[-3000:]

@@ -45,12 +45,12 @@ pytestmark = pytest.mark.slow
 CODE_LOCATION = "gan_assets.definitions"  # workspace.yaml's python_module
 MONTH = "2026-03"
 PARTITION = f"{MONTH}-01"
-CHAIN = ["dicom_source", "dicom_manifest", "preprocessed_images", "trained_generator",
+CHAIN = ["dicom_source", "landing_zone_index", "dicom_manifest", "preprocessed_images", "trained_generator",
          "fid_score", "generated_samples", "monthly_report"]
 ASSETS = [*CHAIN, "fid_feature_extractor"]
 EDGES = [*zip(CHAIN, CHAIN[1:]), ("preprocessed_images", "fid_feature_extractor"),
          ("fid_feature_extractor", "fid_score")]
-GROUPS = {"ingest": ["dicom_manifest", "dicom_source", "preprocessed_images"],
+GROUPS = {"ingest": ["dicom_manifest", "dicom_source", "landing_zone_index", "preprocessed_images"],
           "model": ["fid_feature_extractor", "fid_score", "trained_generator"],
           "delivery": ["generated_samples", "monthly_report"]}
 # The brief's tiny config under the honest default gate: a 4-step model cannot pass it, so the
@@ -230,7 +230,8 @@ def test_ui_graph_and_materialize_one_month(tmp_path: Path, ui_env: dict[str, st
                     ui.shot("04_run")
 
                 stored = sorted(p.relative_to(artifacts).as_posix() for p in artifacts.rglob("*") if p.is_file())
-                for expected in (f"dicom_manifest/{PARTITION}.", f"preprocessed_images/{PARTITION}.npz",
+                for expected in ("landing_zone_index.parquet", f"dicom_manifest/{PARTITION}.parquet",
+                                 f"preprocessed_images/{PARTITION}.npz",
                                  f"fid_feature_extractor/{PARTITION}.", f"trained_generator/{PARTITION}.",
                                  f"fid_score/{PARTITION}.json"):
                     assert any(key.startswith(expected) for key in stored), f"{expected}* not stored; stored: {stored}"

@@ -10,10 +10,13 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 
 from gan_assets.assets.common import GROUP_DELIVERY, ArtifactStoreResource
 from gan_assets.assets.generation import ASSET as SAMPLES_ASSET
 from gan_assets.assets.generation import grid_key
+from gan_assets.assets.ingest import partition_months
+from gan_assets.dicom.index import zone_summary
 from gan_assets.metrics.evaluation import FidScore
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.document import (
@@ -92,6 +95,7 @@ def _summary_markdown(report: dict[str, Any], preview: str) -> str:
         "trained_generator": dg.AssetIn(),
         "dicom_manifest": dg.AssetIn(),
         "preprocessed_images": dg.AssetIn(),
+        "landing_zone_index": dg.AssetIn(),
     },
     kinds={"html", "json"},
 )
@@ -103,6 +107,7 @@ def monthly_report(
     trained_generator: TensorBundle,
     dicom_manifest: pd.DataFrame,
     preprocessed_images: ArrayBundle,
+    landing_zone_index: pa.Table,
 ) -> dg.MaterializeResult:
     """The month's report: report.json (scores, config, attempts, trend) and a self-contained report.html."""
     started = time.perf_counter()
@@ -132,7 +137,8 @@ def monthly_report(
             "dicom": list(sample_attrs.get("dicom") or []),
         },
         preview_data_uri=data_uri(preview),
-        data=data_counts(dicom_manifest, preprocessed_images.attrs.get("rejected_at_decode") or []),
+        data=data_counts(dicom_manifest, preprocessed_images.attrs.get("rejected_at_decode") or [],
+                         landing_zone=zone_summary(landing_zone_index, partition_months(context))),
         attempts=attempts,
         trend=trend,
         timings={

@@ -270,6 +270,12 @@ def unassigned_rows(table: pa.Table, partition_months: Collection[str]) -> list[
     return out
 
 
+def zone_summary(table: pa.Table, partition_months: Collection[str]) -> dict[str, Any]:
+    """The zone as a report states it: files, unassigned files, and unassigned by reason code."""
+    codes = Counter(row["reason_code"] for row in unassigned_rows(table, partition_months))
+    return {"files": table.num_rows, "unassigned": sum(codes.values()), "unassigned_by_reason": dict(sorted(codes.items()))}
+
+
 def month_fingerprints(table: pa.Table, months: Iterable[str] | None = None) -> dict[str, str]:
     """Month -> fingerprint of its dated files (references and content); changes with any add,
     replace or delete of one of them. Months without files are absent."""

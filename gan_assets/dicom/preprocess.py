@@ -540,6 +540,7 @@ def read_dicom(source: str | bytes | BinaryIO, *, stop_before_pixels: bool = Fal
             pass
         if force and "SOPClassUID" not in ds and not any(int(t) in _PIXEL_TAGS for t in ds.keys()):
             raise RejectError("not_dicom")
+        _infer_transfer_syntax(ds)
         return ds, stream, inflated
     except RejectError:
         raise
@@ -552,6 +553,25 @@ def read_dicom(source: str | bytes | BinaryIO, *, stop_before_pixels: bool = Fal
     finally:
         if opened_here:
             handle.close()
+
+
+def _infer_transfer_syntax(ds: Any) -> None:
+    """A dataset without a TransferSyntaxUID (no file meta: an old or raw file) gets the one it was
+    read with, as pydicom determined it from the bytes; pydicom then decodes native pixel data.
+    Encapsulated (compressed) data cannot be inferred and stays undecodable."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID"):
+        return
+    syntax = {(True, True): ImplicitVRLittleEndian, (False, True): ExplicitVRLittleEndian,
+              (False, False): ExplicitVRBigEndian}.get(tuple(getattr(ds, "original_encoding", (None, None))))
+    if syntax is None:
+        return
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    meta.TransferSyntaxUID = syntax
 
 
 def read_dataset(source: str | bytes | BinaryIO, limits: IngestLimits = IngestLimits()) -> Any:

@@ -91,13 +91,15 @@ def validate_report(report: Mapping[str, Any]) -> None:
 
 # ---- inputs -> sections ---------------------------------------------------------------------
 
-def data_counts(manifest: pd.DataFrame, decode_rejects: list[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def data_counts(manifest: pd.DataFrame, decode_rejects: list[Mapping[str, Any]] | None = None,
+                landing_zone: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Files seen, accepted and rejected (by reason), and modalities of the accepted files.
 
     Rejects are grouped by the manifest's stable ``reason_code`` when it has one (the sentences
     carry per-file detail such as byte counts), with one example sentence per code. Files that
     passed the header scan but failed at decode (``decode_rejects``, from preprocessed_images)
-    count as rejected too, so files seen = accepted + rejected.
+    count as rejected too, so files seen = accepted + rejected. ``landing_zone`` is the zone-wide
+    count from the index: ``{"files", "unassigned", "unassigned_by_reason"}``.
     """
     missing = {"status", "reason", "modality"} - set(manifest.columns)
     if missing:
@@ -119,7 +121,9 @@ def data_counts(manifest: pd.DataFrame, decode_rejects: list[Mapping[str, Any]] 
         examples.setdefault(code, sentence)
     accepted = int(len(ok)) - len(decode_rejects or [])
     modalities = ok["modality"].astype(str).replace("", "unknown").value_counts()
+    extra = {"landing_zone": dict(landing_zone)} if landing_zone is not None else {}
     return {
+        **extra,
         "files_seen": int(len(manifest)),
         "accepted": accepted,
         "rejected": int(len(manifest)) - accepted,
