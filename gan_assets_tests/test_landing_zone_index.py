@@ -212,9 +212,6 @@ def test_another_scan_policy_rebuilds_the_whole_index(tmp_path: Path, reads: Rea
     assert not update_index(spec, update.table, options, key=key, workers=1).rebuilt
 
 
-@pytest.mark.xfail(strict=True, reason="update_index re-scans entries with a listing problem (FIFO, dangling or "
-                   "outside link) on every update and counts them as changed and read, though nothing changed "
-                   "and no byte was read; months_touched then names their arrival month")
 def test_entries_that_cannot_be_read_do_not_count_as_changed_on_every_update(tmp_path: Path, reads: ReadLog) -> None:
     _write(tmp_path, "a.dcm", _bytes(_slice(dt.date(2026, 2, 3), 1)))
     os.symlink(tmp_path / "nowhere.dcm", tmp_path / "dangling.dcm")
@@ -224,13 +221,10 @@ def test_entries_that_cannot_be_read_do_not_count_as_changed_on_every_update(tmp
     assert first.files_listed == 3 and len(unassigned_rows(first.table, MONTHS)) == 2
     reads.take()
     again = update_index(spec, first.table, ScanOptions(), key=KEY, workers=1)
-    assert reads.take() == []  # true today: nothing is opened
+    assert reads.take() == []  # nothing is opened
     assert (again.files_read, again.changed, again.unchanged, again.months_touched) == (0, 0, 3, [])
 
 
-@pytest.mark.xfail(strict=True, reason="a file whose header read failed for a passing reason (unreadable: permission "
-                   "denied, an S3 or NFS error) keeps that row for as long as its size and mtime stay the same: "
-                   "update_index re-reads only 'missing' and 'changed' rows, so the file is never retried")
 def test_a_transient_read_error_is_retried_on_the_next_update(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _month_zone(tmp_path)
     spec = SourceSpec(str(tmp_path))
@@ -244,14 +238,13 @@ def test_a_transient_read_error_is_retried_on_the_next_update(tmp_path: Path, mo
     with monkeypatch.context() as patch:
         patch.setattr(LandingZone, "open_header", denied)
         table = update_index(spec, None, ScanOptions(), key=KEY, workers=1).table
-    assert {row["reason_code"] for row in unassigned_rows(table, MONTHS)} == {"unreadable"}
+    # A read error is not the file's fault: its own code, and it is read again next time.
+    assert {row["reason_code"] for row in unassigned_rows(table, MONTHS)} == {"io_error"}
     update = update_index(spec, table, ScanOptions(), key=KEY, workers=1)
     assert update.files_read == 1
     assert [row["status"] for row in month_rows(update.table, "2026-02")] == ["ok", "ok"]
 
 
-@pytest.mark.xfail(strict=True, reason="IndexUpdate.months_touched includes the arrival month of an undated file, "
-                   "which belongs to no month (its row's month is the arrival month, month_source 'arrival')")
 def test_an_undated_file_touches_no_month(tmp_path: Path) -> None:
     _month_zone(tmp_path)
     spec = SourceSpec(str(tmp_path))

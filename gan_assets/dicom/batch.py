@@ -239,7 +239,7 @@ def _preprocess_task(task: tuple[FileEntry, PreprocessOptions, str, str]) -> dic
     except FileNotFoundError:
         return _failed("missing")
     except OSError:  # permission denied, I/O error: the message would name the path
-        return _failed("unreadable")
+        return _failed("io_error")
     except RejectError as err:
         return _failed(err.code)
     except MemoryError:

@@ -129,7 +129,7 @@ def _index_task(task: tuple[FileEntry, ScanOptions]) -> dict[str, Any]:
         except FileNotFoundError:
             row = rejected_row(entry, key, "missing")
         except OSError:
-            row = rejected_row(entry, key, "unreadable")
+            row = rejected_row(entry, key, "io_error")
     row["content_hash"] = content_ref(digest, key)
     return row
 
@@ -145,10 +145,18 @@ class _IndexFallback:
         return row
 
 
+# Outcomes that say nothing lasting about the file (it vanished or changed while read, the disk or
+# the network failed, the worker died, a bug): such a file is read again on the next update. A
+# ``timeout`` is not: a file that stalls a parser would cost decode_seconds on every update.
+RETRIED = frozenset({"missing", "changed", "io_error", "worker_died", "internal_error"})
+
+
 def _unchanged(previous: dict[str, Any], entry: FileEntry, key: bytes) -> bool:
     """Whether the listed file is the version the previous row describes (no read needed)."""
-    if entry.problem or previous["reason_code"] in ("missing", "changed"):
-        return False  # links, FIFOs and files that vanished are looked at again (it costs no read)
+    if entry.problem:  # a FIFO, a link out of the zone, a bad name: never read, so unchanged while the same
+        return previous["reason_code"] == entry.problem
+    if previous["reason_code"] in RETRIED:
+        return False
     if previous["file_bytes"] != entry.size or previous["file_mtime_ns"] != entry.mtime_ns:
         return False
     if entry.etag and previous["content_hash"] and previous["content_hash"] != content_ref(f"etag:{entry.etag}", key):
@@ -220,8 +228,9 @@ def update_index(spec: SourceSpec, previous: pa.Table | None, options: ScanOptio
         row["indexed_at_ns"] = now_ns
 
     deleted = [row for ref, row in old.items() if ref not in listed_refs]
-    touched = {row["month"] for row in deleted} | {row["month"] for row in scanned}
-    touched |= {old[row["file_ref"]]["month"] for row in scanned if row["file_ref"] in old}
+    # Months whose files were added, replaced or deleted (an undated file belongs to no month).
+    affected = deleted + scanned + [old[row["file_ref"]] for row in scanned if row["file_ref"] in old]
+    touched = {row["month"] for row in affected if _dated(row)}
     changed = sum(1 for row in scanned if row["file_ref"] in old)
     table = _table(kept + scanned, policy, observed)
     return IndexUpdate(

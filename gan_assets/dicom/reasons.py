@@ -10,6 +10,8 @@ from __future__ import annotations
 REASONS: dict[str, str] = {
     "not_dicom": "not a DICOM file (no 'DICM' preamble and no recognisable dataset)",
     "unreadable": "header cannot be parsed (truncated or corrupt)",
+    "io_error": "the file could not be read (permission denied, or a disk or network error); "
+                "the landing-zone index reads it again on its next update",
     "no_usable_date": "no usable StudyDate/SeriesDate/AcquisitionDate/ContentDate (missing or not YYYYMMDD); "
                       "listed as unassigned in landing_zone_index, not used for training",
     "outside_partitions": "dated before the first partition month or after the last one; listed as unassigned "

@@ -203,8 +203,8 @@ def scan_file(zone: LandingZone, entry: FileEntry, key: bytes, options: ScanOpti
             return reject("missing")
         except FileChangedError:
             return reject("changed")
-        except OSError:
-            return reject("unreadable")
+        except OSError:  # permission denied, a disk or network error: transient, read again later
+            return reject("io_error")
         with handle:
             try:
                 ds, stream, inflated = read_dicom(handle, stop_before_pixels=True, limits=options.limits)
