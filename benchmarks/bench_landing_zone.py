@@ -22,12 +22,13 @@ preprocess), the per-file cost of the index update (scan seconds per file read, 
 seconds per file listed), a no-change update (nothing new: listing only), and the time of one
 listing of the zone, which ``preprocess_month`` pays inside its preprocess on both sides.
 
-Where the time goes (24 months x 100 files, 64 px, 2 shared cores): the baseline's header scan
-of the whole archive (~2 ms a file locally, ~10 ms on moto) is what the index saves, but both
-sides still pay the month's own scan and decode, the zone listings, and, with a worker pool,
-one pool start-up per ``run_parallel`` call (~0.6 s each on this machine, two per ingest). So the
-ratio is bounded by about archive size / month size and grows with the archive; ``--workers 1``
-shows it without pool start-up.
+Where the time goes (64 px, 100 files a month, 2 shared cores, load 2-3): the baseline's header
+scan of the whole archive (~2 ms a file locally, ~6-10 ms on moto) is what the index saves, but
+both sides still pay the month's own scan and decode, the zone listings (``preprocess_month``
+lists the whole zone again), and, with a worker pool, one pool start-up per ``run_parallel`` call
+(~0.4-0.7 s each here, two per incremental ingest). So the ratio is bounded by about archive
+size / month size and grows with the archive. Measured: 24 months, workers 2: local x2.8, S3
+x4.2; workers 1: local x7.0, S3 x6.8; 48 months local: workers 1 x13.8, workers 2 x4.3.
 
 Storage: ``local`` (a folder) and ``s3`` (moto's S3 server, started as a separate process on
 127.0.0.1 at a free port, so its request handling does not share this process's interpreter).
