@@ -228,7 +228,7 @@ def test_entries_that_cannot_be_read_do_not_count_as_changed_on_every_update(tmp
 def test_a_transient_read_error_is_retried_on_the_next_update(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _month_zone(tmp_path)
     spec = SourceSpec(str(tmp_path))
-    real_open = LandingZone.open_header
+    real_open = LandingZone._open_local  # every local open goes through it
 
     def denied(self: LandingZone, entry: FileEntry) -> Any:
         if entry.relative_path == "feb/a.dcm":
@@ -236,7 +236,7 @@ def test_a_transient_read_error_is_retried_on_the_next_update(tmp_path: Path, mo
         return real_open(self, entry)
 
     with monkeypatch.context() as patch:
-        patch.setattr(LandingZone, "open_header", denied)
+        patch.setattr(LandingZone, "_open_local", denied)
         table = update_index(spec, None, ScanOptions(), key=KEY, workers=1).table
     # A read error is not the file's fault: its own code, and it is read again next time.
     assert {row["reason_code"] for row in unassigned_rows(table, MONTHS)} == {"io_error"}

@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from gan_assets.dicom.batch import MIN_FILES_FOR_POOL
+from gan_assets.dicom.batch import DECODE_POOL_MIN_FILES
 from gan_assets.dicom.demo_data import generate_landing_zone
 from gan_assets_tests.daemon_harness import (
     command_line,
@@ -63,7 +63,7 @@ def test_an_ingest_run_leaves_no_process_behind(tmp_path: Path) -> None:
     workspace = write_workspace(tmp_path / "workspace.yaml", REPO)
     zone = tmp_path / "landing_zone"
     # Enough files that both the header scan and the decode use the process pool.
-    generate_landing_zone(str(zone), seed=0, files_per_month=MIN_FILES_FOR_POOL + 6, sizes=[64], workers=1)
+    generate_landing_zone(str(zone), seed=0, files_per_month=DECODE_POOL_MIN_FILES + 6, sizes=[64], workers=1)
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import time
 from collections import Counter
@@ -92,6 +93,11 @@ def with_observed(table: pa.Table, observed: dict[str, str]) -> pa.Table:
     return table.replace_schema_metadata(metadata)
 
 
+def table_of_rows(rows: list[dict[str, Any]]) -> pa.Table:
+    """An index table of scan rows that have no content fingerprint (a scan without the index)."""
+    return _table([{**row, "content_hash": row.get("content_hash") or "", "indexed_at_ns": 0} for row in rows], "", {})
+
+
 def _table(rows: list[dict[str, Any]], policy: str, observed: dict[str, str]) -> pa.Table:
     rows = sorted(rows, key=lambda row: row["file_ref"])
     table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)  # raises on a missing column or a wrong type
@@ -112,16 +118,62 @@ def check_index(table: pa.Table) -> pa.Table:
 
 
 # ---- the incremental update --------------------------------------------------------------
+# Local files up to this size are read once for both the header scan and the content hash.
+ONE_READ_MAX_BYTES = 64 << 20
+
+
+class _ReadZone:
+    """The zone as scan_file sees it, serving one file already read into memory."""
+
+    def __init__(self, zone: LandingZone, data: bytes) -> None:
+        self.spec, self._data = zone.spec, data
+
+    def open_header(self, entry: FileEntry) -> io.BytesIO:
+        return io.BytesIO(self._data)
+
+    open_full = open_header
+
+
 def _index_task(task: tuple[FileEntry, ScanOptions]) -> dict[str, Any]:
-    """One file's index row: the header scan plus a keyed content fingerprint (worker side)."""
+    """One file's index row: the header scan plus a keyed content fingerprint (worker side).
+
+    A local file is read once for both; on S3 the header is a ranged read and the fingerprint is
+    the listing's ETag, so no object is read whole for the index.
+    """
     from gan_assets.dicom import batch
 
     entry, options = task
     zone: LandingZone = batch._WORKER["zone"]
     key: bytes = batch._WORKER["key"]
+    if entry.problem or zone.spec.is_s3 or not 0 < entry.size <= min(ONE_READ_MAX_BYTES, options.limits.max_file_bytes):
+        return _scan_then_hash(zone, key, task)
+    try:
+        data, digest = zone.read_verified(entry)
+    except FileChangedError:
+        row = rejected_row(entry, key, "changed")
+    except FileNotFoundError:
+        row = rejected_row(entry, key, "missing")
+    except OSError:
+        row = rejected_row(entry, key, "io_error")
+    else:
+        batch._WORKER["zone"] = _ReadZone(zone, data)
+        try:
+            row = batch._scan_task(task)
+        finally:
+            batch._WORKER["zone"] = zone
+        row["content_hash"] = content_ref(digest, key)
+        return row
+    row["content_hash"] = ""
+    return row
+
+
+def _scan_then_hash(zone: LandingZone, key: bytes, task: tuple[FileEntry, ScanOptions]) -> dict[str, Any]:
+    from gan_assets.dicom import batch
+
+    entry = task[0]
     row = batch._scan_task(task)
     digest = ""
-    if not entry.problem and row["reason_code"] not in ("missing", "changed", "too_large"):
+    if not entry.problem and row["reason_code"] not in ("missing", "changed", "too_large", "io_error"):
         try:
             digest = zone.content_digest(entry)
         except FileChangedError:
@@ -193,7 +245,7 @@ def update_index(spec: SourceSpec, previous: pa.Table | None, options: ScanOptio
                  workers: int = 0, tune: bool = True, zone: LandingZone | None = None,
                  pool_threshold: int | None = None) -> IndexUpdate:
     """List the zone, keep what is indexed and unchanged, scan what is new or changed."""
-    from gan_assets.dicom.batch import MIN_FILES_FOR_POOL, run_parallel
+    from gan_assets.dicom.batch import SCAN_POOL_MIN_FILES, run_parallel
 
     started = time.perf_counter()
     zone = zone or LandingZone(spec)
@@ -220,7 +272,7 @@ def update_index(spec: SourceSpec, previous: pa.Table | None, options: ScanOptio
     now_ns = time.time_ns()
     scanned = run_parallel(
         _index_task, [(entry, options) for entry in to_scan], spec=spec, key=key, workers=workers, tune=tune,
-        pool_threshold=MIN_FILES_FOR_POOL if pool_threshold is None else pool_threshold,
+        pool_threshold=SCAN_POOL_MIN_FILES if pool_threshold is None else pool_threshold,
         timeout_s=options.limits.decode_seconds, on_timeout=_IndexFallback(key, "timeout"),
         on_died=_IndexFallback(key, "worker_died"))
     scan_seconds = time.perf_counter() - scan_started
