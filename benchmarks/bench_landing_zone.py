@@ -274,7 +274,7 @@ def main() -> None:
         print(f"{storage:8} {r['ours_s']:14.2f} {r['baseline_s']:15.2f} {r['ratio']:7.2f} {r['nochange_update_s']:12.3f}")
     for storage, r in results.items():
         print(f"{storage}: incremental = " + ", ".join(f"{k} {v:.3f}" for k, v in r["ours_parts_s"].items())
-              + f" s; full re-scan = " + ", ".join(f"{k} {v:.3f}" for k, v in r["baseline_parts_s"].items()) + " s")
+              + " s; full re-scan = " + ", ".join(f"{k} {v:.3f}" for k, v in r["baseline_parts_s"].items()) + " s")
         print(f"{storage}: index update read {r['index_files_read']} of {r['files_in_archive']} files, "
               f"{r['index_scan_s_per_file_read'] * 1e3:.2f} ms per file read, listing "
               f"{r['list_s_per_file_listed'] * 1e6:.1f} us per file listed; no-change update "
