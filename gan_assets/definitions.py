@@ -30,7 +30,7 @@ from gan_assets.io_managers import (
     S3ArtifactStore,
     S3OpenFormatIOManager,
 )
-from gan_assets.jobs import gan_pipeline, retrain_job
+from gan_assets.jobs import gan_pipeline, index_job, retrain_job
 from gan_assets.resources import (
     CloudWatchMetrics,
     FidExtractor,
@@ -40,7 +40,12 @@ from gan_assets.resources import (
     dicom_source_from_env,
 )
 from gan_assets.schedules import monthly_pipeline_schedule
-from gan_assets.sensors import notify_on_run_failure, retrain_on_fid_failure
+from gan_assets.sensors import (
+    landing_zone_sensor,
+    notify_on_delivery,
+    notify_on_run_failure,
+    retrain_on_fid_failure,
+)
 
 DEPLOYMENTS = ("local", "s3")
 
@@ -130,9 +135,9 @@ defs = dg.Definitions(
         reporting.monthly_report,
     ],
     asset_checks=[evaluation.fid_within_threshold],
-    jobs=[gan_pipeline, retrain_job],
+    jobs=[gan_pipeline, retrain_job, index_job],
     schedules=[monthly_pipeline_schedule],
-    sensors=[retrain_on_fid_failure, notify_on_run_failure],
+    sensors=[retrain_on_fid_failure, notify_on_run_failure, notify_on_delivery, landing_zone_sensor],
     resources=resources_for(DEPLOYMENT),
     # The graph is a chain: a process per step would only re-import torch for each step.
     executor=dg.in_process_executor,

@@ -9,7 +9,6 @@ from gan_assets.assets.common import TRAINING_TAG
 from gan_assets.partitions import monthly_partitions
 
 
-
 def _extra_training_tags() -> dict[str, str]:
     """GAN_ASSETS_TRAINING_RUN_TAGS: JSON object of extra run tags (e.g. ECS GPU tags, deploy/README.md)."""
     raw = os.environ.get("GAN_ASSETS_TRAINING_RUN_TAGS", "").strip()
@@ -42,4 +41,10 @@ retrain_job = dg.define_asset_job(
     partitions_def=monthly_partitions,
     description="Retrain one month with a mutated gan_config, then re-score and continue downstream.",
     tags=_TRAINING_RUN_TAGS,
+)
+
+index_job = dg.define_asset_job(
+    name="index_landing_zone",
+    selection=dg.AssetSelection.assets("landing_zone_index"),
+    description="Update the landing-zone index: read the new or changed files, report each changed month's data version.",
 )

@@ -231,6 +231,7 @@ class FidExtractor(dg.ConfigurableResource):
 
 
 WEBHOOK_URL_ENV = "GAN_ASSETS_WEBHOOK_URL"
+UI_BASE_URL_ENV = "GAN_ASSETS_UI_BASE_URL"
 
 
 class CloudWatchMetrics(dg.ConfigurableResource):
@@ -265,7 +266,11 @@ class Notifier(dg.ConfigurableResource):
         default=WEBHOOK_URL_ENV,
         description="Env var read at send time when webhook_url is None (keeps the secret URL out of run config).",
     )
-    ui_base_url: str = Field(default="http://127.0.0.1:3000", description="Base URL of the Dagster UI, for run links.")
+    ui_base_url: str | None = Field(
+        default=None,
+        description=f"Base URL of the Dagster UI for the links in messages (runs, assets); None = the env var "
+        f"{UI_BASE_URL_ENV}, else http://127.0.0.1:3000 (what `make dev` serves).",
+    )
     timeout_seconds: float = Field(default=5.0, description="HTTP timeout; a slow notifier never stalls the pipeline.")
 
     def resolved_webhook_url(self) -> str | None:
@@ -283,6 +288,15 @@ class Notifier(dg.ConfigurableResource):
 
         return post_webhook(url, text, timeout_seconds=self.timeout_seconds)
 
+    def base_url(self) -> str:
+        import os
+
+        return (self.ui_base_url or os.environ.get(UI_BASE_URL_ENV) or "http://127.0.0.1:3000").rstrip("/")
+
     def run_url(self, run_id: str) -> str:
         """Link to one run in the Dagster UI."""
-        return f"{self.ui_base_url.rstrip('/')}/runs/{run_id}"
+        return f"{self.base_url()}/runs/{run_id}"
+
+    def asset_url(self, asset: str, partition: str | None = None) -> str:
+        """Link to an asset's page (one partition of it) in the Dagster UI."""
+        return f"{self.base_url()}/assets/{asset}" + (f"?partition={partition}" if partition else "")

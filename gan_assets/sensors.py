@@ -1,16 +1,37 @@
-"""Sensors: the retrain loop on FID failure, and notifications of failed runs."""
+"""Sensors: the retrain loop on FID failure, notifications, and the landing zone observed.
+
+The landing zone, observed (``landing_zone_sensor``): new or changed files update the index,
+and their months run.
+
+A sensor (not declarative automation) because what it requests must be a specific job with
+its tags (``gan_pipeline`` carries the training tag the run queue limits), each request needs a
+run key derived from the data (the month's fingerprint, so the same files are never run twice),
+and each tick must say in the UI what it decided and why.
+
+Each tick lists the zone (no file is read) and compares it with the stored index:
+1. The listing differs from the index (files added, replaced or deleted): request
+   ``index_landing_zone``, which reads only those files and records the changed months' data
+   versions on ``dicom_source`` (the UI shows those months unsynced).
+2. The index matches the zone: a partition month whose fingerprint changed since the sensor
+   last looked, and differs from the fingerprint its latest ``dicom_manifest`` was built from,
+   gets a ``gan_pipeline`` run. The first tick only records the fingerprints: switching the
+   sensor on for an archive of years never starts a backfill by itself (launch one from the UI).
+"""
 
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 
-from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG, PARENT_RUN_TAG
-from gan_assets.jobs import retrain_job
+from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG, PARENT_RUN_TAG, ArtifactStoreResource
+from gan_assets.assets.ingest import INDEX_KEY
+from gan_assets.dicom.index import EMPTY_MONTH, check_index, month_fingerprints
+from gan_assets.dicom.landing_zone import LandingZone
+from gan_assets.dicom.pseudonym import content_ref, file_ref, pseudonym_key
+from gan_assets.jobs import gan_pipeline, index_job, retrain_job
 from gan_assets.metrics.evaluation import STATUSES
 from gan_assets.model.config import ConfigError, config_diff
 from gan_assets.model.mutation import (
@@ -21,11 +42,16 @@ from gan_assets.model.mutation import (
     policy_from_env,
     rule_for_cause,
 )
-from gan_assets.report.sinks import run_failure_message
-from gan_assets.resources import Notifier
+from gan_assets.partitions import monthly_partitions
+from gan_assets.report.sinks import delivery_message, run_failure_message
+from gan_assets.resources import DicomSource, Notifier
+from gan_assets.storage import StorageFormatError, decode
 
 FID_SCORE_KEY = dg.AssetKey("fid_score")
+TRAINED_GENERATOR_KEY = dg.AssetKey("trained_generator")
 MUTATION_TAG = "gan/mutation"
+# Why a sensor asked for a run, shown with the run and in the tick list.
+REASON_TAG = "gan/reason"
 # Events handled per tick; the rest wait for the next tick (the cursor only moves past what
 # was handled), so a backfill of many months never makes one tick slow.
 RETRAIN_EVENTS_PER_TICK = 200
@@ -80,8 +106,10 @@ def decide_retrain(
     from garbage, and no training config changes that.
     """
     policy = policy or policy_from_env()
-    passed = _metadata_value(metadata, "passed")
-    status = _metadata_value(metadata, "status")
+    # A diverged training (trained_generator's observation) is a failed attempt with its own remedy.
+    diverged = bool(_metadata_value(metadata, "diverged"))
+    passed = False if diverged else _metadata_value(metadata, "passed")
+    status = "diverged" if diverged else _metadata_value(metadata, "status")
     attempt = int(_metadata_value(metadata, "attempt") or 1)
     config = _metadata_value(metadata, "config")
     if not isinstance(config, dict) and partition is not None and artifact_store is not None:
@@ -100,7 +128,7 @@ def decide_retrain(
         return decision("skip", "event has no 'passed' metadata (not written by the fid_score asset)")
     if passed:
         return decision("passed", f"attempt {attempt} passed")
-    if status is not None and status not in STATUSES:
+    if status is not None and status not in STATUSES and not diverged:
         return decision("stuck", f"event status {status!r} is not one of {STATUSES}")
     if status == "not_discriminative":
         return decision("blind", f"attempt {attempt}: the gate is not discriminative (the controls show the "
@@ -113,17 +141,19 @@ def decide_retrain(
         return decision("stuck", f"no config recorded for attempt {attempt} (event metadata 'config' "
                                 f"or fid_score/{partition}.json): cannot mutate it")
     next_attempt = attempt + 1
-    cause: MutationCause = "memorized" if status == "memorized" else "quality"
+    cause: MutationCause = "diverged" if diverged else ("memorized" if status == "memorized" else "quality")
     try:
         mutated = mutate_config(config, next_attempt, policy, cause=cause).to_dict()
     except (ConfigError, MutationPolicyError, TypeError, ValueError) as err:
         return decision("stuck", f"cannot mutate attempt {attempt}'s config: {err}")
     old = dict(config)
     diff = config_diff(old, mutated)
+    why = {"memorized": "memorized training images", "diverged": "diverged in training"}.get(cause, "failed")
     tags = {
         ATTEMPT_TAG: str(next_attempt),
         CONFIG_DIFF_TAG: json.dumps(diff, sort_keys=True),
         MUTATION_TAG: rule_for_cause(next_attempt, policy, cause).describe(),
+        REASON_TAG: f"attempt {attempt} of {max_attempts} {why}",
     }
     if run_id:
         tags[PARENT_RUN_TAG] = run_id
@@ -133,7 +163,6 @@ def decide_retrain(
         tags=tags,
         partition_key=partition,
     )
-    why = "memorized training images" if cause == "memorized" else "failed"
     return decision("retrain", f"attempt {attempt} of {max_attempts} {why}; retraining as attempt "
                                f"{next_attempt} with {diff}", request)
 
@@ -156,86 +185,130 @@ def retrain_run_key(partition: str, attempt: int, parent_run_id: str | None) -> 
     return f"{partition}:{attempt}:{parent_run_id}" if parent_run_id else f"{partition}:{attempt}"
 
 
-def _retrain_on_fid_failure(context: dg.MultiAssetSensorEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
-    """Handle every fid_score materialization since the cursor, oldest first."""
+def _read_cursor(raw: str | None) -> dict[str, int]:
+    """{"fid_score": storage id, "diverged": storage id} handled so far (0 = from the start)."""
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        value = {}
+    if not isinstance(value, dict):
+        value = {}
+    return {name: int(value.get(name) or 0) for name in ("fid_score", "diverged")}
+
+
+def _retrain_on_fid_failure(context: dg.SensorEvaluationContext, notifier: Notifier,
+                            artifact_store: dg.ResourceParam[ArtifactStoreResource]) -> dg.SensorResult:
+    """Handle every fid_score materialization and every diverged training since the cursor, oldest first."""
     # A malformed GAN_ASSETS_MUTATION_POLICY fails the tick (red in the UI) before any event is
     # consumed, so nothing is lost: fix the variable and the next tick handles the backlog.
     policy = policy_from_env()
-    records = list(context.materialization_records_for_key(FID_SCORE_KEY, limit=RETRAIN_EVENTS_PER_TICK))
-    notifier = context.resources.notifier
-    # Only a month's newest score in this batch counts: an older failure that was already
+    cursor = _read_cursor(context.cursor)
+    scores = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=FID_SCORE_KEY, after_storage_id=cursor["fid_score"] or None),
+        limit=RETRAIN_EVENTS_PER_TICK, ascending=True).records
+    observed = context.instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=TRAINED_GENERATOR_KEY, after_storage_id=cursor["diverged"] or None),
+        limit=RETRAIN_EVENTS_PER_TICK, ascending=True).records
+    records = sorted([("fid_score", r) for r in scores] + [("diverged", r) for r in observed],
+                     key=lambda item: item[1].storage_id)
+    # Only a month's newest event in this batch counts: an older failure that was already
     # followed by another attempt (or a manual re-run) must not trigger a retrain of its own.
-    newest = {record.partition_key: record.storage_id for record in records}
+    newest = {record.partition_key: record.storage_id for kind, record in records
+              if kind == "fid_score" or _is_divergence(record)}
     requests: list[dg.RunRequest] = []
-    for record in records:
-        where = f"fid_score {record.partition_key} (run {record.run_id or 'none'}, event {record.storage_id})"
-        if newest[record.partition_key] != record.storage_id:
-            context.log.info(f"{where}: superseded by a newer fid_score of the same month")
-            context.advance_cursor({FID_SCORE_KEY: record})
+    decided: list[str] = []
+    for kind, record in records:
+        cursor[kind] = max(cursor[kind], record.storage_id)
+        event = record.asset_materialization if kind == "fid_score" else record.event_log_entry.asset_observation
+        metadata = dict(event.metadata) if event else {}
+        if kind == "diverged" and not _is_divergence(record):
+            continue  # another observation of trained_generator
+        what = "fid_score" if kind == "fid_score" else "diverged training"
+        where = f"{what} {record.partition_key} (run {record.run_id or 'none'}, event {record.storage_id})"
+        if newest.get(record.partition_key) != record.storage_id:
+            context.log.info(f"{where}: superseded by a newer event of the same month")
             continue
-        materialization = record.asset_materialization
-        metadata = dict(materialization.metadata) if materialization else {}
-        decision = decide_retrain(
-            metadata, record.partition_key, record.run_id, context.resources.artifact_store, policy)
+        decision = decide_retrain(metadata, record.partition_key, record.run_id, artifact_store, policy)
+        run_url = notifier.run_url(record.run_id) if record.run_id else ""
         if decision.action == "retrain" and decision.run_request is not None:
             context.log.info(f"{where}: {decision.reason}")
             requests.append(decision.run_request)
         elif decision.action == "rejected":
-            fid = _metadata_value(metadata, "fid")
-            threshold = _metadata_value(metadata, "threshold")
-            why = (f"its generator still reproduced training images (near-copy fraction "
-                   f"{_metadata_value(metadata, 'near_copy_fraction')})"
-                   if _metadata_value(metadata, "memorized") else f"FID {fid} did not meet the threshold {threshold}")
-            text = (f"gan-assets: month {decision.partition} REJECTED: {why} in {decision.attempt} of "
-                    f"{decision.max_attempts} attempts. "
-                    f"{notifier.run_url(record.run_id) if record.run_id else ''}").strip()
+            text = f"gan-assets: month {decision.partition} REJECTED: {_rejection_cause(metadata)} in " \
+                   f"{decision.attempt} of {decision.max_attempts} attempts. {run_url}".strip()
             context.log.warning(text)
             notifier.notify(text)
         elif decision.action == "blind":
-            text = blind_gate_message(decision, metadata, notifier.run_url(record.run_id) if record.run_id else "")
+            text = blind_gate_message(decision, metadata, run_url)
             context.log.error(text)
             notifier.notify(text)
         elif decision.action == "stuck":
             text = (f"gan-assets: month {decision.partition} failed attempt {decision.attempt} but cannot be "
-                    f"retrained automatically: {decision.reason}. "
-                    f"{notifier.run_url(record.run_id) if record.run_id else ''}").strip()
+                    f"retrained automatically: {decision.reason}. {run_url}").strip()
             context.log.error(text)
             notifier.notify(text)
         elif decision.action == "skip":
             context.log.warning(f"{where}: not retrained: {decision.reason}")
         else:
             context.log.debug(f"{where}: {decision.reason}")
-        # Advance past exactly what was handled (the rest of a big backfill waits a tick).
-        context.advance_cursor({FID_SCORE_KEY: record})
-    if not requests:
-        return dg.SkipReason(f"{len(records)} new fid_score event(s), none needs a retrain")
-    return requests
+        if decision.action != "retrain":
+            decided.append(f"{record.partition_key}: {decision.action} ({decision.reason})")
+    new_cursor = json.dumps(cursor, sort_keys=True)
+    if requests:
+        return dg.SensorResult(run_requests=requests, cursor=new_cursor)
+    summary = "; ".join(decided[-5:]) if decided else "no new fid_score or diverged training"
+    return dg.SensorResult(cursor=new_cursor, skip_reason=dg.SkipReason(
+        f"{len(records)} new event(s), no retrain needed: {summary}"))
 
 
-# Dagster marks multi_asset_sensor "superseded" by Declarative Automation, but says to use it when
-# a specific job must be targeted: declarative automation cannot launch a run with a mutated
-# run config, which is the whole point here. It is the asset sensor that sees every event.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=r"Class `MultiAssetSensorDefinition` is superseded")
-    retrain_on_fid_failure = (
-        dg.multi_asset_sensor(
-            monitored_assets=[FID_SCORE_KEY],
-            job=retrain_job,
-            name="retrain_on_fid_failure",
-            minimum_interval_seconds=30,
-            default_status=dg.DefaultSensorStatus.RUNNING,
-            required_resource_keys={"notifier", "artifact_store"},
-            description=(
-                "Retrains a month whose fid_score failed, with a mutated gan_config (the retrain ladder, or "
-                "the memorization rule for a memorized month), until it passes or max_attempts is reached; "
-                "then the month is rejected. A month whose gate is not discriminative is never retrained: "
-                "the notifier says the metric is at fault."
-            ),
-        )(_retrain_on_fid_failure)
-    )
+def _is_divergence(record: Any) -> bool:
+    observation = record.event_log_entry.asset_observation if record.event_log_entry else None
+    return bool(observation and _metadata_value(dict(observation.metadata), "diverged"))
+
+
+def _rejection_cause(metadata: dict[str, Any]) -> str:
+    if _metadata_value(metadata, "diverged"):
+        return f"training diverged (step {_metadata_value(metadata, 'step')}) even with lowered learning rates"
+    if _metadata_value(metadata, "memorized"):
+        return (f"its generator still reproduced training images (near-copy fraction "
+                f"{_metadata_value(metadata, 'near_copy_fraction')})")
+    return f"FID {_metadata_value(metadata, 'fid')} did not meet the threshold {_metadata_value(metadata, 'threshold')}"
+
+
+retrain_on_fid_failure = dg.sensor(
+    name="retrain_on_fid_failure",
+    job=retrain_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Retrains a month whose fid_score failed, or whose training diverged, with a mutated gan_config (the "
+        "retrain ladder; the memorization rule for a memorized month; halved learning rates after a divergence), "
+        "until it passes or max_attempts is reached; then the month is rejected and the notifier told. A month "
+        "whose gate is not discriminative is never retrained: the notifier says the metric is at fault."
+    ),
+)(_retrain_on_fid_failure)
 
 
 PARTITION_TAG = "dagster/partition"
+# The blocking gate's step: a run that failed only there is the retrain loop's business, and the
+# retrain sensor sends the message that matters (retrain requested, rejected, blind).
+GATE_CHECK_STEP = "fid_score_fid_within_threshold"
+
+
+def failed_steps(instance: dg.DagsterInstance, run_id: str) -> set[str]:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    return {record.event_log_entry.step_key for record in records if record.event_log_entry.step_key}
+
+
+def _diverged_in(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether the run's training reported a divergence (the retrain loop's business)."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION).records
+    for record in records:
+        observation = record.event_log_entry.asset_observation
+        if observation is not None and observation.asset_key == TRAINED_GENERATOR_KEY \
+                and _metadata_value(dict(observation.metadata), "diverged"):
+            return True
+    return False
 
 
 def failure_text(context: dg.RunFailureSensorContext, notifier: Notifier) -> str:
@@ -249,12 +322,143 @@ def failure_text(context: dg.RunFailureSensorContext, notifier: Notifier) -> str
     name="notify_on_run_failure",
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Posts a short message (job, month, link to the run) to the notifier webhook when a run fails.",
+    description="Posts a short message (job, month, link to the run) to the notifier webhook when a run fails for "
+    "another reason than the quality gate (a month stopped by the gate is reported by retrain_on_fid_failure: "
+    "one message when it is rejected or blind, none per attempt).",
 )
 def notify_on_run_failure(context: dg.RunFailureSensorContext, notifier: Notifier) -> None:
-    """Send one message per failed run; a notifier outage is logged, never raised."""
+    """Send one message per failed run, except a run stopped only by the quality gate; never raises."""
+    run_id = context.dagster_run.run_id
+    steps = failed_steps(context.instance, run_id)
+    if steps and steps <= {GATE_CHECK_STEP}:
+        context.log.info(f"run {run_id} stopped at the quality gate: retrain_on_fid_failure reports it")
+        return
+    if steps == {TRAINED_GENERATOR_KEY.to_user_string()} and _diverged_in(context.instance, run_id):
+        context.log.info(f"run {run_id}: training diverged: retrain_on_fid_failure retrains or rejects the month")
+        return
     text = failure_text(context, notifier)
     if notifier.notify(text):
         context.log.info(f"notified failure of run {context.dagster_run.run_id}")
     elif notifier.resolved_webhook_url():
         context.log.warning(f"notifier did not accept the failure message of run {context.dagster_run.run_id}")
+
+
+TRIGGER_TAG = "gan/trigger"
+FINGERPRINT_TAG = "gan/data_fingerprint"
+ZONE_SENSOR_SECONDS = 300
+
+
+def listing_differences(entries: list[Any], index_rows: list[dict[str, Any]], key: bytes) -> dict[str, int]:
+    """How the zone as listed differs from the index: {"new", "changed", "deleted"} counts."""
+    indexed = {row["file_ref"]: row for row in index_rows}
+    new = changed = 0
+    seen = set()
+    for entry in entries:
+        ref = file_ref(entry.relative_path, key)
+        seen.add(ref)
+        row = indexed.get(ref)
+        if row is None:
+            new += 1
+        elif entry.problem:
+            changed += int(row["reason_code"] != entry.problem)
+        elif (row["file_bytes"], row["file_mtime_ns"]) != (entry.size, entry.mtime_ns) or (
+                entry.etag and row["content_hash"] and row["content_hash"] != content_ref(f"etag:{entry.etag}", key)):
+            changed += 1
+    return {"new": new, "changed": changed, "deleted": len(set(indexed) - seen)}
+
+
+def _manifest_fingerprint(instance: dg.DagsterInstance, partition: str) -> str | None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("dicom_manifest"), asset_partitions=[partition]), limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    value = records[0].asset_materialization.metadata.get("data_fingerprint")
+    return str(getattr(value, "value", value)) if value is not None else None
+
+
+@dg.sensor(
+    name="landing_zone_sensor",
+    jobs=[index_job, gan_pipeline],
+    minimum_interval_seconds=ZONE_SENSOR_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Watches the landing zone: new, replaced or deleted files request index_landing_zone (only those files "
+        "are read); a month whose files then changed gets a gan_pipeline run (run key: month and data fingerprint). "
+        "The first tick records the months as they are; the monthly schedule stays for the regular run."
+    ),
+)
+def landing_zone_sensor(context: dg.SensorEvaluationContext, dicom_source: DicomSource,
+                        artifact_store: dg.ResourceParam[ArtifactStoreResource]) -> dg.SensorResult | dg.SkipReason:
+    """List the zone, compare it with the index, and request what the difference calls for."""
+    store = artifact_store.object_store()
+    if not store.exists(INDEX_KEY):
+        return dg.SkipReason("no landing_zone_index yet: materialize it (or any month) once; this sensor then keeps it current")
+    try:
+        index = check_index(decode("parquet", store.get(INDEX_KEY), where=store.uri(INDEX_KEY)))
+    except (StorageFormatError, ValueError) as err:
+        return dg.SkipReason(f"the stored index cannot be read ({err}); materialize landing_zone_index to rebuild it")
+    key = pseudonym_key()
+    entries = LandingZone(dicom_source.source_spec()).list_files()
+    diff = listing_differences(entries, index.to_pylist(), key)
+    if any(diff.values()):
+        # The run key is the state of the listing: the same difference is indexed once.
+        signature = f"{len(entries)}:{diff['new']}:{diff['changed']}:{diff['deleted']}:{max((e.mtime_ns for e in entries), default=0)}"
+        reason = f"{diff['new']} new, {diff['changed']} changed, {diff['deleted']} deleted file(s) since the index"
+        context.log.info(reason)
+        return dg.SensorResult(run_requests=[dg.RunRequest(
+            job_name=index_job.name, run_key=f"index:{signature}", tags={TRIGGER_TAG: "landing_zone", "gan/reason": reason})])
+
+    months = {key_[:7] for key_ in monthly_partitions.get_partition_keys(dynamic_partitions_store=context.instance)}
+    current = month_fingerprints(index, months)
+    if context.cursor is None:
+        return dg.SensorResult(cursor=json.dumps(current, sort_keys=True), skip_reason=dg.SkipReason(
+            f"first look: {len(current)} month(s) with files recorded as they are; later changes will request runs"))
+    seen: dict[str, str] = json.loads(context.cursor)
+    requests: list[dg.RunRequest] = []
+    notes: list[str] = []
+    for month in sorted(set(current) | set(seen)):
+        fingerprint = current.get(month, EMPTY_MONTH)
+        if seen.get(month) == fingerprint or month not in months:
+            continue
+        partition = f"{month}-01"
+        if fingerprint == EMPTY_MONTH:
+            notes.append(f"{partition}: its files were deleted; no run (nothing to train on)")
+            continue
+        if _manifest_fingerprint(context.instance, partition) == fingerprint:
+            notes.append(f"{partition}: changed, but already ingested with these files")
+            continue
+        reason = f"{partition}: files added, replaced or deleted (fingerprint {fingerprint[:12]})"
+        notes.append(reason)
+        requests.append(dg.RunRequest(
+            job_name=gan_pipeline.name, partition_key=partition, run_key=f"{partition}:{fingerprint}",
+            tags={TRIGGER_TAG: "landing_zone", FINGERPRINT_TAG: fingerprint, "gan/reason": reason}))
+    for note in notes:
+        context.log.info(note)
+    cursor = json.dumps({month: current.get(month, EMPTY_MONTH) for month in sorted(set(current) | set(seen))}, sort_keys=True)
+    if requests:
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+    return dg.SensorResult(cursor=cursor, skip_reason=dg.SkipReason(
+        "; ".join(notes) or f"the zone matches the index ({len(entries)} files); no month's files changed"))
+
+
+@dg.asset_sensor(
+    asset_key=dg.AssetKey("monthly_report"),
+    name="notify_on_delivery",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Posts one message when a month is delivered (its monthly_report materialized): FID, threshold, "
+    "KID, attempts and the link to the report.",
+)
+def notify_on_delivery(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry,
+                       notifier: Notifier) -> dg.SkipReason:
+    """One message per delivered month (each monthly_report materialization); never raises."""
+    materialization = asset_event.asset_materialization
+    partition = (asset_event.dagster_event.partition if asset_event.dagster_event else None) or ""
+    metadata = dict(materialization.metadata) if materialization else {}
+    text = delivery_message(
+        partition, _metadata_value(metadata, "fid"), _metadata_value(metadata, "threshold"),
+        _metadata_value(metadata, "kid_mean"), _metadata_value(metadata, "attempts"),
+        str(_metadata_value(metadata, "report_html") or ""), notifier.asset_url("monthly_report", partition))
+    sent = notifier.notify(text)
+    context.log.info(text)
+    return dg.SkipReason(f"{partition}: delivered; notification {'sent' if sent else 'not sent (no webhook set)'}")

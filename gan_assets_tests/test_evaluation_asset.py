@@ -21,8 +21,9 @@ from gan_assets.model.config import TrainConfig
 from gan_assets.model.dcgan import build_generator
 from gan_assets.partitions import monthly_partitions
 from gan_assets.resources import CloudWatchMetrics, FidExtractor, GanConfig, Notifier
-from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, encode
+from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
 from gan_assets.storage.images import encoding_attrs, pack_images
+from gan_assets.storage.digest import state_dict_sha256
 from gan_assets_tests.conftest import seed_unused_extractor, seed_zone_index
 
 TINY = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8, batch_size=8,
@@ -198,6 +199,9 @@ def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Pa
     assert stored["passed"] is False and stored["status"] == "rejected"
     assert stored["memorization"]["training_partitions"] == [partition]
     assert not store.list("generated_samples/") and not store.list("monthly_report/")
+    # The rejected attempt's score is kept beside its weights; nothing is promoted.
+    assert [k for k in store.list(f"trained_generator/{partition}.history/") if k.endswith(".score.json")]
+    assert not store.exists(f"trained_generator/{partition}.history/promoted.json")
 
     # Control: the same graph with a reachable threshold runs the downstream assets.
     passing = dg.materialize(graph, partition_key=partition,
@@ -205,6 +209,11 @@ def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Pa
     assert passing.success
     assert materialized(passing) == {"fid_score", "generated_samples", "monthly_report"}
     assert store.list("generated_samples/") and store.list("monthly_report/")
+    promoted = json.loads(store.get(f"trained_generator/{partition}.history/promoted.json"))
+    weights = decode("pt", store.get(f"trained_generator/{partition}.pt"))
+    assert promoted["weights_sha256"] == state_dict_sha256(weights.tensors) and promoted["scoring_run_id"] == passing.run_id
+    report = json.loads(store.get(f"monthly_report/{partition}.json"))
+    assert report["lineage"]["model"]["weights_sha256"] == promoted["weights_sha256"]
 
 
 def test_the_check_explains_each_status() -> None:

@@ -29,6 +29,8 @@ from gan_assets.report.document import most_common_modality
 from gan_assets.resources import GanConfig
 from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle, decode, encode, store_from_uri
 from gan_assets.storage.images import encoding_attrs, pack_images
+from gan_assets.model.history import PromotedModel, list_attempts, promote, save_attempt
+from gan_assets.storage.digest import state_dict_sha256
 from gan_assets_tests.conftest import seed_zone_index
 
 TINY = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8, batch_size=8,
@@ -120,6 +122,14 @@ def seed_month(root: Path | ObjectStore, partition: str, *, modality: str = "MR"
         ext, data = encode(value)
         store.put(f"{asset}/{partition}.{ext}", data)
     seed_zone_index(store)
+    # The model history as trained_generator and a passing fid_score leave it.
+    attempt = int(trained.attrs["attempt"])
+    key = save_attempt(store, partition, attempt, "seededrun", trained)
+    if values["fid_score"].get("passed"):
+        promote(store, PromotedModel(
+            partition=partition, attempt=attempt, training_run_id="seededrun", scoring_run_id="seededrun",
+            weights_key=key, weights_sha256=state_dict_sha256(trained.tensors), data_sha256="seeded-window",
+            code_version="seeded", fid=values["fid_score"].get("fid"), kid_mean=values["fid_score"].get("kid_mean")))
     return values
 
 
@@ -177,6 +187,35 @@ def test_generated_samples_are_stored_and_load_back(artifacts_dir: Path) -> None
     other_seed = materialize_samples(artifacts_dir, partition, sample_seed=99)
     assert other_seed.success
     assert not np.array_equal(images, load(artifacts_dir, f"generated_samples/{partition}.npz")["images"])
+
+
+def test_samples_come_from_the_promoted_weights_checked_by_hash(artifacts_dir: Path) -> None:
+    partition = "2026-05-01"
+    seeded = seed_month(artifacts_dir, partition)  # attempt 1, promoted
+    store = store_from_uri(str(artifacts_dir))
+    # A later attempt overwrote trained_generator but never passed: it is kept, not delivered.
+    torch.manual_seed(99)
+    later = TensorBundle(tensors=build_generator(TrainConfig(**TINY)).state_dict(),
+                         attrs={**seeded["trained_generator"].attrs, "attempt": 2})
+    ext, data = encode(later)
+    store.put(f"trained_generator/{partition}.{ext}", data)
+    save_attempt(store, partition, 2, "laterrun", later)
+    assert len(list_attempts(store, partition)) == 2
+    materialize_samples(artifacts_dir, partition)
+    images = load(artifacts_dir, f"generated_samples/{partition}.npz")["images"]
+    promoted = pack_images(sample_images(generator_from_bundle(seeded["trained_generator"]), 8, seed=1234))
+    assert np.array_equal(images, promoted)
+    attrs = load(artifacts_dir, f"generated_samples/{partition}.npz").attrs
+    assert attrs["promoted"]["attempt"] == 1
+    assert attrs["promoted"]["weights_sha256"] == state_dict_sha256(seeded["trained_generator"].tensors)
+
+    # Weights changed after promotion: refused, with the object and both hashes named.
+    key = attrs["promoted"]["weights_key"]
+    store.put(key, encode(later)[1])
+    result = materialize_samples(artifacts_dir, partition, raise_on_error=False)
+    assert not result.success
+    text = str(result.get_step_failure_events()[0].step_failure_data.error)
+    assert "differs from the promoted" in text and key in text
 
 
 def test_synthetic_dicoms_parse_carry_the_marking_and_no_phi(artifacts_dir: Path) -> None:

@@ -22,7 +22,9 @@ from gan_assets.assets.reporting import monthly_report
 from gan_assets.io_managers import S3ArtifactStore, S3OpenFormatIOManager
 from gan_assets.report.charts import line_chart
 from gan_assets.report.document import ReportError, report_schema, validate_report
+from gan_assets.assets import reporting
 from gan_assets.storage import store_from_uri
+from gan_assets.storage.digest import arrays_sha256, state_dict_sha256
 from gan_assets_tests.test_generation import fid_score_value, resources, seed_month, tiny_gan_config, upstream_specs
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "gan_assets" / "report" / "report.schema.json"
@@ -49,7 +51,8 @@ def test_report_json_html_and_two_point_trend(artifacts_dir: Path) -> None:
     with dg.DagsterInstance.ephemeral() as instance:
         seed_month(artifacts_dir, "2026-01-01", fid_score=fid_score_value("2026-01-01", fid=61.25, kid=0.0321))
         materialize_month(artifacts_dir, "2026-01-01", instance)
-        seed_month(artifacts_dir, "2026-02-01", fid_score=fid_score_value("2026-02-01", fid=47.5, kid=0.0154), seed=1)
+        seeded = seed_month(artifacts_dir, "2026-02-01", fid_score=fid_score_value("2026-02-01", fid=47.5, kid=0.0154),
+                            seed=1)
         result = materialize_month(artifacts_dir, "2026-02-01", instance)
 
     first, _ = read_report(artifacts_dir, "2026-01-01")
@@ -77,6 +80,17 @@ def test_report_json_html_and_two_point_trend(artifacts_dir: Path) -> None:
     assert report["timings"]["training"]["train_seconds"] == 0.5
     assert report["timings"]["generation"]["sample_seconds"] > 0
     assert report["code_version"]["package"] == "0.1.0"
+    # Lineage: from the delivered images back to the promoted weights (by hash), data, code and runs.
+    lineage = report["lineage"]
+    weights_sha = state_dict_sha256(seeded["trained_generator"].tensors)
+    assert lineage["model"]["weights_sha256"] == weights_sha and lineage["model"]["attempt"] == 1
+    assert lineage["model"]["weights"].endswith(".pt") and ".history/attempt-01-" in lineage["model"]["weights"]
+    assert lineage["data"]["images_sha256"] == arrays_sha256(seeded["preprocessed_images"].arrays)
+    assert lineage["data"]["training_window_sha256"] == "seeded-window"
+    assert lineage["code_versions"]["reporting"] == reporting.CODE_VERSION
+    assert lineage["runs"]["report"] == result.run_id == lineage["runs"]["generation"]
+    assert weights_sha in html and 'id="lineage"' in html
+    assert result.asset_materializations_for_node("monthly_report")[0].metadata["report_link"].value.startswith("file://")
     samples = report["generated_images"]
     assert samples["count"] == 8 and samples["seed"] == 1234
     assert Path(samples["objects"]["npz"]).is_file() and Path(samples["objects"]["grid_png"]).is_file()

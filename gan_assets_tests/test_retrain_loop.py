@@ -25,7 +25,7 @@ from gan_assets.jobs import retrain_job
 from gan_assets.model.config import TrainConfig
 from gan_assets.model.mutation import POLICY_ENV_VAR
 from gan_assets.resources import FidExtractor
-from gan_assets.sensors import FID_SCORE_KEY, retrain_on_fid_failure
+from gan_assets.sensors import retrain_on_fid_failure
 from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
 from gan_assets.storage.images import encoding_attrs, pack_images
 from gan_assets_tests.conftest import seed_unused_extractor, seed_zone_index
@@ -102,10 +102,9 @@ def loop_defs(artifacts: Path) -> dg.Definitions:
 
 
 def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
-    context = dg.build_multi_asset_sensor_context(
-        monitored_assets=[FID_SCORE_KEY], instance=instance, definitions=defs, cursor=cursor,
-        resources=defs.resources)
-    data = retrain_on_fid_failure.evaluate_tick(context)
+    with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor,
+                                 resources=defs.resources) as context:
+        data = retrain_on_fid_failure.evaluate_tick(context)
     return list(data.run_requests or []), data.cursor
 
 

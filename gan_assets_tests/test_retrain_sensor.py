@@ -137,11 +137,9 @@ def report(instance: dg.DagsterInstance, partition: str, fid: float, *, attempt:
 
 def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
     """One sensor evaluation the way the daemon does it: the previous tick's cursor in, the new one out."""
-    context = dg.build_multi_asset_sensor_context(
-        monitored_assets=[FID_SCORE_KEY], instance=instance, definitions=defs, cursor=cursor,
-        resources=defs.resources,
-    )
-    data = retrain_on_fid_failure.evaluate_tick(context)
+    with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor,
+                                 resources=defs.resources) as context:
+        data = retrain_on_fid_failure.evaluate_tick(context)
     return list(data.run_requests or []), data.cursor
 
 

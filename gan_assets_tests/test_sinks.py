@@ -18,7 +18,7 @@ import pytest
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.sinks import metric_dimensions, post_webhook
 from gan_assets.resources import CloudWatchMetrics, Notifier
-from gan_assets.sensors import notify_on_run_failure
+from gan_assets.sensors import notify_on_delivery, notify_on_run_failure
 from gan_assets_tests.conftest import free_port
 
 
@@ -169,3 +169,61 @@ def test_run_failure_sensor_survives_a_dead_notifier(caplog: pytest.LogCaptureFi
         with caplog.at_level(logging.WARNING):
             notify_on_run_failure(context)  # must not raise
     assert "notifier POST failed" in caplog.text
+
+
+@dg.asset(key="fid_score", partitions_def=monthly_partitions)
+def _stand_in_score() -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"status": "failed"})
+
+
+@dg.asset_check(asset="fid_score", name="fid_within_threshold", blocking=True)
+def _stand_in_gate() -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=False, description="FID over the threshold")
+
+
+def test_a_run_stopped_only_by_the_gate_sends_no_failure_message(webhook: Recorder) -> None:
+    """The retrain sensor reports a gate failure (retrain, rejected, blind): no duplicate per attempt."""
+    notifier = Notifier(webhook_url=webhook.url)
+    with dg.DagsterInstance.ephemeral() as instance:
+        gated = dg.materialize([_stand_in_score, _stand_in_gate], partition_key="2026-02-01", instance=instance,
+                               raise_on_error=False)
+        assert not gated.success
+        context = dg.build_run_status_sensor_context(
+            sensor_name="notify_on_run_failure", dagster_instance=instance, dagster_run=gated.dagster_run,
+            dagster_event=gated.get_run_failure_event(), resources={"notifier": notifier},
+        ).for_run_failure()
+        notify_on_run_failure(context)
+        assert webhook.texts() == []
+        # Any other failure still gets its one message.
+        broken = _failed_run(instance)
+        context = dg.build_run_status_sensor_context(
+            sensor_name="notify_on_run_failure", dagster_instance=instance, dagster_run=broken.dagster_run,
+            dagster_event=broken.get_run_failure_event(), resources={"notifier": notifier},
+        ).for_run_failure()
+        notify_on_run_failure(context)
+    assert len(webhook.texts()) == 1 and broken.run_id in webhook.texts()[0]
+
+
+@dg.asset(key="monthly_report", partitions_def=monthly_partitions)
+def _stand_in_report() -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={
+        "fid": 2.391, "threshold": 5.36, "kid_mean": 0.00421, "attempts": 2,
+        "report_html": dg.MetadataValue.path("/srv/artifacts/monthly_report/2026-03-01.html")})
+
+
+def test_a_delivered_month_sends_one_message_with_scores_and_links(webhook: Recorder,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAN_ASSETS_UI_BASE_URL", "https://dagster.hospital.example/")
+    notifier = Notifier(webhook_url=webhook.url)
+    defs = dg.Definitions(assets=[_stand_in_report], sensors=[notify_on_delivery], resources={"notifier": notifier})
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert dg.materialize([_stand_in_report], partition_key="2026-03-01", instance=instance).success
+        with dg.build_sensor_context(instance=instance, definitions=defs, resources={"notifier": notifier}) as context:
+            first = notify_on_delivery.evaluate_tick(context)
+        with dg.build_sensor_context(instance=instance, definitions=defs, cursor=first.cursor,
+                                     resources={"notifier": notifier}) as context:
+            notify_on_delivery.evaluate_tick(context)  # nothing new: no second message
+    (text,) = webhook.texts()
+    assert "2026-03 delivered after 2 attempt(s)" in text and "FID 2.391" in text and "threshold 5.360" in text
+    assert "KID 0.00421" in text and "/srv/artifacts/monthly_report/2026-03-01.html" in text
+    assert "https://dagster.hospital.example/assets/monthly_report?partition=2026-03-01" in text

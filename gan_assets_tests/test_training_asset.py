@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -12,13 +14,16 @@ import pytest
 
 from gan_assets.assets.common import TRAINING_TAG
 from gan_assets.assets.training import pack_window, trained_generator
-from gan_assets.io_managers import LocalOpenFormatIOManager
+from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
+from gan_assets.jobs import retrain_job
 from gan_assets.model.artifact import generator_from_bundle, sample_images
 from gan_assets.model.config import TrainConfig
+from gan_assets.model.history import list_attempts
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.images import grid_png
 from gan_assets.resources import GanConfig
 from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
+from gan_assets.storage.digest import state_dict_sha256
 from gan_assets.storage.images import encoding_attrs, pack_images
 
 TINY = {"image_size": 32, "latent_dim": 16, "generator_width": 8, "discriminator_width": 8, "batch_size": 8,
@@ -47,6 +52,7 @@ def materialize(root: Path, partition: str, **config: object) -> dg.ExecuteInPro
         [UPSTREAM, trained_generator],
         partition_key=partition,
         resources={"io_manager": LocalOpenFormatIOManager(base_dir=str(root)),
+                   "artifact_store": LocalArtifactStore(base_dir=str(root)),
                    "gan_config": GanConfig(**{**TINY, **config})},
         tags={"gan/attempt": "2"},
         raise_on_error=False,
@@ -88,6 +94,17 @@ def test_materializes_over_the_window_and_weights_reload_exactly(artifacts_dir: 
     assert metadata["generator_parameters"].value == sum(p.numel() for p in generator.parameters())
     assert "data:image/png;base64," in metadata["loss_curve"].value  # type: ignore[operator]
     assert np.isfinite(metadata["final_loss_d"].value)
+    # The attempt is kept in the month's history under a key naming it, with the weights' hash,
+    # and the hash is the materialization's data version.
+    history = list_attempts(LocalObjectStore(artifacts_dir), "2026-03-01")
+    assert history == [attrs["history_key"]] and f"attempt-02-{result.run_id[:8]}" in history[0]
+    kept = decode("pt", (artifacts_dir / history[0]).read_bytes())
+    assert state_dict_sha256(kept.tensors) == attrs["weights_sha256"] == state_dict_sha256(bundle.tensors)
+    assert metadata["weights_sha256"].value == attrs["weights_sha256"]
+    assert materialization.tags["dagster/data_version"] == attrs["weights_sha256"][:32]
+    again_run = materialize(artifacts_dir, "2026-03-01", seed=7)
+    assert len(list_attempts(LocalObjectStore(artifacts_dir), "2026-03-01")) == 2  # the first attempt survives
+    assert again_run.success
     # the same packed bytes give the same fingerprint (what a reader checks against)
     _, same = pack_window({"2026-01-01": ArrayBundle({"images": january}),
                            "2026-03-01": ArrayBundle({"images": march})}, 32)
@@ -111,3 +128,55 @@ def test_training_runs_are_tagged() -> None:
     assert trained_generator.op.tags[TRAINING_TAG] == "true"
     assert trained_generator.op.pool == "gan_training"
     assert trained_generator.group_names_by_key[trained_generator.key] == "model"
+
+
+def test_a_diverged_training_enters_the_retrain_loop(artifacts_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training core's DivergenceError (a NaN loss) becomes an observation the retrain sensor reads:
+    the next attempt halves both learning rates; on the last attempt the month is rejected."""
+    from gan_assets.model.train import DivergenceError
+    from gan_assets.resources import Notifier
+    from gan_assets.sensors import notify_on_run_failure, retrain_on_fid_failure
+
+    def diverges(images: Any, config: Any, logger: Any) -> Any:
+        raise DivergenceError(3, float("nan"), float("inf"))
+
+    monkeypatch.setattr("gan_assets.assets.training._train", diverges)
+    seed_month(artifacts_dir, "2026-03-01", 12)
+    defs = dg.Definitions(
+        assets=[UPSTREAM, trained_generator], jobs=[retrain_job], sensors=[retrain_on_fid_failure],
+        resources={"io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts_dir)),
+                   "artifact_store": LocalArtifactStore(base_dir=str(artifacts_dir)),
+                   "gan_config": GanConfig(**TINY), "notifier": Notifier()})
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize([UPSTREAM, trained_generator], partition_key="2026-03-01", instance=instance,
+                                resources=defs.resources, tags={"gan/attempt": "1"}, raise_on_error=False)
+        assert not result.success
+        error = result.get_step_failure_events()[0].step_failure_data.error.to_string()
+        assert "diverged at step 3" in error and "halved learning rates" in error
+        # The failure notifier leaves it to the retrain loop.
+        context = dg.build_run_status_sensor_context(
+            sensor_name="notify_on_run_failure", dagster_instance=instance, dagster_run=result.dagster_run,
+            dagster_event=result.get_run_failure_event(), resources={"notifier": Notifier(webhook_url="http://127.0.0.1:9/x")},
+        ).for_run_failure()
+        notify_on_run_failure(context)  # would fail to post (port 9) and log a warning if it tried
+        with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
+            data = retrain_on_fid_failure.evaluate_tick(context)
+        (request,) = data.run_requests
+        config = request.run_config["resources"]["gan_config"]["config"]
+        assert (config["lr_g"], config["lr_d"]) == (TINY.get("lr_g", 2e-4) / 2, TINY.get("lr_d", 2e-4) / 2)
+        assert request.tags["gan/attempt"] == "2" and "diverged in training" in request.tags["gan/reason"]
+        assert request.partition_key == "2026-03-01"
+        # The attempt's record is in the month's history.
+        scores = [k for k in LocalObjectStore(artifacts_dir).list("trained_generator/2026-03-01.history/")
+                  if k.endswith(".score.json")]
+        assert len(scores) == 1 and json.loads((artifacts_dir / scores[0]).read_text())["status"] == "diverged"
+
+        # The last attempt diverging too: rejected, no request.
+        last = dg.materialize([UPSTREAM, trained_generator], partition_key="2026-03-01", instance=instance,
+                              resources=defs.resources, tags={"gan/attempt": str(TrainConfig(**TINY).max_attempts)},
+                              raise_on_error=False)
+        assert not last.success
+        with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources,
+                                     cursor=data.cursor) as context:
+            final = retrain_on_fid_failure.evaluate_tick(context)
+        assert not final.run_requests and "rejected" in (final.skip_message or "")

@@ -28,7 +28,7 @@ import dagster as dg
 import numpy as np
 from PIL import Image
 
-from gan_assets.assets.common import CONFIG_DIFF_TAG, GROUP_MODEL, ArtifactStoreResource, run_attempt
+from gan_assets.assets.common import CONFIG_DIFF_TAG, GROUP_MODEL, ArtifactStoreResource, code_version, run_attempt
 from gan_assets.assets.training import TRAINING_POOL, pack_window, training_window
 from gan_assets.metrics.cache import RealFeatures, real_features_cached
 from gan_assets.metrics.controls import split_reference
@@ -37,11 +37,16 @@ from gan_assets.metrics.evaluation import EVAL_SEED, EvaluationSettings, FidScor
 from gan_assets.metrics.extractors import FeatureExtractor
 from gan_assets.metrics.score import MIN_REAL_IMAGES
 from gan_assets.model.artifact import generator_from_bundle, sample_images
+from gan_assets.model.history import PromotedModel, promote, save_attempt, save_attempt_score
 from gan_assets.partitions import TRAINING_WINDOW, monthly_partitions
 from gan_assets.report.images import grid_png, markdown_image, to_uint8
 from gan_assets.resources import CloudWatchMetrics, FidExtractor, GanConfig
 from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle
+from gan_assets.storage.digest import state_dict_sha256
 from gan_assets.storage.images import unpack_images
+
+# What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
+CODE_VERSION = code_version(__name__)
 
 CLOUDWATCH_MODEL = "dcgan"
 # Generated images for scoring use their own noise stream, apart from generated_samples' seed.
@@ -242,6 +247,7 @@ def _held_out_half(bundle: ArrayBundle | None, partition: str, image_size: int) 
 
 
 @dg.asset(
+    code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
     group_name=GROUP_MODEL,
     # One input over the training window including this month (Dagster maps one upstream asset
@@ -321,10 +327,12 @@ def fid_feature_extractor(
         "feature_dim": dg.MetadataValue.int(int(description["feature_dim"])),
         "steps": dg.MetadataValue.int(settings.steps),
     }
-    return dg.Output(TensorBundle(tensors=tensors, attrs=attrs), metadata=metadata)
+    return dg.Output(TensorBundle(tensors=tensors, attrs=attrs), metadata=metadata,
+                     data_version=dg.DataVersion(weights.sha256[:32]))
 
 
 @dg.asset(
+    code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
     group_name=GROUP_MODEL,
     ins={
@@ -418,6 +426,7 @@ def fid_score(
         f"CloudWatch {'sent' if sent else 'not sent'}"
     )
 
+    _record_in_history(context, store, score, trained_generator)
     closest = list(score.memorization.details.get("closest") or [])
     context.add_output_metadata({
         "summary": dg.MetadataValue.md(_summary_markdown(score)),
@@ -432,6 +441,35 @@ def fid_score(
         ),
     })
     return score.to_dict()
+
+
+def _record_in_history(context: dg.AssetExecutionContext, store: ObjectStore, score: FidScore,
+                       trained_generator: TensorBundle) -> None:
+    """Keep the attempt's score beside its weights; promote the attempt when it passed."""
+    attrs = trained_generator.attrs
+    training_run = str(attrs.get("run_id") or "")
+    attempt = int(attrs.get("attempt", score.attempt))
+    summary = {"status": score.status, "passed": score.passed, "fid": score.fid, "kid_mean": score.kid_mean,
+               "threshold": score.threshold, "attempt": score.attempt, "scoring_run_id": context.run_id}
+    save_attempt_score(store, context.partition_key, attempt, training_run, summary)
+    if not score.passed:
+        return
+    weights_key = attrs.get("history_key")
+    weights_sha = attrs.get("weights_sha256")
+    if not weights_key or not weights_sha:
+        # A generator stored before model history existed: keep it now, so it can be promoted.
+        weights_sha = state_dict_sha256(trained_generator.tensors)
+        weights_key = save_attempt(store, context.partition_key, attempt, training_run, trained_generator)
+    record = PromotedModel(
+        partition=context.partition_key, attempt=attempt, training_run_id=training_run, scoring_run_id=context.run_id,
+        weights_key=str(weights_key), weights_sha256=str(weights_sha),
+        data_sha256=str((attrs.get("data_fingerprint") or {}).get("sha256", "")),
+        code_version=str(attrs.get("code_version", "")), fid=score.fid, kid_mean=score.kid_mean)
+    key = promote(store, record)
+    context.log.info(f"{context.partition_key}: attempt {attempt} promoted (weights sha256 {record.weights_sha256[:16]}) "
+                     f"-> {store.uri(key)}")
+    context.add_output_metadata({"promoted_weights_sha256": dg.MetadataValue.text(record.weights_sha256),
+                                 "promoted_weights": dg.MetadataValue.path(store.uri(record.weights_key))})
 
 
 def check_result(score: FidScore) -> dg.AssetCheckResult:

@@ -8,16 +8,21 @@ import pandas as pd
 import torch
 
 from gan_assets import __version__
-from gan_assets.assets.common import GROUP_DELIVERY, ArtifactStoreResource
+from gan_assets.assets.common import GROUP_DELIVERY, ArtifactStoreResource, code_version
 from gan_assets.dicom.secondary_capture import DEFAULT_MODALITY, SyntheticSeries, secondary_capture_bytes
 from gan_assets.metrics.evaluation import FidScore
 from gan_assets.model.artifact import generator_from_bundle, sample_images
+from gan_assets.model.history import ModelHistoryError, load_promoted
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.document import most_common_modality
 from gan_assets.report.images import grid_png, markdown_image, preview_grid_png
 from gan_assets.resources import GanConfig
-from gan_assets.storage import ArrayBundle, TensorBundle
+from gan_assets.storage import ArrayBundle
+from gan_assets.storage.digest import arrays_sha256
 from gan_assets.storage.images import encoding_attrs, pack_images
+
+# What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
+CODE_VERSION = code_version(__name__)
 
 ASSET = "generated_samples"
 
@@ -41,11 +46,14 @@ def dicom_key(partition: str, index: int) -> str:
 
 
 @dg.asset(
+    code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
     group_name=GROUP_DELIVERY,
+    # The weights come from the month's promoted attempt (model history), not from whatever
+    # trained_generator holds now: a dependency for lineage, read through the history.
+    deps=[dg.AssetDep("trained_generator")],
     ins={
-        "trained_generator": dg.AssetIn(),
-        # Input only to order the step after scoring: the blocking check on fid_score stops it.
+        # The blocking check on fid_score stops this step in a run whose score failed.
         "fid_score": dg.AssetIn(),
         "dicom_manifest": dg.AssetIn(),
     },
@@ -55,10 +63,9 @@ def generated_samples(
     context: dg.AssetExecutionContext,
     gan_config: GanConfig,
     artifact_store: dg.ResourceParam[ArtifactStoreResource],
-    trained_generator: TensorBundle,
     fid_score: dict[str, Any],
     dicom_manifest: pd.DataFrame,
-) -> ArrayBundle:
+) -> dg.Output[ArrayBundle]:
     """Synthetic images sampled from the approved generator's EMA weights (npz, PNG grid, optional DICOM)."""
     partition = context.partition_key
     score = FidScore.from_dict(fid_score)
@@ -71,21 +78,25 @@ def generated_samples(
                 "from an approved generator. Retrain (retrain_job) until fid_score passes."
             )
         )
-    generator_attempt = int(trained_generator.attrs.get("attempt", 1))
+    store = artifact_store.object_store()
+    try:
+        promoted, weights = load_promoted(store, partition)
+    except ModelHistoryError as err:
+        raise dg.Failure(description=str(err)) from None
+    generator_attempt = promoted.attempt
     if score.attempt != generator_attempt:
         context.log.warning(
-            f"fid_score is for attempt {score.attempt} but trained_generator is attempt "
-            f"{generator_attempt}; re-materialize fid_score if the generator was retrained alone"
+            f"fid_score is for attempt {score.attempt} but the promoted generator is attempt {generator_attempt}; "
+            "samples come from the promoted one"
         )
 
     config = gan_config.to_train_config()
     device = sample_device(config.device)
     started = time.perf_counter()
-    generator = generator_from_bundle(trained_generator, device=device)
+    generator = generator_from_bundle(weights, device=device)
     images = pack_images(sample_images(generator, config.num_samples, seed=config.sample_seed, device=device))
     sample_seconds = time.perf_counter() - started
 
-    store = artifact_store.object_store()
     grid_uri = store.put(grid_key(partition), grid_png(images))
 
     dicom_uris: list[str] = []
@@ -115,10 +126,12 @@ def generated_samples(
         "dicom_files": dg.MetadataValue.int(len(dicom_uris)),
         "modality": dg.MetadataValue.text(modality),
         "generator_attempt": dg.MetadataValue.int(generator_attempt),
+        "generator_weights_sha256": dg.MetadataValue.text(promoted.weights_sha256),
+        "generator_weights": dg.MetadataValue.path(store.uri(promoted.weights_key)),
         "images_per_second": dg.MetadataValue.float(float(timings["images_per_second"] or 0.0)),
         "device": dg.MetadataValue.text(device),
     })
-    return ArrayBundle(
+    bundle = ArrayBundle(
         arrays={"images": images},
         attrs={
             **encoding_attrs(),
@@ -126,6 +139,8 @@ def generated_samples(
             "count": len(images),
             "image_size": int(images.shape[-1]),
             "generator_attempt": generator_attempt,
+            "promoted": promoted.to_dict(),
+            "run_id": context.run_id,
             "source_partition": partition,
             "fid": score.fid,
             "modality": modality,
@@ -135,3 +150,4 @@ def generated_samples(
             "timings": timings,
         },
     )
+    return dg.Output(bundle, data_version=dg.DataVersion(arrays_sha256({"images": images})[:32]))

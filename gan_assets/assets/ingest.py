@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from gan_assets.assets.common import GROUP_INGEST, ArtifactStoreResource
+from gan_assets.assets.common import GROUP_INGEST, ArtifactStoreResource, code_version
 from gan_assets.dicom.batch import (
     default_key_warning,
     describe_reasons,
@@ -49,7 +49,11 @@ from gan_assets.partitions import monthly_partitions
 from gan_assets.report.images import grid_png, markdown_image
 from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
 from gan_assets.storage import ArrayBundle, ObjectStore, StorageFormatError, decode
+from gan_assets.storage.digest import arrays_sha256
 from gan_assets.storage.images import encoding_attrs
+
+# What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
+CODE_VERSION = code_version(__name__)
 
 # Rows of the unassigned table shown in the UI (all of them are in the stored index).
 UNASSIGNED_SHOWN = 200
@@ -102,6 +106,7 @@ def partition_months(context: dg.AssetExecutionContext) -> set[str]:
 
 
 @dg.asset(
+    code_version=CODE_VERSION,
     group_name=GROUP_INGEST,
     deps=[dicom_source],
     kinds={"dicom", "parquet"},
@@ -182,6 +187,7 @@ def landing_zone_index(
 
 
 @dg.asset(
+    code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
     group_name=GROUP_INGEST,
     deps=[dicom_source],
@@ -237,10 +243,13 @@ def dicom_manifest(
             + f"\n\n{unassigned} file(s) of the landing zone belong to no month: see landing_zone_index"
         ),
     }
-    return dg.Output(frame, metadata=metadata)
+    # The month's content version: the same files give the same manifest.
+    return dg.Output(frame, metadata=metadata, data_version=dg.DataVersion(
+        month_fingerprints(index, [month]).get(month, EMPTY_MONTH)))
 
 
 @dg.asset(
+    code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
     group_name=GROUP_INGEST,
     kinds={"dicom", "numpy"},
@@ -342,4 +351,5 @@ def preprocessed_images(
         "workers": dg.MetadataValue.int(resolve_workers(preprocess_config.workers)),
         "preview": dg.MetadataValue.md(markdown_image(grid_png(preview), f"{month} preprocessed images")),
     }
-    return dg.Output(bundle, metadata=metadata)
+    metadata["images_sha256"] = dg.MetadataValue.text(arrays_sha256(bundle.arrays))
+    return dg.Output(bundle, metadata=metadata, data_version=dg.DataVersion(metadata["images_sha256"].value[:32]))

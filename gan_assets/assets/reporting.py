@@ -6,17 +6,21 @@ FIDScore/KID go to CloudWatch from fid_score (evaluation), for every attempt, re
 import datetime as _dt
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from gan_assets.assets.common import GROUP_DELIVERY, ArtifactStoreResource
+from gan_assets.assets.common import GROUP_DELIVERY, ArtifactStoreResource, code_version
+from gan_assets.assets import evaluation, generation, ingest, training
 from gan_assets.assets.generation import ASSET as SAMPLES_ASSET
 from gan_assets.assets.generation import grid_key
 from gan_assets.assets.ingest import partition_months
-from gan_assets.dicom.index import zone_summary
+from gan_assets.dicom.index import EMPTY_MONTH, month_fingerprints, zone_summary
+from gan_assets.model.history import ModelHistoryError, load_promoted
+from gan_assets.storage.digest import arrays_sha256
 from gan_assets.metrics.evaluation import FidScore
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.document import (
@@ -32,6 +36,9 @@ from gan_assets.report.document import (
 from gan_assets.report.html import render_report_html
 from gan_assets.report.images import data_uri, grid_png, markdown_image, preview_grid_png
 from gan_assets.storage import ArrayBundle, TensorBundle
+
+# What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
+CODE_VERSION = code_version(__name__)
 
 # Real examples shown beside the synthetic grid (at most this many).
 REAL_EXAMPLES = 16
@@ -86,7 +93,30 @@ def _summary_markdown(report: dict[str, Any], preview: str) -> str:
     return "\n".join(lines)
 
 
+def _lineage(context: dg.AssetExecutionContext, store: Any, partition: str, index: pa.Table,
+             preprocessed_images: ArrayBundle, sample_attrs: dict[str, Any]) -> dict[str, Any]:
+    """From the delivered images back to the exact model, data, code and runs (all by hash or id)."""
+    try:
+        promoted, _ = load_promoted(store, partition)  # verifies the weights against their hash
+    except ModelHistoryError as err:
+        raise dg.Failure(description=str(err)) from None
+    month = partition[:7]
+    return {
+        "model": {"attempt": promoted.attempt, "weights_sha256": promoted.weights_sha256,
+                  "weights": store.uri(promoted.weights_key), "training_run_id": promoted.training_run_id},
+        "data": {"month_fingerprint": month_fingerprints(index, [month]).get(month, EMPTY_MONTH),
+                 "images_sha256": arrays_sha256(preprocessed_images.arrays),
+                 "training_window_sha256": promoted.data_sha256},
+        "code_versions": {"ingest": ingest.CODE_VERSION, "training": training.CODE_VERSION,
+                          "evaluation": evaluation.CODE_VERSION, "generation": generation.CODE_VERSION,
+                          "reporting": CODE_VERSION},
+        "runs": {"training": promoted.training_run_id, "scoring": promoted.scoring_run_id,
+                 "generation": str(sample_attrs.get("run_id", "")), "report": context.run_id},
+    }
+
+
 @dg.asset(
+    code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
     group_name=GROUP_DELIVERY,
     ins={
@@ -147,6 +177,7 @@ def monthly_report(
             "report_seconds": round(time.perf_counter() - started, 4),
         },
         objects=objects,
+        lineage=_lineage(context, store, partition, landing_zone_index, preprocessed_images, sample_attrs),
     )
     html = render_report_html(
         report,
@@ -167,10 +198,15 @@ def monthly_report(
         "months_in_trend": dg.MetadataValue.int(len(trend)),
         "report_json": dg.MetadataValue.path(json_uri),
         "report_html": dg.MetadataValue.path(html_uri),
+        # A link the UI renders clickable (a local report opens as a file:// URL).
+        "report_link": dg.MetadataValue.url(html_uri if "://" in html_uri else Path(html_uri).resolve().as_uri()),
+        "promoted_weights_sha256": dg.MetadataValue.text(report["lineage"]["model"]["weights_sha256"]),
     }
     # Numbers as numeric metadata so the UI plots them across partitions.
     if evaluation["fid"] is not None:
         metadata["fid"] = dg.MetadataValue.float(evaluation["fid"])
     if evaluation["kid_mean"] is not None:
         metadata["kid_mean"] = dg.MetadataValue.float(evaluation["kid_mean"])
+    if evaluation["threshold"] is not None:
+        metadata["threshold"] = dg.MetadataValue.float(evaluation["threshold"])
     return dg.MaterializeResult(metadata=metadata)

@@ -6,15 +6,20 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from gan_assets.assets.common import GROUP_MODEL, TRAINING_TAG, run_attempt
+from gan_assets.assets.common import GROUP_MODEL, TRAINING_TAG, ArtifactStoreResource, code_version, run_attempt
 from gan_assets.model.artifact import generator_from_bundle
+from gan_assets.model.history import save_attempt, save_attempt_score
 from gan_assets.model.previews import FIXED_NOISE_COUNT, fixed_noise_grid_png, loss_curve_png
-from gan_assets.model.train import TrainResult, train_gan
+from gan_assets.model.train import DivergenceError, TrainResult, train_gan
 from gan_assets.partitions import TRAINING_WINDOW, TRAINING_WINDOW_MONTHS, monthly_partitions
 from gan_assets.report.images import markdown_image
 from gan_assets.resources import GanConfig
 from gan_assets.storage import ArrayBundle, TensorBundle
+from gan_assets.storage.digest import state_dict_sha256
 from gan_assets.storage.images import unpack_images
+
+# What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
+CODE_VERSION = code_version(__name__)
 
 TRAINING_POOL = "gan_training"
 
@@ -72,7 +77,27 @@ def _train(images: np.ndarray, config: Any, logger: Any) -> TrainResult:
     return train_gan(images, config, logger=logger)
 
 
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _report_divergence(context: dg.AssetExecutionContext, store: Any, config: Any, attempt: int,
+                       fingerprint: dict[str, Any], err: DivergenceError) -> None:
+    """What the retrain loop reads: an observation of the failed attempt, and its record in the history."""
+    record = {"status": "diverged", "passed": False, "attempt": attempt, "step": err.step,
+              "loss_d": _finite(err.loss_d), "loss_g": _finite(err.loss_g), "scoring_run_id": context.run_id}
+    save_attempt_score(store, context.partition_key, attempt, context.run_id, record)
+    context.log_event(dg.AssetObservation(
+        asset_key=context.asset_key, partition=context.partition_key,
+        metadata={"diverged": True, "attempt": attempt, "max_attempts": config.max_attempts, "step": err.step,
+                  "config": dg.MetadataValue.json(config.to_dict()),
+                  "data_sha256": dg.MetadataValue.text(fingerprint["sha256"])},
+    ))
+    context.log.warning(f"attempt {attempt} diverged at step {err.step}; reported to the retrain loop")
+
+
 @dg.asset(
+    code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
     group_name=GROUP_MODEL,
     ins={
@@ -90,6 +115,7 @@ def _train(images: np.ndarray, config: Any, logger: Any) -> TrainResult:
 def trained_generator(
     context: dg.AssetExecutionContext,
     gan_config: GanConfig,
+    artifact_store: dg.ResourceParam[ArtifactStoreResource],
     preprocessed_images: Any,
 ) -> dg.Output[TensorBundle]:
     """DCGAN generator (EMA weights) trained on this and the previous months' images, with its config and loss history."""
@@ -101,7 +127,15 @@ def trained_generator(
     context.log.info(
         f"attempt {attempt}: training on {fingerprint['n_images']} images from {fingerprint['partitions']}"
     )
-    result = _train(images, config, context.log)
+    try:
+        result = _train(images, config, context.log)
+    except DivergenceError as err:
+        _report_divergence(context, artifact_store.object_store(), config, attempt, fingerprint, err)
+        raise dg.Failure(
+            description=(f"{context.partition_key} attempt {attempt}: {err}. retrain_on_fid_failure requests the next "
+                         "attempt with halved learning rates while attempts remain."),
+            allow_retries=False,
+        ) from None
 
     bundle = TensorBundle(
         tensors=result.generator_state,
@@ -125,8 +159,15 @@ def trained_generator(
             "fixed_noise_seed": config.seed,
             "fixed_noise_count": FIXED_NOISE_COUNT,
             "partition": context.partition_key,
+            "run_id": context.run_id,
+            "code_version": CODE_VERSION,
+            "weights_sha256": state_dict_sha256(result.generator_state),
         },
     )
+    # Every attempt is kept under a key naming it; the asset's value is the latest attempt.
+    store = artifact_store.object_store()
+    history_key = save_attempt(store, context.partition_key, attempt, context.run_id, bundle)
+    bundle.attrs["history_key"] = history_key
     # The grid comes from the stored weights, rebuilt as any consumer will rebuild them.
     samples_png = fixed_noise_grid_png(generator_from_bundle(bundle), config.seed)
     metadata: dict[str, Any] = {
@@ -142,7 +183,12 @@ def trained_generator(
         "generator_parameters": dg.MetadataValue.int(result.parameter_counts["generator"]),
         "discriminator_parameters": dg.MetadataValue.int(result.parameter_counts["discriminator"]),
         "config": dg.MetadataValue.json(config.to_dict()),
+        "weights_sha256": dg.MetadataValue.text(bundle.attrs["weights_sha256"]),
+        "data_sha256": dg.MetadataValue.text(fingerprint["sha256"]),
+        "attempt_weights": dg.MetadataValue.path(store.uri(history_key)),
         "loss_curve": dg.MetadataValue.md(markdown_image(loss_curve_png(result.loss_history), "loss curve")),
         "samples": dg.MetadataValue.md(markdown_image(samples_png, f"fixed-noise samples (seed {config.seed})")),
     }
-    return dg.Output(bundle, metadata=metadata)
+    # The data version is the weights' hash: a retrain that changes them shows the month's scores
+    # and samples as unsynced until they are made from the new weights.
+    return dg.Output(bundle, metadata=metadata, data_version=dg.DataVersion(bundle.attrs["weights_sha256"][:32]))

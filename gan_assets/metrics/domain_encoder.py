@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gan_assets.storage.digest import state_dict_sha256
+
 log = logging.getLogger(__name__)
 
 ARCHITECTURE = "domain_cnn_v1"
@@ -157,18 +159,6 @@ class DomainEncoder(nn.Module):
             return maps.mean(dim=(2, 3))
         return F.adaptive_avg_pool2d(maps, self.pool_grid).flatten(1)
 
-
-def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over names, shapes, dtypes and bytes of a state dict (independent of file format)."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        if tensor.dtype != torch.float32:
-            digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()
 
 
 def images_sha256(images: np.ndarray) -> str:

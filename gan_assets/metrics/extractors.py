@@ -32,12 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan_assets.metrics.domain_encoder import (
-    DomainEncoderWeights,
-    encoder_from_weights,
-    state_dict_sha256,
-    working_side,
-)
+from gan_assets.metrics.domain_encoder import DomainEncoderWeights, encoder_from_weights, working_side
+from gan_assets.storage.digest import state_dict_sha256
 
 log = logging.getLogger(__name__)
 

@@ -190,18 +190,25 @@ MEMORIZATION_RULE = MutationRule(
     description="memorized: DiffAugment translation,cutout on, 25% fewer steps",
 )
 
-MutationCause = Literal["quality", "memorized"]
-MUTATION_CAUSES: tuple[MutationCause, ...] = ("quality", "memorized")
+# A training whose loss became NaN or infinite: the step was too large for this data. Halving
+# both learning rates is the textbook remedy (the ladder's 'more steps' would diverge again).
+DIVERGENCE_RULE = MutationRule(
+    scale={"lr_g": 0.5, "lr_d": 0.5}, set={},
+    description="diverged: learning rates halved",
+)
+
+MutationCause = Literal["quality", "memorized", "diverged"]
+MUTATION_CAUSES: tuple[MutationCause, ...] = ("quality", "memorized", "diverged")
 
 
 def rule_for_cause(next_attempt: int, policy: MutationPolicy | None = None, cause: MutationCause = "quality") -> MutationRule:
     """The rule that makes ``next_attempt``: the policy's ladder rung, or the memorization rule."""
     if cause not in MUTATION_CAUSES:
         raise MutationPolicyError(f"mutation cause {cause!r} is unknown; use one of {', '.join(MUTATION_CAUSES)}")
-    if cause == "memorized":
+    if cause in ("memorized", "diverged"):
         if next_attempt < 2:
             raise ValueError(f"attempt {next_attempt}: only retrains (attempt >= 2) are mutated")
-        return MEMORIZATION_RULE
+        return MEMORIZATION_RULE if cause == "memorized" else DIVERGENCE_RULE
     return (policy or DEFAULT_POLICY).rule_for(next_attempt)
 
 
@@ -228,7 +235,8 @@ def mutate_config(
 ) -> TrainConfig:
     """The config for ``next_attempt`` (>= 2), from the config the previous attempt used.
 
-    ``cause="memorized"`` applies :data:`MEMORIZATION_RULE` instead of the policy's rung.
+    ``cause="memorized"`` applies :data:`MEMORIZATION_RULE`, ``cause="diverged"``
+    :data:`DIVERGENCE_RULE`, instead of the policy's rung.
     """
     base = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     rule = rule_for_cause(next_attempt, policy, cause)

@@ -318,9 +318,15 @@ def build_report(
     trend: Sequence[dict[str, Any]],
     timings: Mapping[str, Any],
     objects: Mapping[str, str],
+    lineage: Mapping[str, Any] | None = None,
     generated_at: _dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """Assemble report.json from the month's artifacts (validated against the schema)."""
+    """Assemble report.json from the month's artifacts (validated against the schema).
+
+    ``lineage`` names what the delivered images come from: the promoted model (weights hash and
+    object), the data (month fingerprint, images hash, training-window hash), the code version of
+    each asset and the run of each stage.
+    """
     score = fid_score
     status = score.status
     gate = score.gate
@@ -385,5 +391,7 @@ def build_report(
         "code_version": code_version(),
         "objects": dict(objects),
     }
+    if lineage is not None:
+        report["lineage"] = _jsonable(dict(lineage))
     validate_report(report)
     return report

@@ -76,3 +76,14 @@ def run_failure_message(job_name: str, partition_key: str | None, detail: str, r
     if len(detail) > 300:  # a chat line, not a stack trace; the link has the rest
         detail = detail[:297] + "..."
     return f":x: gan-assets run `{job_name}` failed for month {month}: {detail} <{run_url}|open run>"
+
+
+def delivery_message(partition_key: str, fid: float | None, threshold: float | None, kid: float | None,
+                     attempts: int | None, report: str, asset_url: str) -> str:
+    """Short chat message for a delivered month: its scores and where its report is."""
+    def number(value: float | None, digits: int) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    tries = f" after {attempts} attempt(s)" if attempts else ""
+    return (f":white_check_mark: gan-assets month {partition_key[:7]} delivered{tries}: FID {number(fid, 3)} "
+            f"(threshold {number(threshold, 3)}), KID {number(kid, 5)}. Report: {report} <{asset_url}|open in Dagster>")
