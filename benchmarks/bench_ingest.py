@@ -2,8 +2,10 @@
 
     .venv/bin/python benchmarks/bench_ingest.py [--files 60] [--image-size 64] [--rounds 2]
 
-- ours: ``gan_assets.dicom.batch.preprocess_month`` (process pool over all cores, one read per
-  file, Pillow anti-aliased resize, uint8 packing), pool start-up included;
+- ours: ``gan_assets.dicom.batch.preprocess_month`` as the product calls it (a process pool over
+  all cores when the month is large enough to pay for it: DECODE_POOL_MIN_BYTES or
+  DECODE_POOL_MIN_FILES, else in-process; one read per file, content check, Pillow anti-aliased
+  resize, uint8 packing), pool start-up included; ``ours_pool`` forces the pool;
 - baseline: a naive loop per file: dcmread, pixel_array, rescale, scipy.ndimage.zoom, normalise;
 - ours_single_process: the same code with workers=1 (per-core efficiency, load-independent);
 - bound: decode only (dcmread + pixel_array) in one process, what any single-process loop
@@ -110,12 +112,15 @@ def main() -> None:
             paths = sorted(folder.rglob("CT*.dcm"))
             assert len(rows) == len(paths) == args.files, (len(rows), len(paths))
             naive_loop(paths[:2], args.image_size)  # warm imports on both sides
-            best = {"ours": 0.0, "ours_single_process": 0.0, "naive": 0.0, "decode_only": 0.0}
+            best = {"ours": 0.0, "ours_pool": 0.0, "ours_single_process": 0.0, "naive": 0.0, "decode_only": 0.0}
             for _ in range(args.rounds):
                 best["naive"] = max(best["naive"], _rate(lambda: naive_loop(paths, args.image_size), len(paths)))
                 result_holder: list = []
+                # The product's own choice: a pool from DECODE_POOL_MIN_BYTES or DECODE_POOL_MIN_FILES.
                 best["ours"] = max(best["ours"], _rate(lambda: result_holder.append(preprocess_month(
-                    spec, rows, options, key=key, workers=args.workers, tune=tune, pool_threshold=1)), len(paths)))
+                    spec, rows, options, key=key, workers=args.workers, tune=tune)), len(paths)))
+                best["ours_pool"] = max(best["ours_pool"], _rate(lambda: preprocess_month(
+                    spec, rows, options, key=key, workers=args.workers, tune=tune, pool_threshold=1), len(paths)))
                 best["decode_only"] = max(best["decode_only"], _rate(lambda: decode_only(paths), len(paths)))
                 best["ours_single_process"] = max(best["ours_single_process"], _rate(lambda: preprocess_month(
                     spec, rows, options, key=key, workers=1, tune=tune), len(paths)))
@@ -124,7 +129,8 @@ def main() -> None:
             print(f"{size}x{size}: ours {best['ours']:.1f} files/s, naive {best['naive']:.1f} files/s "
                   f"(x{best['ours'] / best['naive']:.2f}), decode-only bound {best['decode_only']:.1f} files/s "
                   f"(ours x{best['ours'] / best['decode_only']:.2f}); ours in one process "
-                  f"{best['ours_single_process']:.1f} files/s (x{best['ours_single_process'] / best['naive']:.2f} naive)", flush=True)
+                  f"{best['ours_single_process']:.1f} files/s (x{best['ours_single_process'] / best['naive']:.2f} naive); "
+                  f"ours always in a pool {best['ours_pool']:.1f} files/s", flush=True)
         # Allocator effect on the decode-only loop (child processes, interleaved).
         malloc = {"tuned": 0.0, "default": 0.0}
         for _ in range(2):

@@ -44,6 +44,9 @@ def test_definitions_load_and_resolve_everything() -> None:
         node = graph.get(dg.AssetKey(key))
         assert node.description, key
         assert (node.partitions_def is None) == (key == "landing_zone_index"), key
+        # Who answers for it and what its data is, on every asset page.
+        assert node.owners and all(owner.startswith("team:") for owner in node.owners), key
+        assert node.tags.get("stage") == node.group_name and node.tags.get("data"), key
     for job in ("gan_pipeline", "retrain_job"):
         assert defs.resolve_job_def(job).tags.get("gan/training") == "true"
 

@@ -25,6 +25,20 @@ GROUP_INGEST = "ingest"
 GROUP_MODEL = "model"
 GROUP_DELIVERY = "delivery"
 
+# Who answers for each stage (shown on every asset page and filterable in the catalog), and what
+# its data is: ingest holds pseudonymous ids of real images, the model and delivery stages hold
+# weights, scores and synthetic images.
+OWNERS: dict[str, list[str]] = {
+    GROUP_INGEST: ["team:imaging-data"],
+    GROUP_MODEL: ["team:ml-engineering"],
+    GROUP_DELIVERY: ["team:ml-engineering"],
+}
+TAGS: dict[str, dict[str, str]] = {
+    GROUP_INGEST: {"stage": "ingest", "data": "pseudonymous-real-images"},
+    GROUP_MODEL: {"stage": "model", "data": "weights-and-scores"},
+    GROUP_DELIVERY: {"stage": "delivery", "data": "synthetic-images"},
+}
+
 
 def run_attempt(context: dg.AssetExecutionContext) -> int:
     """The training attempt this run belongs to (``gan/attempt`` tag; 1 when absent)."""

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from gan_assets.assets.common import GROUP_INGEST, ArtifactStoreResource, code_version
+from gan_assets.assets.common import GROUP_INGEST, OWNERS, TAGS, ArtifactStoreResource, code_version
 from gan_assets.dicom.batch import (
     default_key_warning,
     describe_reasons,
@@ -66,6 +66,8 @@ dicom_source = dg.AssetSpec(
         "so a month whose files are added, replaced or deleted shows its assets as unsynced."
     ),
     group_name=GROUP_INGEST,
+    owners=OWNERS[GROUP_INGEST],
+    tags=TAGS[GROUP_INGEST],
     partitions_def=monthly_partitions,
     metadata={"location": "dicom_source resource (GAN_ASSETS_LANDING_ZONE by default)"},
 )
@@ -108,6 +110,8 @@ def partition_months(context: dg.AssetExecutionContext) -> set[str]:
 @dg.asset(
     code_version=CODE_VERSION,
     group_name=GROUP_INGEST,
+    owners=OWNERS[GROUP_INGEST],
+    tags=TAGS[GROUP_INGEST],
     deps=[dicom_source],
     kinds={"dicom", "parquet"},
 )
@@ -190,6 +194,8 @@ def landing_zone_index(
     code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
     group_name=GROUP_INGEST,
+    owners=OWNERS[GROUP_INGEST],
+    tags=TAGS[GROUP_INGEST],
     deps=[dicom_source],
     kinds={"dicom", "parquet"},
 )
@@ -252,6 +258,8 @@ def dicom_manifest(
     code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
     group_name=GROUP_INGEST,
+    owners=OWNERS[GROUP_INGEST],
+    tags=TAGS[GROUP_INGEST],
     kinds={"dicom", "numpy"},
 )
 def preprocessed_images(

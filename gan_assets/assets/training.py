@@ -6,7 +6,15 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from gan_assets.assets.common import GROUP_MODEL, TRAINING_TAG, ArtifactStoreResource, code_version, run_attempt
+from gan_assets.assets.common import (
+    GROUP_MODEL,
+    OWNERS,
+    TAGS,
+    TRAINING_TAG,
+    ArtifactStoreResource,
+    code_version,
+    run_attempt,
+)
 from gan_assets.model.artifact import generator_from_bundle
 from gan_assets.model.history import save_attempt, save_attempt_score
 from gan_assets.model.previews import FIXED_NOISE_COUNT, fixed_noise_grid_png, loss_curve_png
@@ -100,6 +108,8 @@ def _report_divergence(context: dg.AssetExecutionContext, store: Any, config: An
     code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
     group_name=GROUP_MODEL,
+    owners=OWNERS[GROUP_MODEL],
+    tags=TAGS[GROUP_MODEL],
     ins={
         "preprocessed_images": dg.AssetIn(
             partition_mapping=TRAINING_WINDOW,
