@@ -167,6 +167,13 @@ def _print_summary(defs, instance, month: str) -> bool:  # noqa: ANN001 - dagste
         latest[node] = records[0].asset_materialization if records else None
         lines.append(f"  {node:<{width}} {stamp}")
     score_event = latest.get("fid_score")
+    # A month out of attempts fails its fid_score step; its verdict is an observation.
+    verdicts = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("fid_score"), asset_partitions=[month]), limit=1).records
+    scores = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("fid_score"), asset_partitions=[month]), limit=1).records
+    if verdicts and (not scores or verdicts[0].storage_id > scores[0].storage_id):
+        score_event = verdicts[0].event_log_entry.asset_observation
     if score_event is not None:
         values = {name: value.value for name, value in score_event.metadata.items()}
         lines.append(f"fid_score: {values.get('status')}, FID {values.get('fid', float('nan')):.4f} vs threshold "

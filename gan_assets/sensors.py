@@ -186,14 +186,16 @@ def retrain_run_key(partition: str, attempt: int, parent_run_id: str | None) -> 
 
 
 def _read_cursor(raw: str | None) -> dict[str, int]:
-    """{"fid_score": storage id, "diverged": storage id} handled so far (0 = from the start)."""
+    """{"fid_score", "verdict", "diverged": storage id} handled so far (0 = from the start): fid_score
+    materializations, fid_score observations (a month rejected, whose step failed) and
+    trained_generator observations (a diverged training)."""
     try:
         value = json.loads(raw) if raw else {}
     except ValueError:
         value = {}
     if not isinstance(value, dict):
         value = {}
-    return {name: int(value.get(name) or 0) for name in ("fid_score", "diverged")}
+    return {name: int(value.get(name) or 0) for name in ("fid_score", "verdict", "diverged")}
 
 
 def _retrain_on_fid_failure(context: dg.SensorEvaluationContext, notifier: Notifier,
@@ -206,15 +208,18 @@ def _retrain_on_fid_failure(context: dg.SensorEvaluationContext, notifier: Notif
     scores = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=FID_SCORE_KEY, after_storage_id=cursor["fid_score"] or None),
         limit=RETRAIN_EVENTS_PER_TICK, ascending=True).records
+    verdicts = context.instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=FID_SCORE_KEY, after_storage_id=cursor["verdict"] or None),
+        limit=RETRAIN_EVENTS_PER_TICK, ascending=True).records
     observed = context.instance.fetch_observations(
         dg.AssetRecordsFilter(asset_key=TRAINED_GENERATOR_KEY, after_storage_id=cursor["diverged"] or None),
         limit=RETRAIN_EVENTS_PER_TICK, ascending=True).records
-    records = sorted([("fid_score", r) for r in scores] + [("diverged", r) for r in observed],
-                     key=lambda item: item[1].storage_id)
+    records = sorted([("fid_score", r) for r in scores] + [("verdict", r) for r in verdicts]
+                     + [("diverged", r) for r in observed], key=lambda item: item[1].storage_id)
     # Only a month's newest event in this batch counts: an older failure that was already
     # followed by another attempt (or a manual re-run) must not trigger a retrain of its own.
     newest = {record.partition_key: record.storage_id for kind, record in records
-              if kind == "fid_score" or _is_divergence(record)}
+              if kind != "diverged" or _is_divergence(record)}
     requests: list[dg.RunRequest] = []
     decided: list[str] = []
     for kind, record in records:
@@ -223,7 +228,7 @@ def _retrain_on_fid_failure(context: dg.SensorEvaluationContext, notifier: Notif
         metadata = dict(event.metadata) if event else {}
         if kind == "diverged" and not _is_divergence(record):
             continue  # another observation of trained_generator
-        what = "fid_score" if kind == "fid_score" else "diverged training"
+        what = {"fid_score": "fid_score", "verdict": "fid_score verdict", "diverged": "diverged training"}[kind]
         where = f"{what} {record.partition_key} (run {record.run_id or 'none'}, event {record.storage_id})"
         if newest.get(record.partition_key) != record.storage_id:
             context.log.info(f"{where}: superseded by a newer event of the same month")
@@ -300,13 +305,18 @@ def failed_steps(instance: dg.DagsterInstance, run_id: str) -> set[str]:
     return {record.event_log_entry.step_key for record in records if record.event_log_entry.step_key}
 
 
-def _diverged_in(instance: dg.DagsterInstance, run_id: str) -> bool:
-    """Whether the run's training reported a divergence (the retrain loop's business)."""
+def _loop_verdict_in(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether the run stopped on a verdict the retrain loop reports: a diverged training, or a
+    month rejected (out of attempts), each recorded as an observation."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION).records
     for record in records:
         observation = record.event_log_entry.asset_observation
+        metadata = dict(observation.metadata) if observation is not None else {}
         if observation is not None and observation.asset_key == TRAINED_GENERATOR_KEY \
-                and _metadata_value(dict(observation.metadata), "diverged"):
+                and _metadata_value(metadata, "diverged"):
+            return True
+        if observation is not None and observation.asset_key == FID_SCORE_KEY \
+                and _metadata_value(metadata, "status") == "rejected":
             return True
     return False
 
@@ -333,8 +343,9 @@ def notify_on_run_failure(context: dg.RunFailureSensorContext, notifier: Notifie
     if steps and steps <= {GATE_CHECK_STEP}:
         context.log.info(f"run {run_id} stopped at the quality gate: retrain_on_fid_failure reports it")
         return
-    if steps == {TRAINED_GENERATOR_KEY.to_user_string()} and _diverged_in(context.instance, run_id):
-        context.log.info(f"run {run_id}: training diverged: retrain_on_fid_failure retrains or rejects the month")
+    if steps <= {TRAINED_GENERATOR_KEY.to_user_string(), FID_SCORE_KEY.to_user_string()} \
+            and _loop_verdict_in(context.instance, run_id):
+        context.log.info(f"run {run_id}: a diverged training or a rejected month: retrain_on_fid_failure reports it")
         return
     text = failure_text(context, notifier)
     if notifier.notify(text):

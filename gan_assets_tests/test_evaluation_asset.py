@@ -182,18 +182,23 @@ def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Pa
              dg.AssetSpec("landing_zone_index"),
              fid_score, fid_within_threshold, generated_samples, monthly_report]
 
+    instance = dg.DagsterInstance.ephemeral()
     blocked = dg.materialize(
-        graph, partition_key=partition,
+        graph, partition_key=partition, instance=instance,
         resources=resources(root, threshold_rule="absolute", fid_threshold=1e-12, max_attempts=3),
         tags={"gan/attempt": "3"}, raise_on_error=False,
     )
     assert not blocked.success
-    assert materialized(blocked) == {"fid_score"}
-    (check,) = check_evaluations(blocked)
-    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
-    assert "REJECTED" in check.description
-    assert check.metadata["status"].value == "rejected" and check.metadata["attempt"].value == 3
-    assert check.metadata["threshold"].value == 1e-12 and check.metadata["fid"].value > 1e-12
+    # Out of attempts: the month's fid_score step fails (its partition shows as failed, not green),
+    # with the check's explanation; the score is kept and reported as an observation.
+    assert materialized(blocked) == set()
+    failure = blocked.get_step_failure_events()[0]
+    assert failure.step_key == "fid_score" and "REJECTED" in failure.step_failure_data.error.to_string()
+    (verdict,) = instance.get_records_for_run(blocked.run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION).records
+    observed = verdict.event_log_entry.asset_observation.metadata
+    assert observed["status"].value == "rejected" and observed["attempt"].value == 3
+    assert observed["threshold"].value == 1e-12 and observed["fid"].value > 1e-12
+    assert partition in _failed_partitions(instance, "fid_score")  # what the partitions view shows
     store = LocalObjectStore(root)
     stored = json.loads(store.get(f"fid_score/{partition}.json"))
     assert stored["passed"] is False and stored["status"] == "rejected"
@@ -214,6 +219,14 @@ def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Pa
     assert promoted["weights_sha256"] == state_dict_sha256(weights.tensors) and promoted["scoring_run_id"] == passing.run_id
     report = json.loads(store.get(f"monthly_report/{partition}.json"))
     assert report["lineage"]["model"]["weights_sha256"] == promoted["weights_sha256"]
+
+
+def _failed_partitions(instance: dg.DagsterInstance, asset: str) -> set[str]:
+    """The partitions Dagster's UI shows as failed (planned in a failed run, not materialized since)."""
+    from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
+
+    value = get_and_update_asset_status_cache_value(instance, dg.AssetKey(asset), monthly_partitions)
+    return set(value.deserialize_failed_partition_subsets(monthly_partitions).get_partition_keys()) if value else set()
 
 
 def test_the_check_explains_each_status() -> None:

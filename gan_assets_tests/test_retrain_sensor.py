@@ -367,3 +367,19 @@ def test_memorized_on_the_last_attempt_is_rejected_and_notified_as_memorization(
     assert requests == []
     (message,) = webhook.received
     assert "REJECTED" in message["text"] and "reproduced training images" in message["text"]
+
+
+def test_a_rejection_reported_as_an_observation_is_notified_once(instance: dg.DagsterInstance, tmp_path: Path,
+                                                                 webhook: Any) -> None:
+    """fid_score fails its step for a month out of attempts and reports its score as an observation."""
+    defs = make_defs(tmp_path, webhook.url)
+    train = TrainConfig(**TINY)
+    instance.report_runless_asset_event(dg.AssetObservation(
+        asset_key=FID_SCORE_KEY, partition="2026-04-01",
+        metadata={"fid": 90.0, "threshold": 50.0, "passed": False, "status": "rejected", "attempt": 3,
+                  "max_attempts": 3, "config": dg.MetadataValue.json(train.to_dict())},
+    ))
+    requests, cursor = tick(defs, instance, None)
+    assert requests == [] and len(webhook.received) == 1
+    assert "2026-04-01 REJECTED: FID 90.0 did not meet the threshold 50.0 in 3 of 3" in webhook.received[0]["text"]
+    assert tick(defs, instance, cursor)[0] == [] and len(webhook.received) == 1

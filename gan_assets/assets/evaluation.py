@@ -49,7 +49,7 @@ from gan_assets.model.history import PromotedModel, promote, save_attempt, save_
 from gan_assets.partitions import TRAINING_WINDOW, monthly_partitions
 from gan_assets.report.images import grid_png, markdown_image, to_uint8
 from gan_assets.resources import CloudWatchMetrics, FidExtractor, GanConfig
-from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle
+from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle, encode
 from gan_assets.storage.digest import state_dict_sha256
 from gan_assets.storage.images import unpack_images
 
@@ -439,6 +439,8 @@ def fid_score(
     )
 
     _record_in_history(context, store, score, trained_generator)
+    if score.status == "rejected":
+        _reject_month(context, store, score)
     closest = list(score.memorization.details.get("closest") or [])
     context.add_output_metadata({
         "summary": dg.MetadataValue.md(_summary_markdown(score)),
@@ -453,6 +455,25 @@ def fid_score(
         ),
     })
     return score.to_dict()
+
+
+def _reject_month(context: dg.AssetExecutionContext, store: ObjectStore, score: FidScore) -> None:
+    """A month out of attempts fails its fid_score step, so its partition shows as failed, not green.
+
+    The score is kept all the same: stored where the IO manager would store it (the report's
+    trend and a person read it there) and reported as an observation of fid_score (the retrain
+    sensor reads it and tells the notifier once).
+    """
+    ext, data = encode(score.to_dict())
+    store.put(f"fid_score/{context.partition_key}.{ext}", data)
+    context.log_event(dg.AssetObservation(
+        asset_key=context.asset_key, partition=context.partition_key,
+        metadata={"summary": dg.MetadataValue.md(_summary_markdown(score)), **score_metadata(score)},
+    ))
+    raise dg.Failure(description=check_result(score).description,
+                     metadata={"status": score.status, "fid": score.fid, "threshold": score.threshold,
+                               "attempt": score.attempt, "max_attempts": score.max_attempts},
+                     allow_retries=False)
 
 
 def _record_in_history(context: dg.AssetExecutionContext, store: ObjectStore, score: FidScore,
