@@ -12,6 +12,7 @@ ended by session, and the test fails if one survives.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import time
@@ -140,6 +141,39 @@ def show_markdown_image(page: Any, url: str, label: str) -> None:
     wait_for(f"the {label} PNG to be drawn in its dialog", drawn, 30)
 
 
+def _add_late_file(zone: Path) -> None:
+    """One more CT slice of MONTH, arriving after the month was ingested."""
+    from gan_assets.dicom.phantom import SliceSpec, ct_dataset
+
+    ds = ct_dataset(SliceSpec(7, 77, dt.date(int(MONTH[:4]), int(MONTH[5:]), 27), 1, 64, False, False))
+    (zone / "late").mkdir(exist_ok=True)
+    ds.save_as(zone / "late" / "late_arrival.dcm", enforce_file_format=True)
+
+
+def _launch_job(server: DagsterDev, job: str) -> str:
+    """Launch an unpartitioned job of the code location through the UI's GraphQL API; its run id."""
+    mutation = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
+      ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+    params = {"selector": {"repositoryLocationName": CODE_LOCATION, "repositoryName": "__repository__",
+                           "jobName": job}, "runConfigData": {}}
+    result = server.graphql(mutation, {"params": params})["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return result["run"]["runId"]
+
+
+def _run_status(server: DagsterDev, run_id: str) -> str:
+    data = server.graphql("query R($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id})
+    return data["runOrError"].get("status", "")
+
+
+def _stale(server: DagsterDev, asset: str) -> tuple[str, list[str]]:
+    """(staleStatus, stale cause reasons) of PARTITION of ``asset``, as the UI reads them."""
+    query = """query S($key: AssetKeyInput!, $p: String) { assetNodeOrError(assetKey: $key) {
+      ... on AssetNode { staleStatus(partition: $p) staleCauses(partition: $p) { reason } } } }"""
+    node = server.graphql(query, {"key": {"path": [asset]}, "p": PARTITION})["assetNodeOrError"]
+    return node.get("staleStatus", ""), [c["reason"] for c in node.get("staleCauses") or []]
+
+
 def _wait_for_run(server: DagsterDev, timeout_s: float) -> dict[str, Any]:
     """The UI-launched run of PARTITION, once it is finished (SUCCESS or not)."""
 
@@ -253,6 +287,19 @@ def test_ui_graph_and_materialize_one_month(tmp_path: Path, ui_env: dict[str, st
                         page.get_by_text(label, exact=True).first.wait_for(timeout=60_000)
                     wait_for("plot canvases", lambda: page.locator("canvas").count() >= 3, 30)
                     ui.shot("06_fid_plots")
+
+                with ui.step(f"a new file of {MONTH} makes {PARTITION}'s manifest unsynced"):
+                    _add_late_file(Path(ui_env["GAN_ASSETS_LANDING_ZONE"]))
+                    index_run = _launch_job(server, "index_landing_zone")
+                    wait_for("the index run to succeed", lambda: _run_status(server, index_run) == "SUCCESS"
+                             or None, RUN_S, interval_s=2.0)
+                    stale = wait_for("dicom_manifest's stale status", lambda: _stale(server, "dicom_manifest")
+                                     if _stale(server, "dicom_manifest")[0] == "STALE" else None, 60)
+                    assert any("data version" in cause for cause in stale[1]), stale
+                    # A partitioned asset shows it on the partition's own panel, not on the overview.
+                    page.goto(f"{server.url}/assets/dicom_manifest?view=partitions&partition={PARTITION}")
+                    page.get_by_text("Unsynced").first.wait_for(timeout=60_000)
+                    ui.shot("09_unsynced_manifest")
 
                 # Long markdown (an inline PNG) sits behind "[Show Markdown]", which opens it in a dialog.
                 for asset, label, shot in (("preprocessed_images", "preview", "07_preprocessed_images_preview"),

@@ -149,12 +149,8 @@ def _index_task(task: tuple[FileEntry, ScanOptions]) -> dict[str, Any]:
         return _scan_then_hash(zone, key, task)
     try:
         data, digest = zone.read_verified(entry)
-    except FileChangedError:
-        row = rejected_row(entry, key, "changed")
-    except FileNotFoundError:
-        row = rejected_row(entry, key, "missing")
-    except OSError:
-        row = rejected_row(entry, key, "io_error")
+    except (FileChangedError, OSError) as err:
+        row = _read_error_row(entry, key, err)
     else:
         batch._WORKER["zone"] = _ReadZone(zone, data)
         try:
@@ -176,14 +172,16 @@ def _scan_then_hash(zone: LandingZone, key: bytes, task: tuple[FileEntry, ScanOp
     if not entry.problem and row["reason_code"] not in ("missing", "changed", "too_large", "io_error"):
         try:
             digest = zone.content_digest(entry)
-        except FileChangedError:
-            row = rejected_row(entry, key, "changed")
-        except FileNotFoundError:
-            row = rejected_row(entry, key, "missing")
-        except OSError:
-            row = rejected_row(entry, key, "io_error")
+        except (FileChangedError, OSError) as err:
+            row = _read_error_row(entry, key, err)
     row["content_hash"] = content_ref(digest, key)
     return row
+
+
+def _read_error_row(entry: FileEntry, key: bytes, err: Exception) -> dict[str, Any]:
+    """The row of a file whose read failed: changed since listed, gone, or an I/O error (retried)."""
+    code = "changed" if isinstance(err, FileChangedError) else "missing" if isinstance(err, FileNotFoundError) else "io_error"
+    return rejected_row(entry, key, code)
 
 
 @dataclass(frozen=True)
