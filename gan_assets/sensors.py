@@ -20,6 +20,7 @@ Each tick lists the zone (no file is read) and compares it with the stored index
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -412,8 +413,11 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, dicom_source: Dicom
     entries = LandingZone(dicom_source.source_spec()).list_files()
     diff = listing_differences(entries, index.to_pylist(), key)
     if any(diff.values()):
-        # The run key is the state of the listing: the same difference is indexed once.
-        signature = f"{len(entries)}:{diff['new']}:{diff['changed']}:{diff['deleted']}:{max((e.mtime_ns for e in entries), default=0)}"
+        # The run key is the state of the listing (every file's name, size and time, hashed): the
+        # same zone is indexed once, and any other zone gets its own run.
+        listing = hashlib.sha256("\n".join(sorted(
+            f"{e.relative_path}|{e.size}|{e.mtime_ns}|{e.etag}" for e in entries)).encode("utf-8", "surrogatepass"))
+        signature = listing.hexdigest()[:32]
         reason = f"{diff['new']} new, {diff['changed']} changed, {diff['deleted']} deleted file(s) since the index"
         context.log.info(reason)
         return dg.SensorResult(run_requests=[dg.RunRequest(

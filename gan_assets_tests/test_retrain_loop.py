@@ -125,9 +125,17 @@ def run_loop(defs: dg.Definitions, instance: dg.DagsterInstance, limit: int = 8)
     raise AssertionError(f"the loop did not stop after {limit} requests")
 
 
-def scores(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
-    (event,) = result.asset_materializations_for_node("fid_score")
-    return {k: v.value for k, v in event.metadata.items() if k in
+def scores(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) -> dict[str, Any]:
+    """The run's score: its fid_score materialization, or the observation of a month rejected (whose
+    fid_score step fails so that the month shows failed)."""
+    events = result.asset_materializations_for_node("fid_score")
+    if events:
+        (event,) = events
+        metadata = event.metadata
+    else:
+        (record,) = instance.get_records_for_run(result.run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION).records
+        metadata = record.event_log_entry.asset_observation.metadata
+    return {k: v.value for k, v in metadata.items() if k in
             ("fid", "threshold", "passed", "attempt", "max_attempts", "status", "config", "config_diff")}
 
 
@@ -184,7 +192,7 @@ def test_an_impossible_threshold_runs_exactly_max_attempts_chained_trainings_the
     base, instance, results, artifacts = (
         impossible_loop.base, impossible_loop.instance, impossible_loop.results, impossible_loop.artifacts)
     assert len(results) == 3
-    attempts = [scores(r) for r in results]
+    attempts = [scores(r, instance) for r in results]
     assert [s["attempt"] for s in attempts] == [1, 2, 3]
     assert [s["status"] for s in attempts] == ["failed", "failed", "rejected"]
     assert not any(s["passed"] for s in attempts)
@@ -200,8 +208,10 @@ def test_an_impossible_threshold_runs_exactly_max_attempts_chained_trainings_the
     # Exactly three trainings, and the stored model is the last attempt's.
     assert len(trained_generator_events(instance)) == 3
     assert stored_generator_config(artifacts)["steps"] == 9
-    # The blocking check kept everything downstream from materializing.
+    # The blocking check kept everything downstream from materializing; the last attempt's step
+    # failed with the verdict (the month shows failed), its score is stored all the same.
     assert instance.get_latest_materialization_event(dg.AssetKey("generated_samples")) is None
+    assert not results[-1].success and results[-1].get_step_failure_events()[0].step_key == "fid_score"
     stored = json.loads((artifacts / "fid_score" / f"{MONTH}.json").read_text())
     assert stored["status"] == "rejected" and stored["attempt"] == 3
 
@@ -212,7 +222,7 @@ def test_a_threshold_met_on_attempt_2_stops_after_two_with_downstream_assets(
     # Attempt 1 is the impossible loop's attempt 1 (same config; CPU training is seeded), so a
     # threshold 10% under its FID fails it. A policy given by env makes attempt 2 train 20x
     # longer (4 -> 80 steps), which meets the threshold.
-    first = scores(impossible_loop.results[0])["fid"]
+    first = scores(impossible_loop.results[0], impossible_loop.instance)["fid"]
     artifacts = tmp_path / "artifacts"
     configure(monkeypatch, artifacts, images=ORIENTED_IMAGES, oriented=True, threshold_rule="absolute",
               fid_threshold=0.9 * first, max_attempts=3)
@@ -220,7 +230,7 @@ def test_a_threshold_met_on_attempt_2_stops_after_two_with_downstream_assets(
     with dg.instance_for_test() as instance:
         results = run_loop(loop_defs(artifacts), instance)
 
-        attempts = [scores(r) for r in results]
+        attempts = [scores(r, instance) for r in results]
         assert [s["status"] for s in attempts] == ["failed", "passed"], [s["fid"] for s in attempts]
         assert attempts[0]["fid"] == pytest.approx(first, rel=1e-6)
         assert attempts[1]["config_diff"] == {"steps": [4, 80]}
@@ -242,7 +252,7 @@ def test_a_blind_gate_stops_the_loop_after_one_attempt(monkeypatch: pytest.Monke
     configure(monkeypatch, artifacts, max_attempts=3)
     with dg.instance_for_test() as instance:
         results = run_loop(loop_defs(artifacts), instance)
-        (attempt,) = [scores(r) for r in results]  # no retrain was requested
+        (attempt,) = [scores(r, instance) for r in results]  # no retrain was requested
         assert attempt["status"] == "not_discriminative" and not attempt["passed"]
         assert len(trained_generator_events(instance)) == 1
         assert instance.get_latest_materialization_event(dg.AssetKey("generated_samples")) is None
