@@ -558,3 +558,25 @@ def test_hostile_files_on_s3_month_completes_and_nothing_leaks(
     assert len(bundle.arrays["ids"]) == sum(code == "" for code in expected.values())
 
     assert_nothing_leaked(run_haystacks(instance, result, artifacts), needles, caplog, capfd)
+
+
+def test_decoding_reuses_the_index_listing_and_still_checks_each_file(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run lists the zone once: the decode maps references through the index's listing, and a file
+    deleted or replaced since is caught by its own open, not by a second listing."""
+    _month_zone(tmp_path)
+    spec = SourceSpec(str(tmp_path))
+    table = update_index(spec, None, ScanOptions(), key=KEY, workers=1).table
+    rows = month_rows(table, "2026-02")
+    listings: list[int] = []
+    real_list = LandingZone.list_files
+
+    def counted(self: LandingZone) -> Any:
+        listings.append(1)
+        return real_list(self)
+
+    monkeypatch.setattr(LandingZone, "list_files", counted)
+    (tmp_path / "feb" / "b.dcm").unlink()  # gone after the listing
+    result = preprocess_month(spec, rows, PreprocessOptions(image_size=16), key=KEY, workers=1)
+    assert listings == []  # the listing of the index update was reused
+    assert [r["reason_code"] for r in result.rejected] == ["missing"] and result.files_ok == len(rows) - 1

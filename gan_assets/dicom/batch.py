@@ -315,7 +315,7 @@ def preprocess_month(spec: SourceSpec, manifest_rows: Sequence[dict[str, Any]], 
     started = time.perf_counter()
     zone = zone or LandingZone(spec)
     # The manifest holds pseudonymous file references, never paths: map them back here.
-    by_ref = {file_ref(entry.relative_path, key): entry for entry in zone.list_files()}
+    by_ref = {file_ref(entry.relative_path, key): entry for entry in zone.recent_listing()}
     ok_rows = [row for row in manifest_rows if row["status"] == "ok"]
     rejected: list[dict[str, str]] = []
     tasks: list[tuple[FileEntry, PreprocessOptions, str, str]] = []

@@ -18,12 +18,15 @@ import hashlib
 import io
 import os
 import stat as stat_module
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 # Enough for nearly every DICOM header; a longer header is fetched whole.
 S3_HEADER_BYTES = 256 * 1024
+# How long a listing of the zone may be reused by the same process (see recent_listing).
+LISTING_REUSE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,10 @@ class FileEntry:
     problem: str = ""
     mtime_ns: int = 0
     etag: str = ""  # S3 only: the object's ETag from the listing (a content hash, free to read)
+
+
+# The latest listing of each zone in this process: {spec: (time.monotonic(), entries)}.
+_RECENT_LISTINGS: dict[SourceSpec, tuple[float, list[FileEntry]]] = {}
 
 
 class FileChangedError(Exception):
@@ -124,7 +131,21 @@ class LandingZone:
                         continue
                     entries.append(self._local_entry(Path(dirpath) / name))
         entries.sort(key=lambda e: e.relative_path)
+        _RECENT_LISTINGS[self.spec] = (time.monotonic(), entries)
         return entries
+
+    def recent_listing(self, max_age_s: float = LISTING_REUSE_SECONDS) -> list[FileEntry]:
+        """This process's latest listing of the zone if younger than ``max_age_s``, else a new one.
+
+        A Dagster run lists the zone for the index and decodes the month moments later in the same
+        process; listing an archive again (on S3 a LIST per 1,000 keys) buys nothing, because every
+        open checks the file against its listed size, time and content, so a file changed or gone
+        since is rejected as ``changed`` or ``missing`` all the same.
+        """
+        listed = _RECENT_LISTINGS.get(self.spec)
+        if listed is not None and time.monotonic() - listed[0] <= max_age_s:
+            return listed[1]
+        return self.list_files()
 
     def _local_entry(self, path: Path) -> FileEntry:
         rel = path.relative_to(self.root).as_posix()
