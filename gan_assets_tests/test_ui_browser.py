@@ -54,11 +54,13 @@ EDGES = [*zip(CHAIN, CHAIN[1:]), ("preprocessed_images", "fid_feature_extractor"
 GROUPS = {"ingest": ["dicom_manifest", "dicom_source", "landing_zone_index", "preprocessed_images"],
           "model": ["fid_feature_extractor", "fid_score", "trained_generator"],
           "delivery": ["generated_samples", "monthly_report"]}
-# The brief's tiny config under the honest default gate: a 4-step model cannot pass it, so the
-# run ends at the blocking check, and the UI must say so (delivery is test_report's job).
+# The brief's tiny config under the honest default gate (40 images: enough for the default domain
+# encoder to make the gate discriminative): a 4-step model cannot pass it, so the run ends at the
+# blocking check, the daemon's retrain sensor retrains it once, and with two attempts the month
+# ends rejected; the UI must show each step (delivery is test_report's job).
 TINY_CONFIG = {"image_size": 32, "latent_dim": 16, "generator_width": 8, "discriminator_width": 8,
-               "batch_size": 8, "steps": 4, "log_every": 2, "num_samples": 8, "device": "cpu"}
-FAST_DOMAIN = {"domain_steps": 8}
+               "batch_size": 8, "steps": 4, "log_every": 2, "num_samples": 8, "device": "cpu", "max_attempts": 2}
+FILES_PER_MONTH = 40
 SERVER_START_S = 240.0
 RUN_S = 300.0
 
@@ -105,7 +107,7 @@ def ui_env(tmp_path: Path) -> dict[str, str]:
     from gan_assets.dicom.demo_data import generate_landing_zone
 
     landing = tmp_path / "landing_zone"
-    generate_landing_zone(landing, seed=0, files_per_month=10, months=[MONTH], workers=1)
+    generate_landing_zone(landing, seed=0, files_per_month=FILES_PER_MONTH, months=[MONTH], workers=1)
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     return {
@@ -113,7 +115,6 @@ def ui_env(tmp_path: Path) -> dict[str, str]:
         "GAN_ASSETS_LANDING_ZONE": str(landing),
         "GAN_ASSETS_ARTIFACTS_DIR": str(artifacts),
         "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps(TINY_CONFIG),
-        "GAN_ASSETS_FID_EXTRACTOR_OVERRIDES": json.dumps(FAST_DOMAIN),
         # no webhook, no CloudWatch: nothing leaves the machine
         "GAN_ASSETS_WEBHOOK_URL": "",
     }
@@ -174,16 +175,20 @@ def _stale(server: DagsterDev, asset: str) -> tuple[str, list[str]]:
     return node.get("staleStatus", ""), [c["reason"] for c in node.get("staleCauses") or []]
 
 
-def _wait_for_run(server: DagsterDev, timeout_s: float) -> dict[str, Any]:
-    """The UI-launched run of PARTITION, once it is finished (SUCCESS or not)."""
+def _wait_for_run(server: DagsterDev, timeout_s: float, job: str | None = None) -> dict[str, Any]:
+    """The run of PARTITION launched from the UI (or the first of ``job``), once it is finished."""
+
+    def mine(run: dict[str, Any]) -> bool:
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        return run["jobName"] == job if job else tags.get("dagster/from_ui") == "true"
 
     def finished() -> dict[str, Any] | None:
-        runs = runs_for_partition(server, PARTITION)
-        if runs and runs[0]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
-            return runs[0]
+        runs = [run for run in runs_for_partition(server, PARTITION) if mine(run)]
+        if runs and runs[-1]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            return runs[-1]
         return None
 
-    return wait_for(f"the run of {PARTITION} to finish", finished, timeout_s, interval_s=2.0)
+    return wait_for(f"the {job or 'UI'} run of {PARTITION} to finish", finished, timeout_s, interval_s=2.0)
 
 
 def test_ui_graph_and_materialize_one_month(tmp_path: Path, ui_env: dict[str, str]) -> None:
@@ -271,7 +276,8 @@ def test_ui_graph_and_materialize_one_month(tmp_path: Path, ui_env: dict[str, st
                     assert any(key.startswith(expected) for key in stored), f"{expected}* not stored; stored: {stored}"
                 assert not any(key.startswith(("generated_samples/", "monthly_report/")) for key in stored), stored
                 score = json.loads((artifacts / f"fid_score/{PARTITION}.json").read_text())
-                assert score["status"] in ("failed", "not_discriminative"), score["status"]
+                # Attempt 1 of 2 failed (the retrain sensor may already have replaced it with attempt 2).
+                assert score["gate"]["discriminative"] and score["status"] in ("failed", "rejected"), score["status"]
                 assert {c["name"] for c in score["controls"]} >= {"held_out_real", "flipped_vertical", "inverted"}
 
                 with ui.step("the FID check result is shown, with why"):
@@ -288,6 +294,16 @@ def test_ui_graph_and_materialize_one_month(tmp_path: Path, ui_env: dict[str, st
                     wait_for("plot canvases", lambda: page.locator("canvas").count() >= 3, 30)
                     ui.shot("06_fid_plots")
 
+                with ui.step(f"the daemon retrains {PARTITION} once, then shows it rejected"):
+                    retrain = _wait_for_run(server, RUN_S, job="retrain_job")
+                    tags = {t["key"]: t["value"] for t in retrain["tags"]}
+                    assert tags.get("gan/attempt") == "2" and "failed" in tags.get("gan/reason", ""), tags
+                    failure = run_failure_summary(server, retrain["runId"])
+                    assert retrain["status"] == "FAILURE" and "REJECTED" in failure, failure
+                    page.goto(f"{server.url}/assets/fid_score?view=partitions&partition={PARTITION}")
+                    page.get_by_text("Failed (1)").first.wait_for(timeout=60_000)
+                    ui.shot("09_rejected_month")
+
                 with ui.step(f"a new file of {MONTH} makes {PARTITION}'s manifest unsynced"):
                     _add_late_file(Path(ui_env["GAN_ASSETS_LANDING_ZONE"]))
                     index_run = _launch_job(server, "index_landing_zone")
@@ -299,7 +315,7 @@ def test_ui_graph_and_materialize_one_month(tmp_path: Path, ui_env: dict[str, st
                     # A partitioned asset shows it on the partition's own panel, not on the overview.
                     page.goto(f"{server.url}/assets/dicom_manifest?view=partitions&partition={PARTITION}")
                     page.get_by_text("Unsynced").first.wait_for(timeout=60_000)
-                    ui.shot("09_unsynced_manifest")
+                    ui.shot("10_unsynced_manifest")
 
                 # Long markdown (an inline PNG) sits behind "[Show Markdown]", which opens it in a dialog.
                 for asset, label, shot in (("preprocessed_images", "preview", "07_preprocessed_images_preview"),
