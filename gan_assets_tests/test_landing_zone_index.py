@@ -457,8 +457,9 @@ def test_dagster_marks_only_the_changed_month_stale(tmp_path: Path, instance: dg
     causes = resolver.get_stale_causes(dicom_manifest.key, "2026-03-01")
     assert [(c.reason, c.dependency.asset_key, c.dependency.partition_key) for c in causes] == [
         ("has a new dependency data version", dicom_source.key, "2026-03-01")]
-    # Dagster 1.13 marks only direct dependents stale (no propagation through materialized
-    # assets), so preprocessed_images shows its cause once dicom_manifest is materialized again.
+    # preprocessed_images reads the month's files too (a direct dependency on dicom_source): it
+    # shows the same cause. Dagster 1.13 does not propagate staleness further down.
+    assert resolver.get_status(preprocessed_images.key, "2026-03-01") == StaleStatus.STALE
     assert resolver.get_status(dicom_manifest.key, "2026-02-01") == StaleStatus.FRESH
     assert resolver.get_status(preprocessed_images.key, "2026-02-01") == StaleStatus.FRESH
 

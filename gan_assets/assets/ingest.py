@@ -260,6 +260,9 @@ def dicom_manifest(
     group_name=GROUP_INGEST,
     owners=OWNERS[GROUP_INGEST],
     tags=TAGS[GROUP_INGEST],
+    # It reads the month's files themselves (the manifest only names them): a change of the
+    # month's files marks it unsynced too.
+    deps=[dicom_source],
     kinds={"dicom", "numpy"},
 )
 def preprocessed_images(
