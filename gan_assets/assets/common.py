@@ -40,6 +40,11 @@ TAGS: dict[str, dict[str, str]] = {
 }
 
 
+def stage(group: str) -> dict[str, object]:
+    """The group, owners and tags of an asset of ``group`` (``@dg.asset(**stage(GROUP_MODEL), ...)``)."""
+    return {"group_name": group, "owners": OWNERS[group], "tags": TAGS[group]}
+
+
 def run_attempt(context: dg.AssetExecutionContext) -> int:
     """The training attempt this run belongs to (``gan/attempt`` tag; 1 when absent)."""
     raw = context.run.tags.get(ATTEMPT_TAG, "1")

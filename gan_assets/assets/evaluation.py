@@ -31,11 +31,10 @@ from PIL import Image
 from gan_assets.assets.common import (
     CONFIG_DIFF_TAG,
     GROUP_MODEL,
-    OWNERS,
-    TAGS,
     ArtifactStoreResource,
     code_version,
     run_attempt,
+    stage,
 )
 from gan_assets.assets.training import TRAINING_POOL, pack_window, training_window
 from gan_assets.metrics.cache import RealFeatures, real_features_cached
@@ -257,9 +256,7 @@ def _held_out_half(bundle: ArrayBundle | None, partition: str, image_size: int) 
 @dg.asset(
     code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
-    group_name=GROUP_MODEL,
-    owners=OWNERS[GROUP_MODEL],
-    tags=TAGS[GROUP_MODEL],
+    **stage(GROUP_MODEL),
     # One input over the training window including this month (Dagster maps one upstream asset
     # to one input): the body trains on the earlier months and reads this month only for the
     # held-out-half fallback.
@@ -344,9 +341,7 @@ def fid_feature_extractor(
 @dg.asset(
     code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
-    group_name=GROUP_MODEL,
-    owners=OWNERS[GROUP_MODEL],
-    tags=TAGS[GROUP_MODEL],
+    **stage(GROUP_MODEL),
     ins={
         "trained_generator": dg.AssetIn(),
         "fid_feature_extractor": dg.AssetIn(),

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from gan_assets import __version__
-from gan_assets.assets.common import GROUP_DELIVERY, OWNERS, TAGS, ArtifactStoreResource, code_version
+from gan_assets.assets.common import GROUP_DELIVERY, ArtifactStoreResource, code_version, stage
 from gan_assets.dicom.secondary_capture import DEFAULT_MODALITY, SyntheticSeries, secondary_capture_bytes
 from gan_assets.metrics.evaluation import FidScore
 from gan_assets.model.artifact import generator_from_bundle, sample_images
@@ -48,9 +48,7 @@ def dicom_key(partition: str, index: int) -> str:
 @dg.asset(
     code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
-    group_name=GROUP_DELIVERY,
-    owners=OWNERS[GROUP_DELIVERY],
-    tags=TAGS[GROUP_DELIVERY],
+    **stage(GROUP_DELIVERY),
     # The weights come from the month's promoted attempt (model history), not from whatever
     # trained_generator holds now: a dependency for lineage, read through the history.
     deps=[dg.AssetDep("trained_generator")],

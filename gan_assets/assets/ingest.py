@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from gan_assets.assets.common import GROUP_INGEST, OWNERS, TAGS, ArtifactStoreResource, code_version
+from gan_assets.assets.common import GROUP_INGEST, ArtifactStoreResource, code_version, stage
 from gan_assets.dicom.batch import (
     default_key_warning,
     describe_reasons,
@@ -65,9 +65,7 @@ dicom_source = dg.AssetSpec(
         "landing_zone_index: each month's data version is the fingerprint of its files (references and content), "
         "so a month whose files are added, replaced or deleted shows its assets as unsynced."
     ),
-    group_name=GROUP_INGEST,
-    owners=OWNERS[GROUP_INGEST],
-    tags=TAGS[GROUP_INGEST],
+    **stage(GROUP_INGEST),
     partitions_def=monthly_partitions,
     metadata={"location": "dicom_source resource (GAN_ASSETS_LANDING_ZONE by default)"},
 )
@@ -109,9 +107,7 @@ def partition_months(context: dg.AssetExecutionContext) -> set[str]:
 
 @dg.asset(
     code_version=CODE_VERSION,
-    group_name=GROUP_INGEST,
-    owners=OWNERS[GROUP_INGEST],
-    tags=TAGS[GROUP_INGEST],
+    **stage(GROUP_INGEST),
     deps=[dicom_source],
     kinds={"dicom", "parquet"},
 )
@@ -193,9 +189,7 @@ def landing_zone_index(
 @dg.asset(
     code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
-    group_name=GROUP_INGEST,
-    owners=OWNERS[GROUP_INGEST],
-    tags=TAGS[GROUP_INGEST],
+    **stage(GROUP_INGEST),
     deps=[dicom_source],
     kinds={"dicom", "parquet"},
 )
@@ -257,9 +251,7 @@ def dicom_manifest(
 @dg.asset(
     code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
-    group_name=GROUP_INGEST,
-    owners=OWNERS[GROUP_INGEST],
-    tags=TAGS[GROUP_INGEST],
+    **stage(GROUP_INGEST),
     # It reads the month's files themselves (the manifest only names them): a change of the
     # month's files marks it unsynced too.
     deps=[dicom_source],

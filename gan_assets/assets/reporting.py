@@ -13,7 +13,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from gan_assets.assets.common import GROUP_DELIVERY, OWNERS, TAGS, ArtifactStoreResource, code_version
+from gan_assets.assets.common import GROUP_DELIVERY, ArtifactStoreResource, code_version, stage
 from gan_assets.assets import evaluation, generation, ingest, training
 from gan_assets.assets.generation import ASSET as SAMPLES_ASSET
 from gan_assets.assets.generation import grid_key
@@ -118,9 +118,7 @@ def _lineage(context: dg.AssetExecutionContext, store: Any, partition: str, inde
 @dg.asset(
     code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
-    group_name=GROUP_DELIVERY,
-    owners=OWNERS[GROUP_DELIVERY],
-    tags=TAGS[GROUP_DELIVERY],
+    **stage(GROUP_DELIVERY),
     ins={
         "fid_score": dg.AssetIn(),
         "generated_samples": dg.AssetIn(),

@@ -8,12 +8,11 @@ import numpy as np
 
 from gan_assets.assets.common import (
     GROUP_MODEL,
-    OWNERS,
-    TAGS,
     TRAINING_TAG,
     ArtifactStoreResource,
     code_version,
     run_attempt,
+    stage,
 )
 from gan_assets.model.artifact import generator_from_bundle
 from gan_assets.model.history import save_attempt, save_attempt_score
@@ -107,9 +106,7 @@ def _report_divergence(context: dg.AssetExecutionContext, store: Any, config: An
 @dg.asset(
     code_version=CODE_VERSION,
     partitions_def=monthly_partitions,
-    group_name=GROUP_MODEL,
-    owners=OWNERS[GROUP_MODEL],
-    tags=TAGS[GROUP_MODEL],
+    **stage(GROUP_MODEL),
     ins={
         "preprocessed_images": dg.AssetIn(
             partition_mapping=TRAINING_WINDOW,
