@@ -23,12 +23,12 @@ seconds per file listed), a no-change update (nothing new: listing only), and th
 listing of the zone, which ``preprocess_month`` pays inside its preprocess on both sides.
 
 Where the time goes (64 px, 100 files a month, 2 shared cores, load 1-2): the baseline's header
-scan of the whole archive (~1.5 ms a file locally, ~6 ms on moto) is what the index saves; both
-sides still pay the month's own decode and ``preprocess_month``'s listing of the zone (it maps
-pseudonymous file references back to files). So the ratio grows with the archive: measured,
-24 months local x8.7 (index 0.23 s vs re-scan 4.1 s, x18 for that stage alone), 48 months
-local x10.1; 24 months on moto's S3 x4.0 (index 1.8 s vs re-scan 13.8 s, x7.5 for that stage;
-moto answers a LIST page or a GET in ~8 ms, so listing twice dominates).
+scan of the whole archive (~1.1 ms a file locally, ~5.5 ms on moto) is what the index saves.
+Both sides still pay the month's own decode. ``preprocess_month`` reuses the listing the index
+update (or scan_month) just made. So the ratio grows with the archive. Measured (runs vary by
+~20%): 24 months local x8.4-8.7 (index stage 0.21 s vs re-scan 2.79 s), 48 months local
+x9.1-10.1, 24 months on moto's S3 x6.0 (index stage 1.7 s vs 14.0 s; moto answers a LIST page or
+a GET in ~8 ms).
 
 Storage: ``local`` (a folder) and ``s3`` (moto's S3 server, started as a separate process on
 127.0.0.1 at a free port, so its request handling does not share this process's interpreter).
