@@ -201,7 +201,7 @@ def _read_cursor(raw: str | None) -> dict[str, int]:
 
 def _retrain_on_fid_failure(context: dg.SensorEvaluationContext, notifier: Notifier,
                             artifact_store: dg.ResourceParam[ArtifactStoreResource]) -> dg.SensorResult:
-    """Handle every fid_score materialization and every diverged training since the cursor, oldest first."""
+    """Handle every fid_score materialization, rejection verdict and diverged training since the cursor, oldest first."""
     # A malformed GAN_ASSETS_MUTATION_POLICY fails the tick (red in the UI) before any event is
     # consumed, so nothing is lost: fix the variable and the next tick handles the backlog.
     policy = policy_from_env()
