@@ -219,6 +219,7 @@ def dicom_manifest(
     modalities = dict(sorted(Counter(ok["modality"].replace("", "unknown")).items()))
     syntaxes = dict(sorted(Counter(ok["transfer_syntax_name"].replace("", "unknown")).items()))
     unassigned = len(unassigned_rows(index, partition_months(context)))
+    fingerprint = month_fingerprints(index, [month]).get(month, EMPTY_MONTH)
     context.log.info(
         f"{month}: {len(frame)} files belong to this month ({len(ok)} ok, {len(frame) - len(ok)} rejected"
         f"{': ' + describe_reasons(rejected) if rejected else ''}); read from the index of "
@@ -233,7 +234,7 @@ def dicom_manifest(
         "transfer_syntaxes": dg.MetadataValue.json(syntaxes),
         "landing_zone_files": dg.MetadataValue.int(index.num_rows),
         "landing_zone_unassigned": dg.MetadataValue.int(unassigned),
-        "data_fingerprint": dg.MetadataValue.text(month_fingerprints(index, [month]).get(month, EMPTY_MONTH)),
+        "data_fingerprint": dg.MetadataValue.text(fingerprint),
         "dagster/row_count": dg.MetadataValue.int(len(frame)),
         "dagster/column_schema": _column_schema(MANIFEST_SCHEMA),
         "summary": dg.MetadataValue.md(
@@ -244,8 +245,7 @@ def dicom_manifest(
         ),
     }
     # The month's content version: the same files give the same manifest.
-    return dg.Output(frame, metadata=metadata, data_version=dg.DataVersion(
-        month_fingerprints(index, [month]).get(month, EMPTY_MONTH)))
+    return dg.Output(frame, metadata=metadata, data_version=dg.DataVersion(fingerprint))
 
 
 @dg.asset(

@@ -170,16 +170,21 @@ def run_parallel(fn: Callable[[T], R], tasks: Sequence[T], *, spec: SourceSpec, 
 
 
 # ---- header scan --------------------------------------------------------------------------
-def _scan_task(task: tuple[FileEntry, ScanOptions]) -> dict[str, Any]:
-    entry, options = task
+def scan_row(zone: Any, entry: FileEntry, key: bytes, options: ScanOptions) -> dict[str, Any]:
+    """scan_file, with any exception of one file turned into that file's row."""
     try:
-        return scan_file(_WORKER["zone"], entry, _WORKER["key"], options)
+        return scan_file(zone, entry, key, options)
     except FileTimeout:
         raise
     except MemoryError:
-        return rejected_row(entry, _WORKER["key"], "too_large")
+        return rejected_row(entry, key, "too_large")
     except Exception:  # a bug or an odd file must not sink the month
-        return rejected_row(entry, _WORKER["key"], "internal_error")
+        return rejected_row(entry, key, "internal_error")
+
+
+def _scan_task(task: tuple[FileEntry, ScanOptions]) -> dict[str, Any]:
+    entry, options = task
+    return scan_row(_WORKER["zone"], entry, _WORKER["key"], options)
 
 
 @dataclass(frozen=True)

@@ -102,9 +102,8 @@ def _table(rows: list[dict[str, Any]], policy: str, observed: dict[str, str]) ->
     rows = sorted(rows, key=lambda row: row["file_ref"])
     table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)  # raises on a missing column or a wrong type
     metadata = dict(INDEX_SCHEMA.metadata or {})
-    metadata.update({META_VERSION: INDEX_VERSION.encode(), META_POLICY: policy.encode(),
-                     META_OBSERVED: json.dumps(dict(sorted(observed.items()))).encode()})
-    return table.replace_schema_metadata(metadata)
+    metadata.update({META_VERSION: INDEX_VERSION.encode(), META_POLICY: policy.encode()})
+    return with_observed(table.replace_schema_metadata(metadata), observed)
 
 
 def check_index(table: pa.Table) -> pa.Table:
@@ -117,7 +116,6 @@ def check_index(table: pa.Table) -> pa.Table:
     return table
 
 
-# ---- the incremental update --------------------------------------------------------------
 # Local files up to this size are read once for both the header scan and the content hash.
 ONE_READ_MAX_BYTES = 64 << 20
 
@@ -152,11 +150,7 @@ def _index_task(task: tuple[FileEntry, ScanOptions]) -> dict[str, Any]:
     except (FileChangedError, OSError) as err:
         row = _read_error_row(entry, key, err)
     else:
-        batch._WORKER["zone"] = _ReadZone(zone, data)
-        try:
-            row = batch._scan_task(task)
-        finally:
-            batch._WORKER["zone"] = zone
+        row = batch.scan_row(_ReadZone(zone, data), entry, key, options)
         row["content_hash"] = content_ref(digest, key)
         return row
     row["content_hash"] = ""
@@ -166,8 +160,8 @@ def _index_task(task: tuple[FileEntry, ScanOptions]) -> dict[str, Any]:
 def _scan_then_hash(zone: LandingZone, key: bytes, task: tuple[FileEntry, ScanOptions]) -> dict[str, Any]:
     from gan_assets.dicom import batch
 
-    entry = task[0]
-    row = batch._scan_task(task)
+    entry, options = task
+    row = batch.scan_row(zone, entry, key, options)
     digest = ""
     if not entry.problem and row["reason_code"] not in ("missing", "changed", "too_large", "io_error"):
         try:
@@ -290,7 +284,6 @@ def update_index(spec: SourceSpec, previous: pa.Table | None, options: ScanOptio
     )
 
 
-# ---- reading the index ---------------------------------------------------------------------
 def _dated(row: dict[str, Any]) -> bool:
     return row["month_source"] != ARRIVAL
 
