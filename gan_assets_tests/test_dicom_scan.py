@@ -144,3 +144,31 @@ def test_s3_landing_zone(tmp_path: Path, s3_bucket: str, s3_client: Any, moto_en
     ok_local = preprocess_month(SourceSpec(str(root)), local.rows, PreprocessOptions(image_size=16), key=KEY, workers=1)
     assert len(ok.ids) == 4 and ok.ids == ok_local.ids
     np.testing.assert_array_equal(ok.images, ok_local.images)
+
+
+def test_a_corrupt_element_rejects_a_file_only_where_ingest_reads_it(tmp_path: Path) -> None:
+    """Scan and decode convert the same header elements: an element ingest reads (the window
+    width) with a VR no reader knows makes the file ``unreadable`` at both; the same damage to
+    one it never reads (the study description) does not stop the file."""
+    from gan_assets.dicom.preprocess import RejectError, preprocess_file
+
+    def damaged(name: str, instance: int, element: bytes) -> Path:
+        path = _ct(tmp_path, name, instance)
+        data = path.read_bytes()
+        assert data.count(element) == 1  # explicit VR little endian: the tag, then its VR
+        path.write_bytes(data.replace(element, element[:4] + b"XX"))
+        return path
+
+    window = damaged("window.dcm", 1, bytes.fromhex("28005110") + b"DS")  # (0028,1051) WindowWidth
+    described = damaged("described.dcm", 2, bytes.fromhex("08003010") + b"LO")  # (0008,1030) StudyDescription
+    rows = _scan_dir(tmp_path)
+    assert (rows["window.dcm"]["status"], rows["window.dcm"]["reason_code"]) == ("rejected", "unreadable")
+    assert (rows["described.dcm"]["status"], rows["described.dcm"]["reason_code"]) == ("ok", "")
+    options = PreprocessOptions(image_size=32)
+    try:
+        preprocess_file(str(window), options)
+    except RejectError as err:
+        assert err.code == "unreadable"
+    else:
+        raise AssertionError("a window width of an unknown VR was decoded")
+    assert preprocess_file(str(described), options).images.shape == (1, 32, 32)

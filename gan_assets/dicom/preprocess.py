@@ -17,6 +17,7 @@ inflated with a bound.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import warnings
@@ -481,18 +482,24 @@ def _inflate(handle: BinaryIO, limit: int) -> bytes:
     return bytes(out)
 
 
-_CONVERTED_GROUPS = (0x0008, 0x0028)
+# What ingest reads from a header, converted inside read_dicom (see there): the whole image pixel
+# group, and these identification elements; scan adds its date tags.
+_CONVERTED_GROUP = 0x0028
+_CONVERTED_KEYWORDS = ("SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "Modality")
 
 
 def read_dicom(source: str | bytes | BinaryIO, *, stop_before_pixels: bool = False,
-               limits: IngestLimits = IngestLimits()) -> tuple[Any, BinaryIO, bool]:
+               limits: IngestLimits = IngestLimits(),
+               read_keywords: tuple[str, ...] = ()) -> tuple[Any, BinaryIO, bool]:
     """(dataset, the stream it was read from, inflated?) as pydicom reads it, within the limits.
 
     The one reader of the header scan and the decoder, so both give a file the same reason:
     a file larger than ``max_file_bytes`` is ``too_large`` before reading; a file without the
     'DICM' preamble is read with ``force=True`` when it starts like a dataset; a deflated
     dataset is inflated with a bound (pydicom would inflate it whole). After a header-only
-    read the stream stands at the pixel data element.
+    read the stream stands at the pixel data element. ``read_keywords`` names header elements the
+    caller will read besides the image pixel group and SOP/modality identification (the scan's
+    date tags): they are converted here too.
     """
     from pydicom import dcmread
     from pydicom.dataset import FileDataset
@@ -537,13 +544,15 @@ def read_dicom(source: str | bytes | BinaryIO, *, stop_before_pixels: bool = Fal
         # pydicom converts element values on first access; convert the ones ingest reads here,
         # inside this try, so a corrupt value (an unknown VR, a bad number) is this file's
         # 'unreadable' at scan and at decode alike, not an error later in whatever code touches
-        # it first. Those are the identification (0008) and image pixel (0028) groups; private
-        # tags and unrelated sequences are never read, and converting them cost a third of the
-        # decode time of a typical CT slice.
+        # it first. Elements ingest never reads (descriptions, names, private tags) stay raw:
+        # converting them was most of this function's cost (benchmarks/bench_ingest.py).
         for _ in ds.file_meta if getattr(ds, "file_meta", None) is not None else ():
             pass
         for tag in list(ds.keys()):
-            if tag.group in _CONVERTED_GROUPS:
+            if tag.group == _CONVERTED_GROUP:
+                ds[tag]
+        for tag in _keyword_tags(_CONVERTED_KEYWORDS + tuple(read_keywords)):
+            if tag in ds:
                 ds[tag]
         if force and "SOPClassUID" not in ds and not any(int(t) in _PIXEL_TAGS for t in ds.keys()):
             raise RejectError("not_dicom")
@@ -560,6 +569,14 @@ def read_dicom(source: str | bytes | BinaryIO, *, stop_before_pixels: bool = Fal
     finally:
         if opened_here:
             handle.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _keyword_tags(keywords: tuple[str, ...]) -> tuple[int, ...]:
+    """The tags of known keywords (an unknown keyword names no element and is skipped)."""
+    from pydicom.datadict import tag_for_keyword
+
+    return tuple(tag for tag in map(tag_for_keyword, keywords) if tag is not None)
 
 
 def _infer_transfer_syntax(ds: Any) -> None:

@@ -207,14 +207,16 @@ def scan_file(zone: LandingZone, entry: FileEntry, key: bytes, options: ScanOpti
             return reject("io_error")
         with handle:
             try:
-                ds, stream, inflated = read_dicom(handle, stop_before_pixels=True, limits=options.limits)
+                ds, stream, inflated = read_dicom(handle, stop_before_pixels=True, limits=options.limits,
+                                                  read_keywords=tuple(options.date_tags))
             except RejectError as err:
                 if zone.spec.is_s3 and err.code in ("unreadable", "truncated") and entry.size > handle.seek(0, 2):
                     # The header is longer than the ranged read: read the whole object once.
                     handle.close()
                     handle = zone.open_full(entry)
                     try:
-                        ds, stream, inflated = read_dicom(handle, stop_before_pixels=True, limits=options.limits)
+                        ds, stream, inflated = read_dicom(handle, stop_before_pixels=True, limits=options.limits,
+                                                  read_keywords=tuple(options.date_tags))
                     except RejectError as err2:
                         return reject(err2.code)
                 else:
