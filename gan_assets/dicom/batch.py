@@ -131,12 +131,13 @@ def run_parallel(fn: Callable[[T], R], tasks: Sequence[T], *, spec: SourceSpec, 
     if workers <= 1 or len(tasks) < pool_threshold:
         _init_worker(spec, key, tune)
         results: list[R] = []
-        for task in tasks:
-            try:
-                with _deadline(timeout_s if on_timeout is not None else None):
-                    results.append(fn(task))
-            except FileTimeout:
-                results.append(on_timeout(task))  # type: ignore[misc]
+        with quiet_pydicom():  # once for the month; each file's own quiet_pydicom is then cheap
+            for task in tasks:
+                try:
+                    with _deadline(timeout_s if on_timeout is not None else None):
+                        results.append(fn(task))
+                except FileTimeout:
+                    results.append(on_timeout(task))  # type: ignore[misc]
         return results
     context = mp.get_context("forkserver")
     # The fork server imports pydicom, numpy, Pillow and the decoder plugins once; workers

@@ -131,7 +131,11 @@ def quiet_pydicom() -> Iterator[None]:
 
     pyd_logger = logging.getLogger("pydicom")
     old_level, old_mode = pyd_logger.level, config.settings.reading_validation_mode
-    pyd_logger.setLevel(logging.CRITICAL)
+    # setLevel empties every logger's level cache: inside a month already made quiet (nested
+    # per file), leave the level alone.
+    relevel = old_level < logging.CRITICAL
+    if relevel:
+        pyd_logger.setLevel(logging.CRITICAL)
     config.settings.reading_validation_mode = config.IGNORE
     try:
         with warnings.catch_warnings():
@@ -139,7 +143,8 @@ def quiet_pydicom() -> Iterator[None]:
             yield
     finally:
         config.settings.reading_validation_mode = old_mode
-        pyd_logger.setLevel(old_level)
+        if relevel:
+            pyd_logger.setLevel(old_level)
 
 
 # ---- step 2: modality LUT -----------------------------------------------------------------
