@@ -424,3 +424,14 @@ def test_max_attempts_comes_from_the_evaluation_config_not_the_event(
     assert len(requests) == (1 if action == "retrain" else 0)
     decision = decide_retrain(metadata, MONTH, "run-1", bar=EvaluationConfig(max_attempts=deployment_max))
     assert decision.action == action and decision.max_attempts == deployment_max
+
+
+def test_a_retrain_past_the_steps_bound_is_refused_and_reported_not_clamped() -> None:
+    near = TrainConfig(**{**TINY, "steps": 900_000}).to_dict()
+    metadata = {"passed": False, "status": "failed", "attempt": 1, "config": near}
+    decision = decide_retrain(metadata, MONTH, "run-1")
+    assert decision.action == "stuck" and decision.run_request is None
+    assert "gan_config.steps=1350000 is invalid" in decision.reason
+    # Control: inside the bound the same event is retrained.
+    inside = {**metadata, "config": {**near, "steps": 600_000}}
+    assert decide_retrain(inside, MONTH, "run-1").action == "retrain"
