@@ -59,7 +59,6 @@ class RetrainPolicy(dg.ConfigurableResource):
         return parse_policy(self.mutation_policy)
 
 
-LANDING_ZONE_ENV = "GAN_ASSETS_LANDING_ZONE"
 PSEUDONYM_KEY_ENV = "GAN_ASSETS_PSEUDONYM_KEY"
 
 
@@ -95,6 +94,9 @@ class DicomSource(dg.ConfigurableResource):
         from gan_assets.dicom.landing_zone import SourceSpec
 
         return SourceSpec(location=self.location, endpoint_url=self.endpoint_url, region_name=self.region_name)
+
+
+LANDING_ZONE_ENV = "GAN_ASSETS_LANDING_ZONE"
 
 
 def dicom_source_from_env(location: str | None = None) -> DicomSource:
