@@ -12,7 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from gan_assets.dicom.config import PreprocessSettings
-from gan_assets.model.config import DEVICE_PATTERN, EvaluationConfig, GenerationConfig, TrainConfig
+from gan_assets.model.config import DEVICE_PATTERN, MAX_SEED, EvaluationConfig, GenerationConfig, TrainConfig
 
 # The cores below import pydicom and torch; the resources name their types only.
 if TYPE_CHECKING:
@@ -155,25 +155,23 @@ class FidExtractor(dg.ConfigurableResource):
 
     kind: Literal["domain", "random_conv", "torchscript"] = Field(default="domain", description="'domain' (default: a small encoder trained self-supervised on the archive's earlier real images by the fid_feature_extractor asset: it learns orientation and polarity, so upside-down, inverted, blurred or noise images score far from real ones; its weights hash is in every score's fingerprint; benchmarks/bench_gate.py measures why it is the default), 'random_conv' (a fixed, seeded random-weight conv net at native resolution; no training, but blind to orientation and polarity) or 'torchscript' (a feature network file, e.g. the Inception net published FIDs use).")
     torchscript_path: str = Field(default="", description="Local path of the TorchScript feature network (kind='torchscript'); downloaded once by you, never at run time.")
-    input_size: int = Field(default=0, description="Side in pixels the network is fed: 0 = native image size (random_conv); e.g. 299 for Inception (torchscript).")
+    input_size: int = Field(default=0, ge=0, le=1024, description="Side in pixels the network is fed: 0 = native image size (random_conv); e.g. 299 for Inception (torchscript). At most 1024: larger inputs only cost memory.")
     resize_filter: Literal["bilinear", "bicubic", "nearest", "area"] = Field(default="bilinear", description="Resize filter when input_size differs from the images: 'bilinear', 'bicubic', 'nearest' or 'area' (torch interpolate).")
     input_range: Literal["-1..1", "0..1", "0..255"] = Field(default="0..255", description="Value range the TorchScript network expects: '-1..1', '0..1' or '0..255' (random_conv always sees -1..1).")
-    feature_dim: int = Field(default=512, description="Feature dimension of the random conv net (multiple of 8); months with fewer images are flagged small_sample.")
-    seed: int = Field(default=0, description="Seed of the random conv net's weights: same seed, same weights, comparable scores.")
-    batch_size: int = Field(default=256, description="Images per forward pass of the feature network.")
+    feature_dim: int = Field(default=512, ge=8, le=4096, description="Feature dimension of the random conv net (multiple of 8); months with fewer images are flagged small_sample. At most 4096: the covariance behind FID grows with its square.")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed of the random conv net's weights: same seed, same weights, comparable scores. In [0, 2**32).")
+    batch_size: int = Field(default=256, ge=1, le=4096, description="Images per forward pass of the feature network. At most 4096: the whole batch is held in memory at input_size.")
     device: str = Field(default="cpu", pattern=DEVICE_PATTERN, description="'cpu', 'cuda', 'cuda:N' or 'auto' for feature extraction.")
-    kid_subsets: int = Field(default=100, description="Random subsets averaged for KID mean/std.")
-    kid_subset_size: int = Field(default=1000, description="Images per KID subset (capped at the smaller set's size).")
-    domain_steps: int = Field(default=300, description="Training steps of the domain encoder (kind='domain'); its training time grows in proportion.")
-    domain_max_side: int = Field(default=64, description="Images larger than this are area-downsampled to it for the domain encoder (training and features); each doubling multiplies the training time several-fold.")
-    domain_seed: int = Field(default=0, description="Seed of the domain encoder's training: same seed and images, same weights.")
+    kid_subsets: int = Field(default=100, ge=1, le=10_000, description="Random subsets averaged for KID mean/std. At most 10,000: KID's cost grows in proportion.")
+    kid_subset_size: int = Field(default=1000, ge=2, le=100_000, description="Images per KID subset (capped at the smaller set's size). At least 2: an unbiased MMD needs pairs.")
+    domain_steps: int = Field(default=300, ge=1, le=100_000, description="Training steps of the domain encoder (kind='domain'); its training time grows in proportion.")
+    domain_max_side: int = Field(default=64, ge=16, le=512, description="Images larger than this are area-downsampled to it for the domain encoder (training and features); each doubling multiplies the training time several-fold, hence at most 512 (and at least 16, the encoder's smallest input).")
+    domain_seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed of the domain encoder's training: same seed and images, same weights.")
 
     def build(self) -> "FeatureExtractor":
         """The plain-Python extractor this configuration describes (raises ExtractorError naming a bad field)."""
         from gan_assets.metrics.extractors import ExtractorError, RandomConvExtractor, TorchScriptExtractor
 
-        if self.kid_subsets < 1 or self.kid_subset_size < 2:
-            raise ExtractorError("fid_extractor.kid_subsets must be >= 1 and kid_subset_size >= 2")
         if self.kind == "random_conv":
             return RandomConvExtractor(
                 feature_dim=self.feature_dim, seed=self.seed, batch_size=self.batch_size,

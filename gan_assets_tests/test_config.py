@@ -138,3 +138,14 @@ def test_preprocess_choices_are_the_decoders_choices() -> None:
     assert get_args(MissingBurnedInPolicy) == MISSING_BURNED_IN_POLICIES
     options = PreprocessConfig(voi_policy="preset", voi_preset="lung", workers=1).options(32)
     assert (options.image_size, options.voi_preset, options.limits.decode_seconds) == (32, "lung", 60.0)
+
+
+def test_the_feature_extractor_choices_and_sizes_are_refused_by_name() -> None:
+    from gan_assets.resources import FidExtractor
+
+    for name, value in (("kind", "inception"), ("resize_filter", "lanczos"), ("input_range", "0..65535"),
+                        ("kid_subsets", 0), ("kid_subset_size", 1), ("feature_dim", 10**6), ("device", "gpu")):
+        with pytest.raises(ValidationError) as info:
+            FidExtractor(**{name: value})
+        assert info.value.errors()[0]["loc"] == (name,)
+    assert FidExtractor(kind="random_conv", kid_subsets=5, kid_subset_size=8).build().feature_dim == 512
