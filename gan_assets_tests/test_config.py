@@ -149,3 +149,20 @@ def test_the_feature_extractor_choices_and_sizes_are_refused_by_name() -> None:
             FidExtractor(**{name: value})
         assert info.value.errors()[0]["loc"] == (name,)
     assert FidExtractor(kind="random_conv", kid_subsets=5, kid_subset_size=8).build().feature_dim == 512
+
+
+def test_a_generator_stored_with_the_old_mixed_config_still_loads() -> None:
+    """trained_generator bundles of earlier versions carry the bar and generation fields in attrs['config']."""
+    import torch
+
+    from gan_assets.model.artifact import generator_from_bundle
+    from gan_assets.model.dcgan import build_generator
+    from gan_assets.storage import TensorBundle
+
+    config = TrainConfig(**tiny_training())
+    torch.manual_seed(0)
+    state = build_generator(config).state_dict()
+    old = {**config.to_dict(), "fid_threshold": 50.0, "max_attempts": 3, "threshold_mode": "absolute",
+           "fid_num_fake": 0, "num_samples": 64, "sample_seed": 1234, "write_sample_dicoms": False}
+    generator = generator_from_bundle(TensorBundle(tensors=state, attrs={"config": old}))
+    assert all(torch.equal(generator.state_dict()[k], v) for k, v in state.items())
