@@ -19,7 +19,6 @@ import torch
 
 from gan_assets.dicom.batch import preprocess_month, scan_month
 from gan_assets.dicom.demo_data import DEFAULT_MONTHS, generate_landing_zone, landing_zone_has_files
-from gan_assets.dicom.pseudonym import pseudonym_key
 from gan_assets.metrics.domain_encoder import train_domain_encoder
 from gan_assets.metrics.extractors import DomainExtractor, FeatureExtractor
 from gan_assets.metrics.frechet import frechet_distance_features
@@ -27,7 +26,7 @@ from gan_assets.metrics.kid import kernel_inception_distance
 from gan_assets.model.config import TrainConfig
 from gan_assets.model.dcgan import build_generator
 from gan_assets.model.artifact import sample_images
-from gan_assets.resources import DicomSource, FidExtractor, PreprocessConfig
+from gan_assets.resources import FidExtractor, PreprocessConfig, dicom_source_from_env
 from gan_assets.storage.images import unpack_images
 
 DEFAULT_LANDING_ZONE = "/tmp/ladder-lz"
@@ -52,9 +51,9 @@ def load_demo_window(landing_zone: str, image_size: int, months: tuple[str, ...]
     if not landing_zone_has_files(landing_zone):
         Path(landing_zone).mkdir(parents=True, exist_ok=True)
         generate_landing_zone(landing_zone, months=months, workers=1)
-    source = DicomSource(location=landing_zone)
+    source = dicom_source_from_env(landing_zone)
     preprocess = PreprocessConfig(workers=1)
-    key = pseudonym_key()
+    key = source.key()
     per_month: list[np.ndarray] = []
     for month in months:
         rows = scan_month(source.source_spec(), month, preprocess.scan_options(source.date_tags), key=key, workers=1).rows

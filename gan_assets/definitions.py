@@ -7,10 +7,15 @@ Resources are picked per deployment by ``GAN_ASSETS_ENV``:
   dagster-aws's S3Resource (``GAN_ASSETS_S3_ENDPOINT_URL`` for MinIO or a local server;
   credentials from the standard AWS chain: env vars, profile or IAM role).
 
-``GAN_ASSETS_CONFIG_OVERRIDES`` (JSON object of gan_config fields) changes the defaults the
-launchpad starts from, e.g. ``{"steps": 200}``; run config still overrides them per run (the
-retrain sensor does). ``GAN_ASSETS_FID_EXTRACTOR_OVERRIDES`` does the same for fid_extractor.
-An unknown field in either is an error.
+``GAN_ASSETS_CONFIG_OVERRIDES`` (JSON object of fields of gan_config, evaluation_config or
+generation_config; each field goes to the one resource that has it) changes the defaults the
+launchpad starts from, e.g. ``{"steps": 200, "max_attempts": 2}``; run config still overrides
+them per run (the retrain sensor does, for gan_config only). ``GAN_ASSETS_FID_EXTRACTOR_OVERRIDES``
+does the same for fid_extractor. An unknown field in either, or a value out of its bounds, is
+an error when the code location loads.
+
+Every environment variable the package reads is read here or in the resource constructors of
+resources.py; the cores get values. Secrets (the pseudonym key) go in as ``dg.EnvVar``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
+from pydantic import ValidationError
 
 from gan_assets.assets import evaluation, generation, ingest, reporting, training
 from gan_assets.io_managers import (
@@ -33,11 +39,15 @@ from gan_assets.io_managers import (
 from gan_assets.jobs import gan_pipeline, index_job, retrain_job
 from gan_assets.resources import (
     CloudWatchMetrics,
+    EvaluationBar,
     FidExtractor,
     GanConfig,
-    Notifier,
+    GenerationSettings,
     PreprocessConfig,
+    RetrainPolicy,
+    aws_region_from_env,
     dicom_source_from_env,
+    notifier_from_env,
 )
 from gan_assets.schedules import monthly_pipeline_schedule
 from gan_assets.sensors import (
@@ -65,11 +75,23 @@ def overrides_from_env(variable: str, resource: str, fields: Iterable[str]) -> d
     return overrides
 
 
-def gan_config_from_env() -> GanConfig:
-    """GanConfig defaults, with GAN_ASSETS_CONFIG_OVERRIDES applied and validated."""
-    config = GanConfig(**overrides_from_env("GAN_ASSETS_CONFIG_OVERRIDES", "gan_config", GanConfig.model_fields))
-    config.to_train_config()  # fail at load time, naming the bad field
-    return config
+CONFIG_OVERRIDES_ENV = "GAN_ASSETS_CONFIG_OVERRIDES"
+# The resources GAN_ASSETS_CONFIG_OVERRIDES sets, by key; no field name is in two of them.
+CONFIG_RESOURCES: dict[str, type[dg.ConfigurableResource]] = {
+    "gan_config": GanConfig, "evaluation_config": EvaluationBar, "generation_config": GenerationSettings,
+}
+
+
+def config_resources_from_env() -> dict[str, dg.ConfigurableResource]:
+    """gan_config, evaluation_config and generation_config: defaults, with GAN_ASSETS_CONFIG_OVERRIDES
+    applied and validated (an unknown field or a value out of bounds fails here, naming it)."""
+    owner = {name: key for key, cls in CONFIG_RESOURCES.items() for name in cls.model_fields}
+    overrides = overrides_from_env(CONFIG_OVERRIDES_ENV, "gan_config/evaluation_config/generation_config", owner)
+    try:
+        return {key: cls(**{k: v for k, v in overrides.items() if owner[k] == key})
+                for key, cls in CONFIG_RESOURCES.items()}
+    except ValidationError as err:
+        raise ValueError(f"{CONFIG_OVERRIDES_ENV} has a value out of bounds: {err}") from None
 
 
 def fid_extractor_from_env() -> FidExtractor:
@@ -80,16 +102,18 @@ def fid_extractor_from_env() -> FidExtractor:
 
 def _shared_resources() -> dict[str, Any]:
     return {
-        "gan_config": gan_config_from_env(),
+        **config_resources_from_env(),
+        "retrain_policy": RetrainPolicy(mutation_policy=os.environ.get("GAN_ASSETS_MUTATION_POLICY", "")),
         "preprocess_config": PreprocessConfig(),
         "dicom_source": dicom_source_from_env(),
         "fid_extractor": fid_extractor_from_env(),
         "cloudwatch": CloudWatchMetrics(
             enabled=os.environ.get("GAN_ASSETS_CLOUDWATCH", "").lower() in ("1", "true", "yes"),
             namespace=os.environ.get("GAN_ASSETS_CLOUDWATCH_NAMESPACE", "GanAssets"),
+            region_name=aws_region_from_env() or "us-east-1",
             endpoint_url=os.environ.get("GAN_ASSETS_CLOUDWATCH_ENDPOINT_URL") or None,
         ),
-        "notifier": Notifier(),
+        "notifier": notifier_from_env(),
     }
 
 

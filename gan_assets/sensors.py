@@ -31,21 +31,20 @@ from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG, PARENT_RUN_TA
 from gan_assets.assets.ingest import INDEX_KEY
 from gan_assets.dicom.index import EMPTY_MONTH, check_index, month_fingerprints
 from gan_assets.dicom.landing_zone import LandingZone
-from gan_assets.dicom.pseudonym import content_ref, file_ref, pseudonym_key
+from gan_assets.dicom.pseudonym import content_ref, file_ref
 from gan_assets.jobs import gan_pipeline, index_job, retrain_job
 from gan_assets.metrics.evaluation import STATUSES
-from gan_assets.model.config import ConfigError, config_diff
+from gan_assets.model.config import ConfigError, EvaluationConfig, TrainConfig, config_diff
 from gan_assets.model.mutation import (
     MutationCause,
     MutationPolicy,
     MutationPolicyError,
     mutate_config,
-    policy_from_env,
     rule_for_cause,
 )
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.sinks import delivery_message, run_failure_message
-from gan_assets.resources import DicomSource, Notifier
+from gan_assets.resources import DicomSource, EvaluationBar, Notifier, RetrainPolicy
 from gan_assets.storage import StorageFormatError, decode
 
 FID_SCORE_KEY = dg.AssetKey("fid_score")
@@ -96,17 +95,19 @@ def decide_retrain(
     run_id: str,
     artifact_store: Any = None,
     policy: MutationPolicy | None = None,
+    bar: EvaluationConfig | None = None,
 ) -> RetrainDecision:
     """Turn one fid_score event (its metadata, partition, run) into the loop's next step.
 
-    Failing with attempts left -> a RunRequest of ``retrain_job`` for the same month, whose
-    ``gan_config`` is the failing attempt's config mutated by ``policy`` (default: the one named by
-    ``GAN_ASSETS_MUTATION_POLICY``, else the default in ``gan_assets.model.mutation``); a
-    ``memorized`` month is mutated by the memorization rule instead. A ``not_discriminative``
-    month is never retrained ("blind"): the controls showed the metric cannot tell real images
-    from garbage, and no training config changes that.
+    Failing with attempts left (``bar.max_attempts``, the deployment's evaluation config; default
+    EvaluationConfig()) -> a RunRequest of ``retrain_job`` for the same month that sets only
+    ``gan_config``: the failing attempt's training config mutated by ``policy`` (default: the
+    ladder in ``gan_assets.model.mutation``); a ``memorized`` month is mutated by the memorization
+    rule instead. The request carries no evaluation value, so a retrain is judged by the same bar.
+    A ``not_discriminative`` month is never retrained ("blind"): the controls showed the metric
+    cannot tell real images from garbage, and no training config changes that.
     """
-    policy = policy or policy_from_env()
+    bar = bar or EvaluationConfig()
     # A diverged training (trained_generator's observation) is a failed attempt with its own remedy.
     diverged = bool(_metadata_value(metadata, "diverged"))
     passed = False if diverged else _metadata_value(metadata, "passed")
@@ -115,10 +116,7 @@ def decide_retrain(
     config = _metadata_value(metadata, "config")
     if not isinstance(config, dict) and partition is not None and artifact_store is not None:
         config = _stored_fid_config(artifact_store, partition, attempt)
-    max_attempts_raw = _metadata_value(metadata, "max_attempts")
-    if max_attempts_raw is None and isinstance(config, dict):
-        max_attempts_raw = config.get("max_attempts")
-    max_attempts = int(max_attempts_raw or 0)
+    max_attempts = bar.max_attempts
 
     def decision(action: str, reason: str, request: dg.RunRequest | None = None) -> RetrainDecision:
         return RetrainDecision(action, partition, attempt, max_attempts, reason, request)
@@ -134,8 +132,6 @@ def decide_retrain(
     if status == "not_discriminative":
         return decision("blind", f"attempt {attempt}: the gate is not discriminative (the controls show the "
                                  "metric cannot tell real images from garbage); retraining cannot fix the metric")
-    if max_attempts < 1:
-        return decision("stuck", "event has no 'max_attempts' metadata and no stored config")
     if attempt >= max_attempts:
         return decision("rejected", f"attempt {attempt} of {max_attempts} failed: no attempts left")
     if not isinstance(config, dict):
@@ -144,10 +140,12 @@ def decide_retrain(
     next_attempt = attempt + 1
     cause: MutationCause = "diverged" if diverged else ("memorized" if status == "memorized" else "quality")
     try:
-        mutated = mutate_config(config, next_attempt, policy, cause=cause).to_dict()
+        # Read as a training config: a config stored by an earlier version also held the bar,
+        # which must not travel into the next run.
+        old = TrainConfig.from_dict(dict(config)).to_dict()
+        mutated = mutate_config(old, next_attempt, policy, cause=cause).to_dict()
     except (ConfigError, MutationPolicyError, TypeError, ValueError) as err:
         return decision("stuck", f"cannot mutate attempt {attempt}'s config: {err}")
-    old = dict(config)
     diff = config_diff(old, mutated)
     why = {"memorized": "memorized training images", "diverged": "diverged in training"}.get(cause, "failed")
     tags = {
@@ -200,11 +198,13 @@ def _read_cursor(raw: str | None) -> dict[str, int]:
 
 
 def _retrain_on_fid_failure(context: dg.SensorEvaluationContext, notifier: Notifier,
-                            artifact_store: dg.ResourceParam[ArtifactStoreResource]) -> dg.SensorResult:
+                            artifact_store: dg.ResourceParam[ArtifactStoreResource],
+                            evaluation_config: EvaluationBar, retrain_policy: RetrainPolicy) -> dg.SensorResult:
     """Handle every fid_score materialization, rejection verdict and diverged training since the cursor, oldest first."""
-    # A malformed GAN_ASSETS_MUTATION_POLICY fails the tick (red in the UI) before any event is
-    # consumed, so nothing is lost: fix the variable and the next tick handles the backlog.
-    policy = policy_from_env()
+    # A malformed mutation policy fails the tick (red in the UI) before any event is consumed,
+    # so nothing is lost: fix the policy and the next tick handles the backlog.
+    policy = retrain_policy.policy()
+    bar = evaluation_config.to_evaluation_config()
     cursor = _read_cursor(context.cursor)
     scores = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=FID_SCORE_KEY, after_storage_id=cursor["fid_score"] or None),
@@ -234,7 +234,7 @@ def _retrain_on_fid_failure(context: dg.SensorEvaluationContext, notifier: Notif
         if newest.get(record.partition_key) != record.storage_id:
             context.log.info(f"{where}: superseded by a newer event of the same month")
             continue
-        decision = decide_retrain(metadata, record.partition_key, record.run_id, artifact_store, policy)
+        decision = decide_retrain(metadata, record.partition_key, record.run_id, artifact_store, policy, bar)
         run_url = notifier.run_url(record.run_id) if record.run_id else ""
         if decision.action == "retrain" and decision.run_request is not None:
             context.log.info(f"{where}: {decision.reason}")
@@ -409,7 +409,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, dicom_source: Dicom
         index = check_index(decode("parquet", store.get(INDEX_KEY), where=store.uri(INDEX_KEY)))
     except (StorageFormatError, ValueError) as err:
         return dg.SkipReason(f"the stored index cannot be read ({err}); materialize landing_zone_index to rebuild it")
-    key = pseudonym_key()
+    key = dicom_source.key()
     entries = LandingZone(dicom_source.source_spec()).list_files()
     diff = listing_differences(entries, index.to_pylist(), key)
     if any(diff.values()):

@@ -15,6 +15,40 @@ import boto3
 import pytest
 
 
+# The smallest training config that still runs every layer: 32 x 32 images, narrow networks,
+# four steps on the CPU. Tests change what they are about with ``tiny_training(steps=6)``.
+TINY_TRAINING: dict[str, Any] = {
+    "image_size": 32, "latent_dim": 16, "generator_width": 8, "discriminator_width": 8,
+    "batch_size": 8, "steps": 4, "log_every": 2, "device": "cpu",
+}
+TINY_GENERATION: dict[str, Any] = {"num_samples": 8}
+
+
+def tiny_training(**changes: Any) -> dict[str, Any]:
+    """The tiny training config's values (for gan_config, TrainConfig or an env override), with ``changes``."""
+    return {**TINY_TRAINING, **changes}
+
+
+def tiny_train_config(**changes: Any) -> Any:
+    """The tiny training config as the cores receive it (a TrainConfig)."""
+    from gan_assets.model.config import TrainConfig
+
+    return TrainConfig(**tiny_training(**changes))
+
+
+def tiny_config_resources(training: dict[str, Any] | None = None, evaluation: dict[str, Any] | None = None,
+                          generation: dict[str, Any] | None = None, mutation_policy: str = "") -> dict[str, Any]:
+    """gan_config (tiny), evaluation_config, generation_config (8 samples) and retrain_policy, each with its changes."""
+    from gan_assets.resources import EvaluationBar, GanConfig, GenerationSettings, RetrainPolicy
+
+    return {
+        "gan_config": GanConfig(**tiny_training(**(training or {}))),
+        "evaluation_config": EvaluationBar(**(evaluation or {})),
+        "generation_config": GenerationSettings(**{**TINY_GENERATION, **(generation or {})}),
+        "retrain_policy": RetrainPolicy(mutation_policy=mutation_policy),
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -155,12 +189,13 @@ def ingest_assets() -> list[Any]:
 def ingest_resources(zone: Path | str, artifacts: Path, image_size: int = 32, **preprocess: Any) -> dict[str, Any]:
     """Local resources for ingest_assets(); preprocess_config runs in-process unless told otherwise."""
     from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
-    from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
+    from gan_assets.resources import GanConfig, PreprocessConfig, dicom_source_from_env
 
     return {
         "io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts)),
         "artifact_store": LocalArtifactStore(base_dir=str(artifacts)),
-        "dicom_source": DicomSource(location=str(zone)),
+        # As a deployment builds it: the pseudonym key is the one a test sets in the environment.
+        "dicom_source": dicom_source_from_env(str(zone)),
         "preprocess_config": PreprocessConfig(**{"workers": 1, **preprocess}),
         "gan_config": GanConfig(image_size=image_size),
     }

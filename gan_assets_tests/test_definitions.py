@@ -8,7 +8,8 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from gan_assets.definitions import defs, gan_config_from_env, resources_for
+from gan_assets.definitions import CONFIG_RESOURCES, config_resources_from_env, defs, resources_for
+from gan_assets.dicom.pseudonym import LOCAL_DEFAULT_KEY
 from gan_assets.partitions import monthly_partitions
 from gan_assets.storage import ArrayBundle
 
@@ -56,16 +57,62 @@ def test_unknown_deployment_is_a_clear_error() -> None:
         resources_for("moon")
 
 
-def test_config_overrides_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GAN_ASSETS_CONFIG_OVERRIDES", json.dumps({"image_size": 32, "steps": 7}))
-    config = gan_config_from_env()
-    assert (config.image_size, config.steps) == (32, 7)
+def test_config_overrides_from_env_go_to_the_resource_that_has_each_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAN_ASSETS_CONFIG_OVERRIDES", json.dumps(
+        {"image_size": 32, "steps": 7, "max_attempts": 2, "threshold_rule": "absolute", "num_samples": 5}))
+    resources = config_resources_from_env()
+    assert (resources["gan_config"].image_size, resources["gan_config"].steps) == (32, 7)
+    assert (resources["evaluation_config"].max_attempts, resources["evaluation_config"].threshold_rule) == (2, "absolute")
+    assert resources["generation_config"].num_samples == 5
     monkeypatch.setenv("GAN_ASSETS_CONFIG_OVERRIDES", json.dumps({"image_size": 48}))
     with pytest.raises(ValueError, match="image_size"):
-        gan_config_from_env()
+        config_resources_from_env()
     monkeypatch.setenv("GAN_ASSETS_CONFIG_OVERRIDES", "{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
-        gan_config_from_env()
+        config_resources_from_env()
+
+
+def test_an_unknown_override_is_an_error_not_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAN_ASSETS_CONFIG_OVERRIDES", json.dumps({"step": 50}))
+    with pytest.raises(ValueError, match=r"GAN_ASSETS_CONFIG_OVERRIDES names unknown .*\['step'\]"):
+        config_resources_from_env()
+    # The superseded fields are refused too: a deployment that still sets them should hear so.
+    monkeypatch.setenv("GAN_ASSETS_CONFIG_OVERRIDES", json.dumps({"fid_num_fake": 16}))
+    with pytest.raises(ValueError, match="fid_num_fake"):
+        config_resources_from_env()
+    # Control: the same variable with a known field loads.
+    monkeypatch.setenv("GAN_ASSETS_CONFIG_OVERRIDES", json.dumps({"steps": 50}))
+    assert config_resources_from_env()["gan_config"].steps == 50
+
+
+def test_an_override_out_of_bounds_fails_the_load_naming_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAN_ASSETS_CONFIG_OVERRIDES", json.dumps({"steps": 10**12}))
+    with pytest.raises(ValueError, match=r"(?s)GAN_ASSETS_CONFIG_OVERRIDES.*steps"):
+        config_resources_from_env()
+
+
+def test_no_field_is_in_two_config_resources() -> None:
+    names = [name for cls in CONFIG_RESOURCES.values() for name in cls.model_fields]
+    assert len(names) == len(set(names))
+
+
+def test_the_deployment_region_reaches_cloudwatch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    assert resources_for("local")["cloudwatch"].region_name == "eu-west-3"
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-south-1")
+    assert resources_for("local")["cloudwatch"].region_name == "ap-south-1"
+
+
+def test_the_pseudonym_key_is_an_env_var_not_a_value_in_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAN_ASSETS_PSEUDONYM_KEY", "deployment-secret")
+    source = resources_for("local")["dicom_source"]
+    assert source.key() == b"deployment-secret"
+    # What Dagster keeps of the resource's config names the variable, never the secret.
+    stored = json.dumps(source.get_resource_definition().config_schema.default_value, default=str)
+    assert "deployment-secret" not in stored and "GAN_ASSETS_PSEUDONYM_KEY" in stored
+    monkeypatch.delenv("GAN_ASSETS_PSEUDONYM_KEY")
+    assert resources_for("local")["dicom_source"].key() == LOCAL_DEFAULT_KEY.encode()
 
 
 def test_s3_deployment_stores_in_the_bucket(

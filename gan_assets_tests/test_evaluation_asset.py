@@ -17,17 +17,15 @@ from gan_assets.assets.generation import generated_samples
 from gan_assets.assets.reporting import monthly_report
 from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
 from gan_assets.metrics.cache import CACHE_PREFIX
-from gan_assets.model.config import TrainConfig
+from gan_assets.model.config import EvaluationConfig, TrainConfig
 from gan_assets.model.dcgan import build_generator
 from gan_assets.partitions import monthly_partitions
-from gan_assets.resources import CloudWatchMetrics, FidExtractor, GanConfig, Notifier
+from gan_assets.resources import CloudWatchMetrics, FidExtractor, Notifier
 from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
 from gan_assets.storage.images import encoding_attrs, pack_images
 from gan_assets.storage.digest import state_dict_sha256
-from gan_assets_tests.conftest import seed_unused_extractor, seed_zone_index
+from gan_assets_tests.conftest import seed_unused_extractor, seed_zone_index, tiny_config_resources, tiny_train_config
 
-TINY = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8, batch_size=8,
-            steps=4, log_every=2, num_samples=8, fid_num_fake=16)
 MONTHS = {"2026-01-01": 12, "2026-02-01": 24}
 FID_KEYS = {"fid", "kid_mean", "kid_std", "floor_fid", "floor_kid", "threshold", "threshold_rule", "passed",
             "attempt", "max_attempts", "n_real", "n_fake", "small_sample", "memorization", "fingerprint",
@@ -59,7 +57,7 @@ def seed_upstream(root: Path, months: dict[str, int], generator_month: str) -> T
         ext, data = encode(manifest)
         store.put(f"dicom_manifest/{month}.{ext}", data)
     seed_zone_index(store)
-    config = TrainConfig(**TINY)
+    config = tiny_train_config()
     torch.manual_seed(0)
     generator = build_generator(config)
     attrs = {
@@ -73,9 +71,9 @@ def seed_upstream(root: Path, months: dict[str, int], generator_month: str) -> T
     return config
 
 
-def resources(root: Path, **gan_overrides: Any) -> dict[str, Any]:
+def resources(root: Path, **bar: Any) -> dict[str, Any]:
     return {
-        "gan_config": GanConfig(**{**TINY, **gan_overrides}),
+        **tiny_config_resources(evaluation=bar),
         # The random conv net: these tests are about the asset, not the features (test_domain_extractor.py).
         "fid_extractor": FidExtractor(kind="random_conv", feature_dim=32, kid_subsets=5, kid_subset_size=8,
                                       batch_size=16),
@@ -140,7 +138,7 @@ def test_fid_score_json_metadata_cache_and_check(tmp_path: Path) -> None:
     assert isinstance(md["kid_mean"], dg.FloatMetadataValue) and isinstance(md["threshold"], dg.FloatMetadataValue)
     assert isinstance(md["passed"], dg.BoolMetadataValue) and md["passed"].value is False
     assert isinstance(md["attempt"], dg.IntMetadataValue) and md["attempt"].value == 1
-    assert md["max_attempts"].value == config.max_attempts and md["status"].value == "not_discriminative"
+    assert md["max_attempts"].value == EvaluationConfig().max_attempts and md["status"].value == "not_discriminative"
     assert md["discriminative"].value is False and md["threshold_rule"].value == "absolute"
     for control in stored["controls"]:
         value = md[f"control/{control['name']}/fid"]
@@ -158,13 +156,13 @@ def test_fid_score_json_metadata_cache_and_check(tmp_path: Path) -> None:
     tags = {"gan/attempt": "2", "gan/config_diff": json.dumps(diff)}
     second = dg.materialize(
         assets, partition_key=partition, instance=instance, tags=tags,
-        resources=resources(root, threshold_rule="relative_floor", relative_factor=1e6), raise_on_error=False,
+        resources=resources(root, threshold_rule="relative_floor", relative_factor=50.0), raise_on_error=False,
     )
     assert materialized(second) == {"fid_score"}
     again = json.loads(store.get(f"fid_score/{partition}.json"))
     assert again["real_features"]["cache_hit"] is True
     assert again["attempt"] == 2 and again["config_diff"] == diff and again["threshold_rule"] == "relative_floor"
-    assert again["threshold"] == pytest.approx(1e6 * again["floor_fid"])
+    assert again["threshold"] == pytest.approx(50.0 * again["floor_fid"])
     assert again["fid"] == pytest.approx(stored["fid"], rel=1e-9)  # same generator, same cached features
     assert again["previous_score"]["attempt"] == 1 and again["previous_score"]["comparable"] is True
     (event,) = second.asset_materializations_for_node("fid_score")

@@ -22,26 +22,19 @@ from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
 from gan_assets.metrics.controls import NEGATIVE_CONTROLS
 from gan_assets.metrics.evaluation import ControlScore, FidScore, GateVerdict, MemorizationVerdict
 from gan_assets.model.artifact import generator_from_bundle, sample_images
-from gan_assets.model.config import TrainConfig
+from gan_assets.model.config import GenerationConfig
 from gan_assets.model.dcgan import build_generator
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.document import most_common_modality
-from gan_assets.resources import GanConfig
 from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle, decode, encode, store_from_uri
 from gan_assets.storage.images import encoding_attrs, pack_images
 from gan_assets.model.history import PromotedModel, list_attempts, promote, save_attempt
 from gan_assets.storage.digest import state_dict_sha256
-from gan_assets_tests.conftest import seed_zone_index
+from gan_assets_tests.conftest import seed_zone_index, tiny_config_resources, tiny_train_config
 
-TINY = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8, batch_size=8,
-            steps=4, log_every=2, num_samples=8, fid_num_fake=16)
 UPSTREAM = ("dicom_manifest", "preprocessed_images", "trained_generator", "fid_score")
 # PHI-looking values of the "source" month: none may reach a synthetic file.
 SOURCE_IDS = ("pid-7f3a9c", "pid-0b12de", "pid-99aa01", "pid-5c5c5c")
-
-
-def tiny_gan_config(**overrides: Any) -> GanConfig:
-    return GanConfig(**{**TINY, **overrides})
 
 
 def upstream_specs() -> list[dg.AssetSpec]:
@@ -53,7 +46,7 @@ def fid_score_value(partition: str, *, fid: float = 41.5, kid: float = 0.0123, p
                     attempt: int = 1, max_attempts: int = 3, status: str | None = None,
                     config_diff: dict[str, Any] | None = None) -> dict[str, Any]:
     """A stored fid_score as the evaluation core writes it (FidScore.to_dict()), with chosen figures."""
-    config = TrainConfig(**TINY).to_dict()
+    config = tiny_train_config().to_dict()
     threshold = 100.0
     controls = tuple(
         [ControlScore(name, "negative", 150.0 + 10 * i, 0.2, False) for i, name in enumerate(NEGATIVE_CONTROLS)]
@@ -93,7 +86,7 @@ def seed_month(root: Path | ObjectStore, partition: str, *, modality: str = "MR"
         attrs={**encoding_attrs(), "image_size": 32, "partition": partition},
     )
     torch.manual_seed(seed)
-    config = TrainConfig(**TINY)
+    config = tiny_train_config()
     generator = build_generator(config)
     trained = TensorBundle(
         tensors=generator.state_dict(),
@@ -133,18 +126,18 @@ def seed_month(root: Path | ObjectStore, partition: str, *, modality: str = "MR"
     return values
 
 
-def resources(root: Path, **gan: Any) -> dict[str, Any]:
+def resources(root: Path, **generation: Any) -> dict[str, Any]:
     return {
         "io_manager": LocalOpenFormatIOManager(base_dir=str(root)),
         "artifact_store": LocalArtifactStore(base_dir=str(root)),
-        "gan_config": tiny_gan_config(**gan),
+        **tiny_config_resources(generation=generation),
     }
 
 
 def materialize_samples(root: Path, partition: str, instance: dg.DagsterInstance | None = None,
-                        raise_on_error: bool = True, **gan: Any) -> dg.ExecuteInProcessResult:
+                        raise_on_error: bool = True, **generation: Any) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [*upstream_specs(), generated_samples], partition_key=partition, resources=resources(root, **gan),
+        [*upstream_specs(), generated_samples], partition_key=partition, resources=resources(root, **generation),
         instance=instance, raise_on_error=raise_on_error,
     )
 
@@ -162,7 +155,7 @@ def test_generated_samples_are_stored_and_load_back(artifacts_dir: Path) -> None
     bundle = load(artifacts_dir, f"generated_samples/{partition}.npz")
     images = bundle["images"]
     assert images.dtype == np.uint8 and images.shape == (8, 32, 32)
-    assert bundle.attrs["seed"] == TINY.get("sample_seed", 1234) and bundle.attrs["count"] == 8
+    assert bundle.attrs["seed"] == GenerationConfig().sample_seed and bundle.attrs["count"] == 8
     assert bundle.attrs["decode"] == "x = u / 127.5 - 1" and bundle.attrs["source_partition"] == partition
     assert bundle.attrs["generator_attempt"] == 1
     # The stored batch is the seeded generator's output for sample_seed (wiring: weights + seed).
@@ -195,7 +188,7 @@ def test_samples_come_from_the_promoted_weights_checked_by_hash(artifacts_dir: P
     store = store_from_uri(str(artifacts_dir))
     # A later attempt overwrote trained_generator but never passed: it is kept, not delivered.
     torch.manual_seed(99)
-    later = TensorBundle(tensors=build_generator(TrainConfig(**TINY)).state_dict(),
+    later = TensorBundle(tensors=build_generator(tiny_train_config()).state_dict(),
                          attrs={**seeded["trained_generator"].attrs, "attempt": 2})
     ext, data = encode(later)
     store.put(f"trained_generator/{partition}.{ext}", data)

@@ -39,9 +39,10 @@ from gan_assets.dicom.landing_zone import LandingZone, SourceSpec
 from gan_assets.dicom.limits import IngestLimits, bounded_int
 from gan_assets.dicom.phantom import PHI_MARKER, SliceSpec, ct_dataset, phi_values
 from gan_assets.dicom.preprocess import PreprocessOptions, RejectError, preprocess_file
-from gan_assets.dicom.pseudonym import PSEUDONYM_KEY_ENV, file_ref, image_id
+from gan_assets.dicom.pseudonym import file_ref, image_id
 from gan_assets.dicom.reasons import REASONS
 from gan_assets.dicom.scan import ScanOptions, scan_file
+from gan_assets.resources import PSEUDONYM_KEY_ENV
 from gan_assets.storage import decode
 from gan_assets.storage.images import unpack_images
 from gan_assets_tests.conftest import assert_nothing_leaked, ingest_assets, ingest_resources, run_haystacks

@@ -40,9 +40,9 @@ from gan_assets.dicom.index import (
 from gan_assets.dicom.landing_zone import FileChangedError, FileEntry, LandingZone, SourceSpec
 from gan_assets.dicom.phantom import SliceSpec, ct_dataset
 from gan_assets.dicom.preprocess import PreprocessOptions
-from gan_assets.dicom.pseudonym import PSEUDONYM_KEY_ENV, file_ref, image_id
+from gan_assets.dicom.pseudonym import file_ref, image_id
 from gan_assets.dicom.scan import ScanOptions
-from gan_assets.resources import DicomSource, PreprocessConfig
+from gan_assets.resources import PSEUDONYM_KEY_ENV, DicomSource, PreprocessConfig
 from gan_assets.storage import decode
 from gan_assets_tests.conftest import assert_nothing_leaked, ingest_assets, ingest_resources, run_haystacks
 from gan_assets_tests.test_hostile_zone import PATH_MARKER, TEST_MAX_DECODED, _bytes, _cases, _ct, _needles
@@ -533,7 +533,7 @@ def test_hostile_files_on_s3_month_completes_and_nothing_leaks(
     artifacts = tmp_path / "artifacts"
     resources = {**ingest_resources(tmp_path / "unused", artifacts, max_decoded_bytes=TEST_MAX_DECODED),
                  "dicom_source": DicomSource(location=f"s3://{s3_bucket}/zone", endpoint_url=moto_endpoint,
-                                             region_name="us-east-1")}
+                                             region_name="us-east-1", pseudonym_key=KEY.decode())}
     caplog.clear()
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.DEBUG, logger="gan_assets")

@@ -12,7 +12,6 @@ from PIL import Image
 
 from gan_assets.model.artifact import sample_images
 from gan_assets.model.augment import DiffAugment, rand_cutout, rand_translation
-from gan_assets.model.config import TrainConfig
 from gan_assets.model import layers
 from gan_assets.model.dcgan import build_discriminator, build_generator
 from gan_assets.model.ema import ModelEMA
@@ -26,9 +25,9 @@ from gan_assets.model.train import (
     resolve_device,
     train_gan,
 )
+from gan_assets_tests.conftest import tiny_train_config
 
-TINY = TrainConfig(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8, batch_size=8,
-                   steps=4, log_every=2, num_samples=8, fid_num_fake=16, device="cpu")
+TINY = tiny_train_config()
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

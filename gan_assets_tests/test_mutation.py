@@ -10,16 +10,14 @@ import pytest
 from gan_assets.model.config import TrainConfig, config_diff
 from gan_assets.model.mutation import (
     DEFAULT_POLICY,
-    POLICY_ENV_VAR,
     MutationPolicy,
     MutationPolicyError,
     mutate_config,
-    policy_from_env,
+    parse_policy,
 )
+from gan_assets_tests.conftest import tiny_train_config
 
-TINY = TrainConfig(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8,
-                   batch_size=8, steps=4, log_every=2, num_samples=8, fid_num_fake=16,
-                   lr_g=2e-4, lr_d=4e-4, ema=False)
+TINY = tiny_train_config(lr_g=2e-4, lr_d=4e-4, ema=False)
 
 
 def test_attempt_2_turns_diffaugment_on_with_50_percent_more_steps() -> None:
@@ -60,32 +58,41 @@ def test_a_rule_that_changes_nothing_varies_the_seed_instead() -> None:
     assert config_diff(on.to_dict(), mutate_config(on, 2, policy).to_dict()) == {"seed": [7, 8]}
 
 
-def test_deterministic_and_evaluation_settings_untouched() -> None:
-    config = TrainConfig(fid_threshold=12.5, max_attempts=6)
-    current = config
+def test_deterministic_and_the_data_shape_untouched() -> None:
+    current = TrainConfig()
     for attempt in range(2, 7):
         nxt = mutate_config(current.to_dict(), attempt)
         assert nxt == mutate_config(current, attempt)
-        assert (nxt.fid_threshold, nxt.max_attempts, nxt.image_size) == (12.5, 6, 64)
+        assert nxt.image_size == 64
         current = nxt
 
 
-def test_policy_from_env_json_and_file(tmp_path: Path) -> None:
-    assert policy_from_env({}) is DEFAULT_POLICY
+def test_a_config_stored_with_the_old_evaluation_fields_mutates_to_training_fields_only() -> None:
+    stored = {**TINY.to_dict(), "fid_threshold": 12.5, "max_attempts": 6, "threshold_mode": "absolute",
+              "fid_num_fake": 16, "num_samples": 8}
+    mutated = mutate_config(stored, 2)
+    assert mutated.to_dict() == mutate_config(TINY, 2).to_dict()
+    assert set(mutated.to_dict()) == set(TrainConfig.model_fields)
+
+
+def test_parse_policy_json_and_file(tmp_path: Path) -> None:
+    assert parse_policy("") is DEFAULT_POLICY
     text = json.dumps([{"scale": {"lr_g": 0.1}, "description": "cut lr_g"}])
-    policy = policy_from_env({POLICY_ENV_VAR: text})
+    policy = parse_policy(text)
     assert mutate_config(TINY, 2, policy).lr_g == pytest.approx(2e-5)
     assert mutate_config(TINY, 3, policy).lr_d == TINY.lr_d  # only lr_g is in that policy
     assert policy.rule_for(5).describe() == "cut lr_g"
     path = tmp_path / "policy.json"
     path.write_text(json.dumps([{"set": {"loss": "hinge"}}]))
-    assert mutate_config(TINY, 2, policy_from_env({POLICY_ENV_VAR: str(path)})).loss == "hinge"
+    assert mutate_config(TINY, 2, parse_policy(str(path))).loss == "hinge"
 
 
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ('[{"scale": {"fid_threshold": 2}}]', "fid_threshold: this field must stay fixed"),
+        ('[{"scale": {"fid_threshold": 2}}]', "fid_threshold: not a training field"),
+        ('[{"set": {"max_attempts": 9}}]', "max_attempts: not a training field"),
+        ('[{"set": {"image_size": 64}}]', "image_size: this field must stay fixed"),
         ('[{"scale": {"lr_gg": 0.5}}]', "lr_gg: unknown gan_config field"),
         ('[{"scale": {"loss": 0.5}}]', "only numeric fields"),
         ('[{"scale": {"lr_g": -1}}]', "positive number"),
@@ -98,7 +105,7 @@ def test_policy_from_env_json_and_file(tmp_path: Path) -> None:
 )
 def test_bad_policies_are_refused_with_a_clear_message(raw: str, message: str) -> None:
     with pytest.raises(MutationPolicyError, match=None) as info:
-        policy_from_env({POLICY_ENV_VAR: raw})
+        parse_policy(raw)
     assert message in str(info.value)
 
 
@@ -124,8 +131,16 @@ def test_memorization_takes_its_own_rule_not_the_ladder() -> None:
         mutate_config(base, 2, cause="boredom")  # type: ignore[arg-type]
 
 
-def test_the_evaluation_bar_is_frozen() -> None:
-    from gan_assets.model.mutation import FROZEN_FIELDS
+def test_the_evaluation_bar_is_out_of_reach() -> None:
+    from gan_assets.model.config import EvaluationConfig
 
-    for name in ("threshold_rule", "min_separation", "max_near_copy_fraction", "fid_threshold"):
-        assert name in FROZEN_FIELDS
+    # No field of the bar is a training field, so no rule can name it (see the refusals above).
+    assert not set(EvaluationConfig.model_fields) & set(TrainConfig.model_fields)
+
+
+def test_the_ladder_stops_at_the_steps_bound_with_a_clear_refusal() -> None:
+    near = TINY.replace(steps=900_000)
+    with pytest.raises(MutationPolicyError, match=r"attempt 3 .*gan_config.steps=1350000 is invalid.*1000000"):
+        mutate_config(near, 3)
+    # Just inside the bound the rung still applies.
+    assert mutate_config(TINY.replace(steps=600_000), 3).steps == 900_000

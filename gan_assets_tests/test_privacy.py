@@ -11,7 +11,8 @@ import pytest
 
 from gan_assets.dicom.demo_data import generate_landing_zone
 from gan_assets.dicom.phantom import PHI_MARKER, phi_values
-from gan_assets.dicom.pseudonym import PSEUDONYM_KEY_ENV, image_id, pseudonym_key
+from gan_assets.dicom.pseudonym import image_id, pseudonym_key
+from gan_assets.resources import PSEUDONYM_KEY_ENV
 from gan_assets_tests.conftest import assert_nothing_leaked, ingest_assets, ingest_resources, run_haystacks
 
 
@@ -52,12 +53,10 @@ def test_no_phi_in_artifacts_metadata_or_logs(tmp_path: Path, caplog: pytest.Log
     assert_nothing_leaked(haystacks, needles, caplog, capfd)
 
 
-def test_ids_are_keyed_hashes_of_the_sop_instance_uid(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ids_are_keyed_hashes_of_the_sop_instance_uid() -> None:
     uid = "1.2.826.0.1.3680043.8.498.12345"
-    monkeypatch.setenv(PSEUDONYM_KEY_ENV, "secret-a")
-    a = image_id(uid, pseudonym_key())
-    monkeypatch.setenv(PSEUDONYM_KEY_ENV, "secret-b")
-    b = image_id(uid, pseudonym_key())
+    a = image_id(uid, pseudonym_key("secret-a"))
+    b = image_id(uid, pseudonym_key("secret-b"))
     assert a != b and uid not in a and len(a) == 32 and int(a, 16) >= 0
     import hashlib
     import hmac

@@ -25,16 +25,17 @@ from gan_assets.report.document import ReportError, report_schema, validate_repo
 from gan_assets.assets import reporting
 from gan_assets.storage import store_from_uri
 from gan_assets.storage.digest import arrays_sha256, state_dict_sha256
-from gan_assets_tests.test_generation import fid_score_value, resources, seed_month, tiny_gan_config, upstream_specs
+from gan_assets_tests.conftest import tiny_config_resources
+from gan_assets_tests.test_generation import fid_score_value, resources, seed_month, upstream_specs
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "gan_assets" / "report" / "report.schema.json"
 
 
-def materialize_month(root: Path, partition: str, instance: dg.DagsterInstance, **gan: Any) -> dg.ExecuteInProcessResult:
+def materialize_month(root: Path, partition: str, instance: dg.DagsterInstance, **generation: Any) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [*upstream_specs(), generated_samples, monthly_report],
         selection=["generated_samples", "monthly_report"],
-        partition_key=partition, resources=resources(root, **gan), instance=instance,
+        partition_key=partition, resources=resources(root, **generation), instance=instance,
     )
 
 
@@ -181,7 +182,7 @@ def test_report_on_s3_reads_the_trend_from_the_bucket(moto_endpoint: str, s3_buc
             resources={
                 "io_manager": S3OpenFormatIOManager(s3_resource=s3, s3_bucket=s3_bucket, s3_prefix=prefix),
                 "artifact_store": S3ArtifactStore(s3_resource=s3, s3_bucket=s3_bucket, s3_prefix=prefix),
-                "gan_config": tiny_gan_config(write_sample_dicoms=True, num_samples=2),
+                **tiny_config_resources(generation={"write_sample_dicoms": True, "num_samples": 2}),
             },
         )
     body = s3_client.get_object(Bucket=s3_bucket, Key=f"{prefix}/monthly_report/2026-06-01.json")["Body"].read()

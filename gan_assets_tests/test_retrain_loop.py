@@ -23,18 +23,16 @@ from gan_assets.dicom.scan import MANIFEST_COLUMNS
 from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
 from gan_assets.jobs import retrain_job
 from gan_assets.model.config import TrainConfig
-from gan_assets.model.mutation import POLICY_ENV_VAR
 from gan_assets.resources import FidExtractor
 from gan_assets.sensors import retrain_on_fid_failure
 from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
 from gan_assets.storage.images import encoding_attrs, pack_images
-from gan_assets_tests.conftest import seed_unused_extractor, seed_zone_index
+from gan_assets_tests.conftest import seed_unused_extractor, seed_zone_index, tiny_training
 
 MONTH = "2026-03-01"
 # The brief's tiny test config; 24 real images of 32 px per month.
-TINY_LOOP: dict[str, Any] = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8,
-                                 batch_size=8, steps=4, log_every=2, num_samples=8, fid_num_fake=16,
-                                 device="cpu")
+TINY_LOOP: dict[str, Any] = {**tiny_training(), "num_samples": 8}
+POLICY_ENV_VAR = "GAN_ASSETS_MUTATION_POLICY"
 N_IMAGES = 24
 # A month large and structured enough for the honest gate to discriminate (see seed_preprocessed_images).
 ORIENTED_IMAGES = 200
@@ -82,7 +80,7 @@ def seed_preprocessed_images(root: Path, months: list[str], n: int = N_IMAGES, s
 
 
 def loop_defs(artifacts: Path) -> dg.Definitions:
-    """The project's assets, checks, retrain job and sensor; artifacts under ``artifacts``, gan_config from env."""
+    """The project's assets, checks, retrain job and sensor; artifacts under ``artifacts``, the configs from env."""
     from gan_assets import definitions
 
     return dg.Definitions(
@@ -94,7 +92,6 @@ def loop_defs(artifacts: Path) -> dg.Definitions:
             **definitions.resources_for("local"),
             "io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts)),
             "artifact_store": LocalArtifactStore(base_dir=str(artifacts)),
-            "gan_config": definitions.gan_config_from_env(),
             # The honest gate on the random conv net: these images were made for it to see.
             "fid_extractor": FidExtractor(kind="random_conv"),
         },
@@ -147,7 +144,8 @@ def trained_generator_events(instance: dg.DagsterInstance) -> list[Any]:
 
 def configure(monkeypatch: pytest.MonkeyPatch, artifacts: Path, *, images: int = N_IMAGES, oriented: bool = False,
               **changes: Any) -> TrainConfig:
-    """Env of one loop: a fresh artifacts dir seeded with the month's images, tiny config + changes."""
+    """Env of one loop: a fresh artifacts dir seeded with the month's images, tiny config + changes
+    (training, evaluation and generation fields alike); returns the training part."""
     seed_preprocessed_images(artifacts, [MONTH], n=images, oriented=oriented)
     values = {**TINY_LOOP, **changes}
     monkeypatch.setenv("GAN_ASSETS_ENV", "local")
@@ -156,7 +154,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, artifacts: Path, *, images: int =
     monkeypatch.setenv("GAN_ASSETS_CONFIG_OVERRIDES", json.dumps(values))
     monkeypatch.delenv("GAN_ASSETS_MUTATION_POLICY", raising=False)
     monkeypatch.delenv("GAN_ASSETS_WEBHOOK_URL", raising=False)
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(values)
 
 
 def stored_generator_config(artifacts: Path) -> dict[str, Any]:

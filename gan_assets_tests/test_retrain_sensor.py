@@ -20,14 +20,14 @@ from gan_assets import sensors
 from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG, PARENT_RUN_TAG, run_attempt
 from gan_assets.io_managers import LocalArtifactStore
 from gan_assets.jobs import retrain_job
-from gan_assets.model.config import TrainConfig, config_diff
-from gan_assets.model.mutation import POLICY_ENV_VAR
+from gan_assets.model.config import EvaluationConfig, TrainConfig, config_diff
 from gan_assets.partitions import monthly_partitions
-from gan_assets.resources import GanConfig, Notifier
+from gan_assets.resources import EvaluationBar, GanConfig, Notifier
 from gan_assets.sensors import FID_SCORE_KEY, decide_retrain, retrain_on_fid_failure
+from gan_assets_tests.conftest import tiny_config_resources, tiny_training
 
-TINY = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8, batch_size=8,
-            steps=4, log_every=2, num_samples=8, fid_num_fake=16)
+TINY = tiny_training()
+BAR = EvaluationConfig()
 MONTH = "2026-03-01"
 
 
@@ -43,19 +43,21 @@ def trained_generator() -> None:
 
 
 @dg.asset(name="fid_score", partitions_def=monthly_partitions, deps=[trained_generator])
-def fid_score(context: dg.AssetExecutionContext, config: StandInScore, gan_config: GanConfig) -> dg.MaterializeResult:
+def fid_score(context: dg.AssetExecutionContext, config: StandInScore, gan_config: GanConfig,
+              evaluation_config: EvaluationBar) -> dg.MaterializeResult:
     """Emits fid_score's contract metadata for a given FID."""
     train = gan_config.to_train_config()
+    bar = evaluation_config.to_evaluation_config()
     attempt = run_attempt(context)
-    passed = config.fid <= train.fid_threshold
-    status = "passed" if passed else ("rejected" if attempt >= train.max_attempts else "failed")
+    passed = config.fid <= bar.fid_threshold
+    status = "passed" if passed else ("rejected" if attempt >= bar.max_attempts else "failed")
     if config.status:
         status, passed = config.status, config.status == "passed"
     return dg.MaterializeResult(metadata={
         "memorized": status == "memorized", "extractor": "random_conv",
         "separation": 1.2 if status == "not_discriminative" else 8.0,
-        "fid": config.fid, "kid_mean": 0.0, "threshold": train.fid_threshold, "passed": passed,
-        "attempt": attempt, "max_attempts": train.max_attempts, "status": status,
+        "fid": config.fid, "kid_mean": 0.0, "threshold": bar.fid_threshold, "passed": passed,
+        "attempt": attempt, "max_attempts": bar.max_attempts, "status": status,
         "config": dg.MetadataValue.json(train.to_dict()),
         "config_diff": dg.MetadataValue.json(json.loads(context.run.tags.get(CONFIG_DIFF_TAG, "{}"))),
     })
@@ -99,13 +101,14 @@ def instance() -> Iterator[dg.DagsterInstance]:
         yield inst
 
 
-def make_defs(artifacts: Path, webhook_url: str | None = None) -> dg.Definitions:
+def make_defs(artifacts: Path, webhook_url: str | None = None, *, mutation_policy: str = "",
+              bar: dict[str, Any] | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[trained_generator, fid_score],
         jobs=[retrain_job],
         sensors=[retrain_on_fid_failure],
         resources={
-            "gan_config": GanConfig(**TINY),
+            **tiny_config_resources(evaluation=bar, mutation_policy=mutation_policy),
             "notifier": Notifier(webhook_url=webhook_url, ui_base_url="http://ui.test"),
             "artifact_store": LocalArtifactStore(base_dir=str(artifacts)),
         },
@@ -117,7 +120,7 @@ def score(instance: dg.DagsterInstance, partition: str, fid: float, *, attempt: 
     """Materialize the stand-in fid_score for one month; returns the run id."""
     result = dg.materialize(
         [fid_score], instance=instance, partition_key=partition,
-        resources={"gan_config": GanConfig(**(config or TINY))},
+        resources={"gan_config": GanConfig(**(config or TINY)), "evaluation_config": EvaluationBar()},
         run_config={"ops": {"fid_score": {"config": {"fid": fid, "status": status}}}},
         tags={ATTEMPT_TAG: str(attempt)},
     )
@@ -129,8 +132,8 @@ def report(instance: dg.DagsterInstance, partition: str, fid: float, *, attempt:
     train = TrainConfig(**TINY)
     instance.report_runless_asset_event(dg.AssetMaterialization(
         asset_key=FID_SCORE_KEY, partition=partition,
-        metadata={"fid": fid, "threshold": train.fid_threshold, "passed": fid <= train.fid_threshold,
-                  "attempt": attempt, "max_attempts": train.max_attempts,
+        metadata={"fid": fid, "threshold": BAR.fid_threshold, "passed": fid <= BAR.fid_threshold,
+                  "attempt": attempt, "max_attempts": BAR.max_attempts,
                   "config": dg.MetadataValue.json(train.to_dict())},
     ))
 
@@ -257,20 +260,17 @@ def test_events_that_cannot_be_mutated_are_reported_not_retried_forever(
 
 
 def test_a_malformed_policy_fails_the_tick_without_consuming_events(
-        instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    defs = make_defs(tmp_path)
+        instance: dg.DagsterInstance, tmp_path: Path) -> None:
     report(instance, MONTH, fid=500.0)
-    monkeypatch.setenv(POLICY_ENV_VAR, '[{"scale": {"fid_threshold": 10}}]')
-    with pytest.raises(Exception, match="fid_threshold: this field must stay fixed"):
-        tick(defs, instance, None)
-    monkeypatch.delenv(POLICY_ENV_VAR)
-    (request,), _ = tick(defs, instance, None)  # fixed: the backlog is handled
+    broken = make_defs(tmp_path, mutation_policy='[{"scale": {"fid_threshold": 10}}]')
+    with pytest.raises(Exception, match="fid_threshold: not a training field"):
+        tick(broken, instance, None)
+    (request,), _ = tick(make_defs(tmp_path), instance, None)  # fixed: the backlog is handled
     assert request.run_key == f"{MONTH}:2"
 
 
-def test_the_policy_is_configurable_by_env(instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(POLICY_ENV_VAR, json.dumps([{"scale": {"steps": 2}, "description": "double steps"}]))
-    defs = make_defs(tmp_path)
+def test_the_policy_is_configurable(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    defs = make_defs(tmp_path, mutation_policy=json.dumps([{"scale": {"steps": 2}, "description": "double steps"}]))
     report(instance, MONTH, fid=500.0)
     (request,), _ = tick(defs, instance, None)
     assert json.loads(request.tags[CONFIG_DIFF_TAG]) == {"steps": [4, 8]}
@@ -383,3 +383,55 @@ def test_a_rejection_reported_as_an_observation_is_notified_once(instance: dg.Da
     assert requests == [] and len(webhook.received) == 1
     assert "2026-04-01 REJECTED: FID 90.0 did not meet the threshold 50.0 in 3 of 3" in webhook.received[0]["text"]
     assert tick(defs, instance, cursor)[0] == [] and len(webhook.received) == 1
+
+
+def test_a_retrain_request_sets_only_the_training_config_never_the_bar(
+        instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    """Even from a config stored by an earlier version, which held the bar beside the training fields."""
+    defs = make_defs(tmp_path)
+    stored = {**TrainConfig(**TINY).to_dict(), "fid_threshold": 1e9, "max_attempts": 10, "relative_factor": 1e6,
+              "threshold_rule": "absolute", "min_separation": 1.0, "memorization_threshold": 0.9,
+              "max_near_copy_fraction": 1.0, "threshold_mode": "absolute", "fid_num_fake": 16, "num_samples": 8}
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=FID_SCORE_KEY, partition=MONTH,
+        metadata={"fid": 500.0, "passed": False, "status": "failed", "attempt": 1, "max_attempts": 3,
+                  "config": dg.MetadataValue.json(stored)}))
+
+    (request,), _ = tick(defs, instance, None)
+
+    assert set(request.run_config) == {"resources"} and set(request.run_config["resources"]) == {"gan_config"}
+    sent = request.run_config["resources"]["gan_config"]["config"]
+    assert set(sent) == set(TrainConfig.model_fields)
+    text = json.dumps(request.run_config) + json.dumps(dict(request.tags))
+    assert [name for name in EvaluationConfig.model_fields if name in text] == []
+    assert json.loads(request.tags[CONFIG_DIFF_TAG]) == {"steps": [4, 6]}  # the dropped bar is no change
+
+
+@pytest.mark.parametrize(("deployment_max", "action"), [(2, "rejected"), (5, "retrain")])
+def test_max_attempts_comes_from_the_evaluation_config_not_the_event(
+        instance: dg.DagsterInstance, tmp_path: Path, deployment_max: int, action: str) -> None:
+    """An event (or a stored config) claiming more attempts cannot extend the loop; the deployment's bar decides."""
+    defs = make_defs(tmp_path, bar={"max_attempts": deployment_max})
+    claims = {**TrainConfig(**TINY).to_dict(), "max_attempts": 10}
+    metadata = {"fid": 500.0, "passed": False, "status": "failed", "attempt": 2, "max_attempts": 10,
+                "config": claims}
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=FID_SCORE_KEY, partition=MONTH,
+        metadata={**metadata, "config": dg.MetadataValue.json(claims)}))
+
+    requests, _ = tick(defs, instance, None)
+
+    assert len(requests) == (1 if action == "retrain" else 0)
+    decision = decide_retrain(metadata, MONTH, "run-1", bar=EvaluationConfig(max_attempts=deployment_max))
+    assert decision.action == action and decision.max_attempts == deployment_max
+
+
+def test_a_retrain_past_the_steps_bound_is_refused_and_reported_not_clamped() -> None:
+    near = TrainConfig(**{**TINY, "steps": 900_000}).to_dict()
+    metadata = {"passed": False, "status": "failed", "attempt": 1, "config": near}
+    decision = decide_retrain(metadata, MONTH, "run-1")
+    assert decision.action == "stuck" and decision.run_request is None
+    assert "gan_config.steps=1350000 is invalid" in decision.reason
+    # Control: inside the bound the same event is retrained.
+    inside = {**metadata, "config": {**near, "steps": 600_000}}
+    assert decide_retrain(inside, MONTH, "run-1").action == "retrain"

@@ -17,7 +17,7 @@ import pytest
 
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.sinks import metric_dimensions, post_webhook
-from gan_assets.resources import CloudWatchMetrics, Notifier
+from gan_assets.resources import CloudWatchMetrics, Notifier, notifier_from_env
 from gan_assets.sensors import notify_on_delivery, notify_on_run_failure
 from gan_assets_tests.conftest import free_port
 
@@ -82,6 +82,27 @@ def test_cloudwatch_puts_fid_and_kid_readable_back(moto_endpoint: str) -> None:
         assert len(stats) == 1 and stats[0]["Maximum"] == pytest.approx(value) and stats[0]["SampleCount"] == 1
 
 
+def test_the_deployment_writes_metrics_to_its_own_region(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AWS_REGION reaches the CloudWatch sink that definitions.py builds (it used to go to us-east-1)."""
+    from gan_assets.definitions import resources_for
+
+    namespace = f"GanAssetsRegion{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    monkeypatch.setenv("GAN_ASSETS_CLOUDWATCH", "1")
+    monkeypatch.setenv("GAN_ASSETS_CLOUDWATCH_NAMESPACE", namespace)
+    monkeypatch.setenv("GAN_ASSETS_CLOUDWATCH_ENDPOINT_URL", moto_endpoint)
+    sink = resources_for("local")["cloudwatch"]
+
+    assert sink.put_fid_metrics("2026-03-01", "dcgan", fid=42.5, kid=0.0125) is True
+
+    def listed(region: str) -> list[str]:
+        client = boto3.client("cloudwatch", endpoint_url=moto_endpoint, region_name=region)
+        return sorted(m["MetricName"] for m in client.list_metrics(Namespace=namespace)["Metrics"])
+
+    assert listed("eu-west-3") == ["FIDScore", "KID"]
+    assert listed("us-east-1") == []  # moto keeps regions apart, as CloudWatch does
+
+
 def test_cloudwatch_off_by_default_and_failures_never_raise(
     moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -111,11 +132,15 @@ def test_notifier_reads_the_url_from_the_env_and_is_off_without_it(
     webhook: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("GAN_ASSETS_WEBHOOK_URL", raising=False)
-    assert Notifier().notify("nobody hears this") is False
+    assert notifier_from_env().notify("nobody hears this") is False
     assert webhook.requests == []
     monkeypatch.setenv("GAN_ASSETS_WEBHOOK_URL", webhook.url)
-    assert Notifier().notify("from the env") is True
+    notifier = notifier_from_env()
+    assert notifier.notify("from the env") is True
     assert webhook.texts() == ["from the env"]
+    # The secret URL is an EnvVar: what Dagster keeps of the resource's config names the variable.
+    stored = json.dumps(notifier.get_resource_definition().config_schema.default_value, default=str)
+    assert webhook.url not in stored and "GAN_ASSETS_WEBHOOK_URL" in stored
 
 
 def test_notifier_failures_are_logged_never_raised(webhook: Recorder, caplog: pytest.LogCaptureFixture) -> None:
@@ -214,7 +239,8 @@ def _stand_in_report() -> dg.MaterializeResult:
 def test_a_delivered_month_sends_one_message_with_scores_and_links(webhook: Recorder,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GAN_ASSETS_UI_BASE_URL", "https://dagster.hospital.example/")
-    notifier = Notifier(webhook_url=webhook.url)
+    monkeypatch.setenv("GAN_ASSETS_WEBHOOK_URL", webhook.url)
+    notifier = notifier_from_env()
     defs = dg.Definitions(assets=[_stand_in_report], sensors=[notify_on_delivery], resources={"notifier": notifier})
     with dg.DagsterInstance.ephemeral() as instance:
         assert dg.materialize([_stand_in_report], partition_key="2026-03-01", instance=instance).success

@@ -17,17 +17,14 @@ from gan_assets.assets.training import pack_window, trained_generator
 from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
 from gan_assets.jobs import retrain_job
 from gan_assets.model.artifact import generator_from_bundle, sample_images
-from gan_assets.model.config import TrainConfig
 from gan_assets.model.history import list_attempts
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.images import grid_png
-from gan_assets.resources import GanConfig
 from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
 from gan_assets.storage.digest import state_dict_sha256
 from gan_assets.storage.images import encoding_attrs, pack_images
+from gan_assets_tests.conftest import tiny_config_resources, tiny_train_config
 
-TINY = {"image_size": 32, "latent_dim": 16, "generator_width": 8, "discriminator_width": 8, "batch_size": 8,
-        "steps": 4, "log_every": 2, "num_samples": 8, "fid_num_fake": 16, "device": "cpu"}
 UPSTREAM = dg.AssetSpec("preprocessed_images", partitions_def=monthly_partitions)
 
 
@@ -53,7 +50,7 @@ def materialize(root: Path, partition: str, **config: object) -> dg.ExecuteInPro
         partition_key=partition,
         resources={"io_manager": LocalOpenFormatIOManager(base_dir=str(root)),
                    "artifact_store": LocalArtifactStore(base_dir=str(root)),
-                   "gan_config": GanConfig(**{**TINY, **config})},
+                   **tiny_config_resources(training=dict(config))},
         tags={"gan/attempt": "2"},
         raise_on_error=False,
     )
@@ -69,7 +66,7 @@ def test_materializes_over_the_window_and_weights_reload_exactly(artifacts_dir: 
     bundle = decode("pt", stored)  # torch.load(weights_only=True) inside
     assert isinstance(bundle, TensorBundle)
     attrs = bundle.attrs
-    assert attrs["config"] == TrainConfig(**TINY).to_dict()
+    assert attrs["config"] == tiny_train_config().to_dict()
     assert attrs["attempt"] == 2
     fingerprint = attrs["data_fingerprint"]
     assert fingerprint["partitions"] == {"2026-01-01": 10, "2026-03-01": 14}
@@ -146,7 +143,7 @@ def test_a_diverged_training_enters_the_retrain_loop(artifacts_dir: Path, monkey
         assets=[UPSTREAM, trained_generator], jobs=[retrain_job], sensors=[retrain_on_fid_failure],
         resources={"io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts_dir)),
                    "artifact_store": LocalArtifactStore(base_dir=str(artifacts_dir)),
-                   "gan_config": GanConfig(**TINY), "notifier": Notifier()})
+                   **tiny_config_resources(evaluation={"max_attempts": 3}), "notifier": Notifier()})
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize([UPSTREAM, trained_generator], partition_key="2026-03-01", instance=instance,
                                 resources=defs.resources, tags={"gan/attempt": "1"}, raise_on_error=False)
@@ -163,7 +160,8 @@ def test_a_diverged_training_enters_the_retrain_loop(artifacts_dir: Path, monkey
             data = retrain_on_fid_failure.evaluate_tick(context)
         (request,) = data.run_requests
         config = request.run_config["resources"]["gan_config"]["config"]
-        assert (config["lr_g"], config["lr_d"]) == (TINY.get("lr_g", 2e-4) / 2, TINY.get("lr_d", 2e-4) / 2)
+        tiny = tiny_train_config()
+        assert (config["lr_g"], config["lr_d"]) == (tiny.lr_g / 2, tiny.lr_d / 2)
         assert request.tags["gan/attempt"] == "2" and "diverged in training" in request.tags["gan/reason"]
         assert request.partition_key == "2026-03-01"
         # The attempt's record is in the month's history.
@@ -173,7 +171,7 @@ def test_a_diverged_training_enters_the_retrain_loop(artifacts_dir: Path, monkey
 
         # The last attempt diverging too: rejected, no request.
         last = dg.materialize([UPSTREAM, trained_generator], partition_key="2026-03-01", instance=instance,
-                              resources=defs.resources, tags={"gan/attempt": str(TrainConfig(**TINY).max_attempts)},
+                              resources=defs.resources, tags={"gan/attempt": "3"},
                               raise_on_error=False)
         assert not last.success
         with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources,

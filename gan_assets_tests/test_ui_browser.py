@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from gan_assets_tests.conftest import tiny_training
 from gan_assets_tests.ui_harness import (
     CHROMIUM_ARGS,
     CHROMIUM_PATH,
@@ -58,8 +59,7 @@ GROUPS = {"ingest": ["dicom_manifest", "dicom_source", "landing_zone_index", "pr
 # encoder to make the gate discriminative): a 4-step model cannot pass it, so the run ends at the
 # blocking check, the daemon's retrain sensor retrains it once, and with two attempts the month
 # ends rejected; the UI must show each step (delivery is test_report's job).
-TINY_CONFIG = {"image_size": 32, "latent_dim": 16, "generator_width": 8, "discriminator_width": 8,
-               "batch_size": 8, "steps": 4, "log_every": 2, "num_samples": 8, "device": "cpu", "max_attempts": 2}
+TINY_CONFIG = {**tiny_training(), "num_samples": 8, "max_attempts": 2}
 FILES_PER_MONTH = 40
 SERVER_START_S = 240.0
 RUN_S = 300.0

@@ -44,10 +44,11 @@ from gan_assets.metrics.evaluation import EVAL_SEED, EvaluationSettings, FidScor
 from gan_assets.metrics.extractors import FeatureExtractor
 from gan_assets.metrics.score import MIN_REAL_IMAGES
 from gan_assets.model.artifact import generator_from_bundle, sample_images
+from gan_assets.model.config import DEFAULTS
 from gan_assets.model.history import PromotedModel, promote, save_attempt, save_attempt_score
 from gan_assets.partitions import TRAINING_WINDOW, monthly_partitions
 from gan_assets.report.images import grid_png, markdown_image, to_uint8
-from gan_assets.resources import CloudWatchMetrics, FidExtractor, GanConfig
+from gan_assets.resources import CloudWatchMetrics, EvaluationBar, FidExtractor, GanConfig
 from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle, encode
 from gan_assets.storage.digest import state_dict_sha256
 from gan_assets.storage.images import unpack_images
@@ -354,7 +355,7 @@ def fid_feature_extractor(
 )
 def fid_score(
     context: dg.AssetExecutionContext,
-    gan_config: GanConfig,
+    evaluation_config: EvaluationBar,
     fid_extractor: FidExtractor,
     artifact_store: dg.ResourceParam[ArtifactStoreResource],
     cloudwatch: CloudWatchMetrics,
@@ -365,7 +366,6 @@ def fid_score(
     """FID/KID of the trained generator and of the controls against the month's real images, the gate, memorization."""
     partition = context.partition_key
     attempt = run_attempt(context)
-    settings = gan_config.to_train_config()
     extractor = fid_extractor.build_for(fid_feature_extractor)
     store = artifact_store.object_store()
 
@@ -392,15 +392,16 @@ def fid_score(
         f"real features for {partition}: {'cache hit' if real.cache_hit else 'computed and cached'} at {real.uri}"
     )
     training = _training_set(context, store, extractor, window, real, trained_generator)
-    fake_seed = int(trained_generator.attrs.get("config", {}).get("seed", settings.seed)) + FAKE_SEED_OFFSET
+    fake_seed = int(trained_generator.attrs.get("config", {}).get("seed", DEFAULTS.seed)) + FAKE_SEED_OFFSET
     device = str(extractor.device)
     generator = generator_from_bundle(trained_generator, device=device)
     evaluation = evaluate_month(
         extractor, unpack_images(packed),
         lambda count: sample_images(generator, count, seed=fake_seed, device=device),
         training,
-        EvaluationSettings.from_train_config(settings, kid_num_subsets=fid_extractor.kid_subsets,
-                                             kid_subset_size=fid_extractor.kid_subset_size),
+        EvaluationSettings.from_config(evaluation_config.to_evaluation_config(),
+                                       kid_num_subsets=fid_extractor.kid_subsets,
+                                       kid_subset_size=fid_extractor.kid_subset_size),
         attempt,
         real_features=real.features, previous=_previous_score(context), partition=partition,
         config=trained_generator.attrs.get("config", {}), config_diff=_config_diff(context), fake_seed=fake_seed,

@@ -16,7 +16,7 @@ from gan_assets.model.history import ModelHistoryError, load_promoted
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.document import most_common_modality
 from gan_assets.report.images import grid_png, markdown_image, preview_grid_png
-from gan_assets.resources import GanConfig
+from gan_assets.resources import GanConfig, GenerationSettings
 from gan_assets.storage import ArrayBundle
 from gan_assets.storage.digest import arrays_sha256
 from gan_assets.storage.images import encoding_attrs, pack_images
@@ -62,6 +62,7 @@ def dicom_key(partition: str, index: int) -> str:
 def generated_samples(
     context: dg.AssetExecutionContext,
     gan_config: GanConfig,
+    generation_config: GenerationSettings,
     artifact_store: dg.ResourceParam[ArtifactStoreResource],
     fid_score: dict[str, Any],
     dicom_manifest: pd.DataFrame,
@@ -90,8 +91,8 @@ def generated_samples(
             "samples come from the promoted one"
         )
 
-    config = gan_config.to_train_config()
-    device = sample_device(config.device)
+    config = generation_config.to_generation_config()
+    device = sample_device(gan_config.device)
     started = time.perf_counter()
     generator = generator_from_bundle(weights, device=device)
     images = pack_images(sample_images(generator, config.num_samples, seed=config.sample_seed, device=device))

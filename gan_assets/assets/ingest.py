@@ -43,7 +43,6 @@ from gan_assets.dicom.index import (
     update_index,
     with_observed,
 )
-from gan_assets.dicom.pseudonym import pseudonym_key
 from gan_assets.dicom.reasons import REASONS
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.images import grid_png, markdown_image
@@ -121,13 +120,13 @@ def landing_zone_index(
     fingerprint and scan outcome. Only new or changed files are read; undated files and files dated outside
     the partitions are listed as unassigned, with a reason. Reports each changed month's data version on
     dicom_source."""
-    warning = default_key_warning()
+    warning = default_key_warning(dicom_source.key())
     if warning:
         context.log.warning(warning)
     previous = _previous_index(context, artifact_store.object_store())
     update = update_index(
         dicom_source.source_spec(), previous, preprocess_config.scan_options(dicom_source.date_tags),
-        key=pseudonym_key(), workers=preprocess_config.workers, tune=preprocess_config.tune_malloc,
+        key=dicom_source.key(), workers=preprocess_config.workers, tune=preprocess_config.tune_malloc,
     )
     months = partition_months(context)
     # Each month whose files changed gets a new data version on dicom_source: Dagster then shows
@@ -203,7 +202,7 @@ def dicom_manifest(
     fingerprint, ok or rejected + reason); read from landing_zone_index, no file is opened."""
     month = _month(context.partition_key)
     index = check_index(landing_zone_index)
-    policy = scan_policy(preprocess_config.scan_options(dicom_source.date_tags), pseudonym_key())
+    policy = scan_policy(preprocess_config.scan_options(dicom_source.date_tags), dicom_source.key())
     if index_policy(index) != policy:
         raise dg.Failure(
             description=(
@@ -271,7 +270,7 @@ def preprocessed_images(
     started = time.perf_counter()
     rows = dicom_manifest.to_dict("records")
     result = preprocess_month(
-        dicom_source.source_spec(), rows, options, key=pseudonym_key(),
+        dicom_source.source_spec(), rows, options, key=dicom_source.key(),
         workers=preprocess_config.workers, tune=preprocess_config.tune_malloc,
     )
     seconds = time.perf_counter() - started

@@ -15,12 +15,13 @@ from gan_assets.assets.common import (
     stage,
 )
 from gan_assets.model.artifact import generator_from_bundle
+from gan_assets.model.config import TrainConfig
 from gan_assets.model.history import save_attempt, save_attempt_score
 from gan_assets.model.previews import FIXED_NOISE_COUNT, fixed_noise_grid_png, loss_curve_png
 from gan_assets.model.train import DivergenceError, TrainResult, train_gan
 from gan_assets.partitions import TRAINING_WINDOW, TRAINING_WINDOW_MONTHS, monthly_partitions
 from gan_assets.report.images import markdown_image
-from gan_assets.resources import GanConfig
+from gan_assets.resources import EvaluationBar, GanConfig
 from gan_assets.storage import ArrayBundle, TensorBundle
 from gan_assets.storage.digest import state_dict_sha256
 from gan_assets.storage.images import unpack_images
@@ -88,15 +89,15 @@ def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def _report_divergence(context: dg.AssetExecutionContext, store: Any, config: Any, attempt: int,
-                       fingerprint: dict[str, Any], err: DivergenceError) -> None:
+def _report_divergence(context: dg.AssetExecutionContext, store: Any, config: TrainConfig, max_attempts: int,
+                       attempt: int, fingerprint: dict[str, Any], err: DivergenceError) -> None:
     """What the retrain loop reads: an observation of the failed attempt, and its record in the history."""
     record = {"status": "diverged", "passed": False, "attempt": attempt, "step": err.step,
               "loss_d": _finite(err.loss_d), "loss_g": _finite(err.loss_g), "scoring_run_id": context.run_id}
     save_attempt_score(store, context.partition_key, attempt, context.run_id, record)
     context.log_event(dg.AssetObservation(
         asset_key=context.asset_key, partition=context.partition_key,
-        metadata={"diverged": True, "attempt": attempt, "max_attempts": config.max_attempts, "step": err.step,
+        metadata={"diverged": True, "attempt": attempt, "max_attempts": max_attempts, "step": err.step,
                   "config": dg.MetadataValue.json(config.to_dict()),
                   "data_sha256": dg.MetadataValue.text(fingerprint["sha256"])},
     ))
@@ -122,6 +123,7 @@ def _report_divergence(context: dg.AssetExecutionContext, store: Any, config: An
 def trained_generator(
     context: dg.AssetExecutionContext,
     gan_config: GanConfig,
+    evaluation_config: EvaluationBar,
     artifact_store: dg.ResourceParam[ArtifactStoreResource],
     preprocessed_images: Any,
 ) -> dg.Output[TensorBundle]:
@@ -137,7 +139,8 @@ def trained_generator(
     try:
         result = _train(images, config, context.log)
     except DivergenceError as err:
-        _report_divergence(context, artifact_store.object_store(), config, attempt, fingerprint, err)
+        _report_divergence(context, artifact_store.object_store(), config, evaluation_config.max_attempts,
+                           attempt, fingerprint, err)
         raise dg.Failure(
             description=(f"{context.partition_key} attempt {attempt}: {err}. retrain_on_fid_failure requests the next "
                          "attempt with halved learning rates while attempts remain."),

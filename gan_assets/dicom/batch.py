@@ -376,11 +376,11 @@ def describe_reasons(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {code} ({REASONS.get(code, code)})" for code, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def default_key_warning() -> str | None:
-    from gan_assets.dicom.pseudonym import PSEUDONYM_KEY_ENV, using_default_key
+def default_key_warning(key: bytes) -> str | None:
+    from gan_assets.dicom.pseudonym import using_default_key
 
-    if using_default_key():
-        return (f"{PSEUDONYM_KEY_ENV} is not set: ids use the documented local default key. Set a secret "
-                "key for any real data (the same key keeps ids stable across months).")
+    if using_default_key(key):
+        return ("no pseudonym key is set (dicom_source.pseudonym_key): ids use the documented local default key. "
+                "Set a secret key for any real data (the same key keeps ids stable across months).")
     return None
 

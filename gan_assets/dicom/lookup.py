@@ -56,7 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ids", action="store_true", help="also match image ids (reads every header)")
     args = parser.parse_args(argv)
     zone = LandingZone(SourceSpec(args.location, endpoint_url=args.endpoint_url))
-    found = find_files(zone, args.refs, key=pseudonym_key(), match_ids=args.ids)
+    # The command line is this tool's boundary: it takes the deployment's key from its environment.
+    found = find_files(zone, args.refs, key=pseudonym_key(os.environ.get("GAN_ASSETS_PSEUDONYM_KEY", "")),
+                       match_ids=args.ids)
     for ref in args.refs:
         for location in found.get(ref.split("-f")[0], []):
             sys.stdout.write(f"{ref}\t{location}\n")

@@ -25,12 +25,13 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, get_args
 
 import numpy as np
 import pydicom.pixels  # noqa: F401 - imported eagerly so pool workers inherit it (see batch.py)
 from PIL import Image
 
+from gan_assets.dicom.config import ColourPolicy, Geometry, MultiframePolicy, VoiPolicy
 from gan_assets.dicom.limits import IngestLimits, bounded_int, geometry_problem
 from gan_assets.dicom.reasons import reason_sentence
 from gan_assets.dicom.vocabulary import (
@@ -52,10 +53,10 @@ VOI_PRESETS: dict[str, tuple[float, float]] = {
     "brain": (40.0, 80.0),
     "bone": (400.0, 1800.0),
 }
-VOI_POLICIES = ("header", "preset", "percentile")
-MULTIFRAME_POLICIES = ("middle", "first", "all")
-COLOUR_POLICIES = ("grayscale", "reject")
-GEOMETRIES = ("crop", "pad")
+VOI_POLICIES: tuple[str, ...] = get_args(VoiPolicy)
+MULTIFRAME_POLICIES: tuple[str, ...] = get_args(MultiframePolicy)
+COLOUR_POLICIES: tuple[str, ...] = get_args(ColourPolicy)
+GEOMETRIES: tuple[str, ...] = get_args(Geometry)
 COLOUR_PHOTOMETRICS = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420",
                        "YBR_PARTIAL_422", "PALETTE COLOR")
 # Larger than any stored value can map to (32-bit integers, HU, SUV) yet far from float32's limit.
@@ -80,7 +81,9 @@ class RejectError(Exception):
 
 @dataclass(frozen=True)
 class PreprocessOptions:
-    """Plain mirror of the ``preprocess_config`` resource plus the target image size."""
+    """What decoding one file needs: the target image size and the decoding part of
+    :class:`~gan_assets.dicom.config.PreprocessSettings` (which builds it), validated again here
+    because worker processes and tests construct it directly."""
 
     image_size: int = 64
     voi_policy: str = "header"

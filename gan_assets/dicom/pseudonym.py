@@ -1,29 +1,28 @@
 """Keyed pseudonyms: HMAC-SHA256 of a SOPInstanceUID (image ids) or of a landing-zone path.
 
-The key comes from ``GAN_ASSETS_PSEUDONYM_KEY``. Without it a documented local default is used
-(fine for the synthetic demo; set a real secret anywhere real data flows, and keep it: the same
-key gives the same ids month after month, a new key gives unlinkable new ids).
+The caller hands in the secret (the ``dicom_source`` resource's ``pseudonym_key``, which the
+deployment sets from ``GAN_ASSETS_PSEUDONYM_KEY``). Without one a documented local default is
+used (fine for the synthetic demo; set a real secret anywhere real data flows, and keep it: the
+same key gives the same ids month after month, a new key gives unlinkable new ids).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 
-PSEUDONYM_KEY_ENV = "GAN_ASSETS_PSEUDONYM_KEY"
 LOCAL_DEFAULT_KEY = "gan-assets-local-default-pseudonym-key"
 # 128 bits of the HMAC: collisions are negligible at any realistic archive size.
 DIGEST_HEX_CHARS = 32
 
 
-def pseudonym_key() -> bytes:
-    """The HMAC key from the environment, or the local default."""
-    return (os.environ.get(PSEUDONYM_KEY_ENV) or LOCAL_DEFAULT_KEY).encode()
+def pseudonym_key(secret: str = "") -> bytes:
+    """The HMAC key: ``secret``, or the local default when it is empty."""
+    return (secret or LOCAL_DEFAULT_KEY).encode()
 
 
-def using_default_key() -> bool:
-    return not os.environ.get(PSEUDONYM_KEY_ENV)
+def using_default_key(key: bytes) -> bool:
+    return key == LOCAL_DEFAULT_KEY.encode()
 
 
 def _digest(key: bytes, domain: str, value: str) -> str:

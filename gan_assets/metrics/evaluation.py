@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import numpy as np
+from pydantic import Field
 
 from gan_assets.metrics.controls import build_controls, split_reference
 from gan_assets.metrics.extractors import FeatureExtractor, compare_fingerprints
@@ -58,11 +59,9 @@ from gan_assets.metrics.frechet import feature_statistics, frechet_distance_stat
 from gan_assets.metrics.kid import DEFAULT_NUM_SUBSETS, DEFAULT_SUBSET_SIZE, kernel_inception_distance
 from gan_assets.metrics.memorization import memorization_report
 from gan_assets.metrics.score import MIN_REAL_IMAGES, real_floor
-from gan_assets.model.config import DEFAULTS, TrainConfig
+from gan_assets.model.config import THRESHOLD_RULES, EvaluationConfig, ThresholdRule
 from gan_assets.storage.images import pack_images, unpack_images
 
-ThresholdRule = Literal["controls", "absolute", "relative_floor"]
-THRESHOLD_RULES: tuple[ThresholdRule, ...] = ("controls", "absolute", "relative_floor")
 Status = Literal["passed", "failed", "rejected", "not_discriminative", "memorized"]
 STATUSES: tuple[Status, ...] = ("passed", "failed", "rejected", "not_discriminative", "memorized")
 ControlKind = Literal["negative", "positive"]
@@ -77,39 +76,17 @@ class ScoreFormatError(ValueError):
     """A stored fid_score lacks a field or has a wrong value; the message says what to do."""
 
 
-@dataclass(frozen=True)
-class EvaluationSettings:
-    """The evaluation bar: how the threshold is set, what counts as memorized, KID subsets."""
+class EvaluationSettings(EvaluationConfig):
+    """The evaluation bar (EvaluationConfig) and how KID is sampled: what evaluate_month needs."""
 
-    threshold_rule: ThresholdRule = cast(ThresholdRule, DEFAULTS.threshold_rule)
-    fid_threshold: float = DEFAULTS.fid_threshold
-    relative_factor: float = DEFAULTS.relative_factor
-    min_separation: float = DEFAULTS.min_separation
-    max_attempts: int = DEFAULTS.max_attempts
-    memorization_threshold: float = DEFAULTS.memorization_threshold
-    max_near_copy_fraction: float = DEFAULTS.max_near_copy_fraction
-    kid_num_subsets: int = DEFAULT_NUM_SUBSETS
-    kid_subset_size: int = DEFAULT_SUBSET_SIZE
+    kid_num_subsets: int = Field(default=DEFAULT_NUM_SUBSETS, ge=1)
+    kid_subset_size: int = Field(default=DEFAULT_SUBSET_SIZE, ge=2)
     seed: int = EVAL_SEED
 
-    def __post_init__(self) -> None:
-        if self.threshold_rule not in THRESHOLD_RULES:
-            raise ValueError(f"gan_config.threshold_rule={self.threshold_rule!r} is invalid: choose one of {', '.join(THRESHOLD_RULES)}")
-        if not self.min_separation >= 1.0:
-            raise ValueError(f"gan_config.min_separation={self.min_separation!r} is invalid: must be >= 1")
-        if not 0.0 <= self.max_near_copy_fraction <= 1.0:
-            raise ValueError(f"gan_config.max_near_copy_fraction={self.max_near_copy_fraction!r} is invalid: a fraction in [0, 1]")
-
     @classmethod
-    def from_train_config(cls, config: TrainConfig, *, kid_num_subsets: int = DEFAULT_NUM_SUBSETS,
-                          kid_subset_size: int = DEFAULT_SUBSET_SIZE) -> EvaluationSettings:
-        return cls(
-            threshold_rule=cast(ThresholdRule, config.threshold_rule), fid_threshold=config.fid_threshold,
-            relative_factor=config.relative_factor, min_separation=config.min_separation,
-            max_attempts=config.max_attempts, memorization_threshold=config.memorization_threshold,
-            max_near_copy_fraction=config.max_near_copy_fraction,
-            kid_num_subsets=int(kid_num_subsets), kid_subset_size=int(kid_subset_size),
-        )
+    def from_config(cls, bar: EvaluationConfig, *, kid_num_subsets: int = DEFAULT_NUM_SUBSETS,
+                    kid_subset_size: int = DEFAULT_SUBSET_SIZE) -> EvaluationSettings:
+        return cls(**bar.model_dump(), kid_num_subsets=int(kid_num_subsets), kid_subset_size=int(kid_subset_size))
 
 
 @dataclass(frozen=True)
@@ -196,7 +173,7 @@ class MemorizationVerdict:
     def from_dict(cls, values: Mapping[str, Any]) -> MemorizationVerdict:
         typed = {"near_copy_fraction", "max_near_copy_fraction", "memorized"}
         fraction = float(values.get("near_copy_fraction", 0.0))
-        limit = float(values.get("max_near_copy_fraction", DEFAULTS.max_near_copy_fraction))
+        limit = float(values.get("max_near_copy_fraction", EvaluationConfig.model_fields["max_near_copy_fraction"].default))
         return cls(fraction, limit, bool(values.get("memorized", fraction > limit)),
                    {k: v for k, v in values.items() if k not in typed})
 

@@ -3,7 +3,7 @@
 For each generated sample the Euclidean distance to its nearest training image is computed in
 feature space and in pixel space, and divided by that space's typical distance between two
 real training images (the median pairwise distance). A normalised distance under the threshold
-(``TrainConfig.memorization_threshold``, e.g. 0.05 = twenty times closer than two typical
+(``EvaluationConfig.memorization_threshold``, e.g. 0.05 = twenty times closer than two typical
 training images) counts as a near-copy. A synthetic image that reproduces a patient's image is
 a privacy failure, so the report lists the closest pairs by training-image id.
 """

@@ -29,8 +29,9 @@ Every rule is deterministic: the same config and attempt always give the same re
 that would change nothing (e.g. one that only turns on DiffAugment, already on) additionally bumps ``seed`` by
 one, so that a retry never repeats a run that is known to fail.
 
-Configurable without code: set ``GAN_ASSETS_MUTATION_POLICY`` to a JSON list of rules (or to
-the path of a ``.json`` file holding one), where rule ``i`` produces attempt ``i + 2`` and
+Configurable without code: the ``retrain_policy`` resource (set by the deployment's
+``GAN_ASSETS_MUTATION_POLICY``) holds a JSON list of rules (or the path of a ``.json`` file
+holding one), parsed by :func:`parse_policy`, where rule ``i`` produces attempt ``i + 2`` and
 attempts past the end reuse the last rule. A rule is an object with any of
 
 - ``"scale"``: ``{field: factor}`` multiplies a numeric field (integers round up, stay >= 1);
@@ -38,9 +39,15 @@ attempts past the end reuse the last rule. A rule is an object with any of
   policies already on, so a rule never turns augmentation off by accident);
 - ``"description"``: text shown in logs.
 
-For example ``[{"scale": {"lr_g": 0.5}}, {"set": {"loss": "hinge"}}]``. Evaluation settings
-(threshold, attempts, sample counts) and the data shape (``image_size``) cannot be mutated:
-changing the bar or the data between attempts would make the attempts incomparable.
+For example ``[{"scale": {"lr_g": 0.5}}, {"set": {"loss": "hinge"}}]``. A rule names training
+fields only: the evaluation bar (threshold, attempts) is another schema that no rule can reach,
+and the data shape (``image_size``) and where training runs stay fixed: changing the bar or the
+data between attempts would make the attempts incomparable.
+
+A rule never takes a field past its bound in :class:`TrainConfig` (e.g. ``steps`` at most
+1,000,000): the attempt that would is refused with a :class:`MutationPolicyError` naming the
+field, and the retrain sensor reports the month as needing a person, instead of clamping and
+retraining the same budget again.
 
 A month that failed because its generator *memorized* training images (status ``memorized``)
 is retrained with :data:`MEMORIZATION_RULE` instead of the ladder (``mutate_config(...,
@@ -54,24 +61,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gan_assets.model.config import TRAIN_CONFIG_FIELDS, ConfigError, TrainConfig
+from gan_assets.model.config import LEGACY_FIELDS, TRAIN_CONFIG_FIELDS, ConfigError, TrainConfig
 
-POLICY_ENV_VAR = "GAN_ASSETS_MUTATION_POLICY"
-
-# Fields a rule may not touch: the evaluation bar, the loop's own bounds, the data shape and
-# where training runs.
-FROZEN_FIELDS = frozenset({
-    "image_size", "fid_threshold", "threshold_mode", "relative_factor", "max_attempts",
-    "fid_num_fake", "memorization_threshold", "num_samples", "sample_seed",
-    "write_sample_dicoms", "device", "num_workers",
-    "threshold_rule", "min_separation", "max_near_copy_fraction",
-})
+# Training fields a rule may not touch: the data shape and where training runs. (The
+# evaluation bar is not a training field at all: a rule naming it is an unknown field.)
+FROZEN_FIELDS = frozenset({"image_size", "device", "num_workers"})
 _NUMERIC_FIELDS = {
     name for name, value in TrainConfig().to_dict().items()
     if isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -104,6 +103,9 @@ class MutationRule:
 
     @staticmethod
     def _check_field(name: str, where: str, op: str) -> None:
+        if name in LEGACY_FIELDS:
+            raise MutationPolicyError(f"{where}: {op}.{name}: not a training field (the evaluation bar and the "
+                                      "generation settings are separate configs); a rule changes training fields only")
         if name not in TRAIN_CONFIG_FIELDS:
             raise MutationPolicyError(f"{where}: {op}.{name}: unknown gan_config field; known: {sorted(TRAIN_CONFIG_FIELDS)}")
         if name in FROZEN_FIELDS:
@@ -212,21 +214,20 @@ def rule_for_cause(next_attempt: int, policy: MutationPolicy | None = None, caus
     return (policy or DEFAULT_POLICY).rule_for(next_attempt)
 
 
-def policy_from_env(environ: Mapping[str, str] | None = None) -> MutationPolicy:
-    """The policy named by ``GAN_ASSETS_MUTATION_POLICY`` (JSON text or a .json path), else the default."""
-    env = os.environ if environ is None else environ
-    raw = env.get(POLICY_ENV_VAR, "").strip()
+def parse_policy(raw: str) -> MutationPolicy:
+    """The policy in ``raw``: a JSON list of rules or the path of a .json file; empty = the default."""
+    raw = raw.strip()
     if not raw:
         return DEFAULT_POLICY
     if not raw.startswith(("[", "{")):
         path = Path(raw)
         if not path.is_file():
-            raise MutationPolicyError(f"{POLICY_ENV_VAR}={raw!r}: neither a JSON list nor an existing .json file")
+            raise MutationPolicyError(f"mutation policy {raw!r}: neither a JSON list nor an existing .json file")
         raw = path.read_text()
     try:
         return MutationPolicy.from_json(raw)
     except json.JSONDecodeError as err:
-        raise MutationPolicyError(f"{POLICY_ENV_VAR} is not valid JSON: {err}") from err
+        raise MutationPolicyError(f"mutation policy is not valid JSON: {err}") from err
 
 
 def mutate_config(
