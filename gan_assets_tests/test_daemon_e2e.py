@@ -29,8 +29,9 @@ from gan_assets_tests.daemon_harness import (
     write_instance,
     write_workspace,
 )
-from gan_assets_tests.test_retrain_loop import MONTH, TINY_LOOP, loop_defs, seed_preprocessed_images
+from gan_assets_tests.factories import loop_defs, seed_preprocessed_images, tiny_config_overrides
 
+MONTH = "2026-03-01"
 REPO = Path(__file__).resolve().parents[1]
 DEADLINE_SECONDS = 150.0
 
@@ -54,7 +55,7 @@ def daemon_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         "GAN_ASSETS_ARTIFACTS_DIR": str(artifacts),
         "GAN_ASSETS_LANDING_ZONE": str(landing),
         # The default, data-derived threshold: a 4-step model fails it, so attempt 2 must follow.
-        "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps(TINY_LOOP),
+        "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps(tiny_config_overrides()),
         # The images seeded below were made for the random conv net's honest gate to see.
         "GAN_ASSETS_FID_EXTRACTOR_OVERRIDES": json.dumps({"kind": "random_conv"}),
         "PYTHONUNBUFFERED": "1",

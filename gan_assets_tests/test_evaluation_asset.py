@@ -24,7 +24,13 @@ from gan_assets.resources import CloudWatchMetrics, FidExtractor, Notifier
 from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
 from gan_assets.storage.images import encoding_attrs, pack_images
 from gan_assets.storage.digest import state_dict_sha256
-from gan_assets_tests.conftest import seed_unused_extractor, seed_zone_index, tiny_config_resources, tiny_train_config
+from gan_assets_tests.factories import (
+    fid_score_value,
+    seed_unused_extractor,
+    seed_zone_index,
+    tiny_config_resources,
+    tiny_train_config,
+)
 
 MONTHS = {"2026-01-01": 12, "2026-02-01": 24}
 FID_KEYS = {"fid", "kid_mean", "kid_std", "floor_fid", "floor_kid", "threshold", "threshold_rule", "passed",
@@ -232,7 +238,6 @@ def test_the_check_explains_each_status() -> None:
 
     from gan_assets.assets.evaluation import check_result
     from gan_assets.metrics.evaluation import FidScore
-    from gan_assets_tests.test_generation import fid_score_value
 
     passed = FidScore.from_dict(fid_score_value("2026-01-01", fid=41.5))
     assert check_result(passed).passed and "FID 41.5000 <= threshold 100.0000" in check_result(passed).description

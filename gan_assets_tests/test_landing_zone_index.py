@@ -44,8 +44,18 @@ from gan_assets.dicom.pseudonym import file_ref, image_id
 from gan_assets.dicom.scan import ScanOptions
 from gan_assets.resources import PSEUDONYM_KEY_ENV, DicomSource, PreprocessConfig
 from gan_assets.storage import decode
-from gan_assets_tests.conftest import assert_nothing_leaked, ingest_assets, ingest_resources, run_haystacks
-from gan_assets_tests.test_hostile_zone import PATH_MARKER, TEST_MAX_DECODED, _bytes, _cases, _ct, _needles
+from gan_assets_tests.factories import (
+    PATH_MARKER,
+    TEST_MAX_DECODED,
+    assert_nothing_leaked,
+    dicom_bytes,
+    hostile_cases,
+    hostile_ct,
+    ingest_assets,
+    ingest_resources,
+    planted_needles,
+    run_haystacks,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -103,7 +113,7 @@ def _month_zone(root: Path) -> dict[str, Path]:
         "mar/a.dcm": _slice(dt.date(2026, 3, 3), 3),
         "mar/b.dcm": _slice(dt.date(2026, 3, 4), 4),
     }
-    return {rel: _write(root, rel, _bytes(ds)) for rel, ds in files.items()}
+    return {rel: _write(root, rel, dicom_bytes(ds)) for rel, ds in files.items()}
 
 
 def _bump_mtime(path: Path, seconds: int = 5) -> None:
@@ -128,7 +138,7 @@ def test_update_reads_only_new_or_changed_files(tmp_path: Path, reads: ReadLog) 
     assert again.months_touched == []
 
     # A new March file: it alone is read, and only March's fingerprint moves.
-    _write(tmp_path, "mar/c.dcm", _bytes(_slice(dt.date(2026, 3, 5), 5)))
+    _write(tmp_path, "mar/c.dcm", dicom_bytes(_slice(dt.date(2026, 3, 5), 5)))
     added = update_index(spec, again.table, options, key=KEY, workers=1)
     assert set(reads.take()) == {"mar/c.dcm"}
     assert (added.new, added.changed, added.deleted, added.unchanged) == (1, 0, 0, 4)
@@ -138,7 +148,7 @@ def test_update_reads_only_new_or_changed_files(tmp_path: Path, reads: ReadLog) 
     assert len(month_rows(added.table, "2026-03")) == 3
 
     # A February file rewritten with another image (new content, new modification time).
-    _write(tmp_path, "feb/a.dcm", _bytes(_slice(dt.date(2026, 2, 3), 6)))
+    _write(tmp_path, "feb/a.dcm", dicom_bytes(_slice(dt.date(2026, 2, 3), 6)))
     _bump_mtime(paths["feb/a.dcm"])
     rewritten = update_index(spec, added.table, options, key=KEY, workers=1)
     assert set(reads.take()) == {"feb/a.dcm"}
@@ -164,16 +174,16 @@ def test_fingerprint_is_order_free_and_content_bound(tmp_path: Path) -> None:
     the incremental result); the same names with other bytes do not."""
     _month_zone(tmp_path / "one")
     incremental = update_index(SourceSpec(str(tmp_path / "one")), None, ScanOptions(), key=KEY, workers=1).table
-    _write(tmp_path / "one", "mar/c.dcm", _bytes(_slice(dt.date(2026, 3, 5), 5)))
+    _write(tmp_path / "one", "mar/c.dcm", dicom_bytes(_slice(dt.date(2026, 3, 5), 5)))
     incremental = update_index(SourceSpec(str(tmp_path / "one")), incremental, ScanOptions(), key=KEY, workers=1).table
 
     _month_zone(tmp_path / "two")
-    _write(tmp_path / "two", "mar/c.dcm", _bytes(_slice(dt.date(2026, 3, 5), 5)))
+    _write(tmp_path / "two", "mar/c.dcm", dicom_bytes(_slice(dt.date(2026, 3, 5), 5)))
     fresh = update_index(SourceSpec(str(tmp_path / "two")), None, ScanOptions(), key=KEY, workers=1).table
     # mtimes differ between the zones; the fingerprint is of references and content only.
     assert month_fingerprints(incremental) == month_fingerprints(fresh)
 
-    _write(tmp_path / "two", "mar/c.dcm", _bytes(_slice(dt.date(2026, 3, 5), 7)))
+    _write(tmp_path / "two", "mar/c.dcm", dicom_bytes(_slice(dt.date(2026, 3, 5), 7)))
     other = update_index(SourceSpec(str(tmp_path / "two")), None, ScanOptions(), key=KEY, workers=1).table
     assert month_fingerprints(other)["2026-03"] != month_fingerprints(fresh)["2026-03"]
     assert month_fingerprints(other)["2026-02"] == month_fingerprints(fresh)["2026-02"]
@@ -181,7 +191,7 @@ def test_fingerprint_is_order_free_and_content_bound(tmp_path: Path) -> None:
 
 def test_a_month_emptied_after_it_was_observed_is_reported_empty(tmp_path: Path) -> None:
     _month_zone(tmp_path)
-    april = _write(tmp_path, "apr/a.dcm", _bytes(_slice(dt.date(2026, 4, 2), 8)))
+    april = _write(tmp_path, "apr/a.dcm", dicom_bytes(_slice(dt.date(2026, 4, 2), 8)))
     spec = SourceSpec(str(tmp_path))
     table = update_index(spec, None, ScanOptions(), key=KEY, workers=1).table
     reported = months_to_report(table, MONTHS)
@@ -213,7 +223,7 @@ def test_another_scan_policy_rebuilds_the_whole_index(tmp_path: Path, reads: Rea
 
 
 def test_entries_that_cannot_be_read_do_not_count_as_changed_on_every_update(tmp_path: Path, reads: ReadLog) -> None:
-    _write(tmp_path, "a.dcm", _bytes(_slice(dt.date(2026, 2, 3), 1)))
+    _write(tmp_path, "a.dcm", dicom_bytes(_slice(dt.date(2026, 2, 3), 1)))
     os.symlink(tmp_path / "nowhere.dcm", tmp_path / "dangling.dcm")
     os.mkfifo(tmp_path / "fifo.dcm")
     spec = SourceSpec(str(tmp_path))
@@ -252,7 +262,7 @@ def test_an_undated_file_touches_no_month(tmp_path: Path) -> None:
     undated = _slice(dt.date(2026, 2, 3), 12)
     for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
         delattr(undated, keyword)
-    _write(tmp_path, "undated.dcm", _bytes(undated), dt.datetime(2026, 3, 15, tzinfo=dt.timezone.utc))
+    _write(tmp_path, "undated.dcm", dicom_bytes(undated), dt.datetime(2026, 3, 15, tzinfo=dt.timezone.utc))
     update = update_index(spec, table, ScanOptions(), key=KEY, workers=1)
     assert update.new == 1 and month_fingerprints(update.table) == month_fingerprints(table)
     assert update.months_touched == []
@@ -264,11 +274,11 @@ def test_undated_unreadable_and_out_of_range_files_are_unassigned_with_a_reason(
     for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
         delattr(undated, keyword)
     files = {
-        "good.dcm": _bytes(_slice(dt.date(2026, 2, 3), 2)),
-        "undated.dcm": _bytes(undated),
+        "good.dcm": dicom_bytes(_slice(dt.date(2026, 2, 3), 2)),
+        "undated.dcm": dicom_bytes(undated),
         "notes.txt.dcm": b"not a DICOM file at all\n" * 10,
-        "old.dcm": _bytes(_slice(dt.date(2019, 6, 1), 3)),
-        "future.dcm": _bytes(_slice(dt.date(2099, 1, 1), 4)),
+        "old.dcm": dicom_bytes(_slice(dt.date(2019, 6, 1), 3)),
+        "future.dcm": dicom_bytes(_slice(dt.date(2099, 1, 1), 4)),
     }
     # All arrive in February: an undated file must not be filed under its arrival month.
     for rel, data in files.items():
@@ -304,7 +314,7 @@ def test_same_size_same_mtime_replacement_is_caught_at_decode(tmp_path: Path) ->
     back (a known limit: the index trusts size and mtime, it does not re-hash every file on every
     update). Decode hashes what it reads and rejects the file as ``changed``."""
     for i in range(3):
-        _write(tmp_path, f"f{i}.dcm", _bytes(_slice(dt.date(2026, 2, 3 + i), 20 + i)))
+        _write(tmp_path, f"f{i}.dcm", dicom_bytes(_slice(dt.date(2026, 2, 3 + i), 20 + i)))
     spec = SourceSpec(str(tmp_path))
     table = update_index(spec, None, ScanOptions(), key=KEY, workers=1).table
     rows = month_rows(table, "2026-02")
@@ -317,7 +327,7 @@ def test_same_size_same_mtime_replacement_is_caught_at_decode(tmp_path: Path) ->
     pixels = bytearray(ds.PixelData)
     pixels[: len(pixels) // 2] = bytes(len(pixels) // 2)
     ds.PixelData = bytes(pixels)
-    target.write_bytes(_bytes(ds))
+    target.write_bytes(dicom_bytes(ds))
     os.utime(target, ns=(old.st_atime_ns, old.st_mtime_ns))
     assert os.stat(target).st_size == old.st_size and os.stat(target).st_mtime_ns == old.st_mtime_ns
 
@@ -348,7 +358,7 @@ def _same_size_other_bytes(data: bytes) -> bytes:
 def test_s3_index_is_incremental_and_sees_overwrites_by_etag(s3_bucket: str, s3_client: Any, moto_endpoint: str,
                                                              reads: ReadLog, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = _s3_spec(s3_bucket, moto_endpoint)
-    objects = {f"feb/{i}.dcm": _bytes(_slice(dt.date(2026, 2, 3 + i), 30 + i)) for i in range(3)}
+    objects = {f"feb/{i}.dcm": dicom_bytes(_slice(dt.date(2026, 2, 3 + i), 30 + i)) for i in range(3)}
     for rel, data in objects.items():
         s3_client.put_object(Bucket=s3_bucket, Key=f"zone/{rel}", Body=data)
 
@@ -380,7 +390,7 @@ def test_s3_index_is_incremental_and_sees_overwrites_by_etag(s3_bucket: str, s3_
 def test_s3_object_replaced_after_the_manifest_is_rejected_by_if_match(s3_bucket: str, s3_client: Any,
                                                                        moto_endpoint: str) -> None:
     spec = _s3_spec(s3_bucket, moto_endpoint)
-    objects = {f"feb/{i}.dcm": _bytes(_slice(dt.date(2026, 2, 3 + i), 40 + i)) for i in range(3)}
+    objects = {f"feb/{i}.dcm": dicom_bytes(_slice(dt.date(2026, 2, 3 + i), 40 + i)) for i in range(3)}
     for rel, data in objects.items():
         s3_client.put_object(Bucket=s3_bucket, Key=f"zone/{rel}", Body=data)
     zone = LandingZone(spec)
@@ -436,7 +446,7 @@ def test_dagster_marks_only_the_changed_month_stale(tmp_path: Path, instance: dg
         assert resolver.get_status(dicom_manifest.key, partition) == StaleStatus.FRESH
         assert resolver.get_status(preprocessed_images.key, partition) == StaleStatus.FRESH
 
-    _write(zone, "mar/c.dcm", _bytes(_slice(dt.date(2026, 3, 5), 5)))
+    _write(zone, "mar/c.dcm", dicom_bytes(_slice(dt.date(2026, 3, 5), 5)))
     result = dg.materialize(ingest_assets(), selection=[landing_zone_index], instance=instance, resources=resources)
     assert result.success
     meta = result.asset_materializations_for_node("landing_zone_index")[0].metadata
@@ -471,7 +481,7 @@ def test_dagster_marks_only_the_changed_month_stale(tmp_path: Path, instance: dg
     assert len(manifest) == 3
 
     # A February file rewritten (other image, later mtime): now February alone is out of date.
-    _write(zone, "feb/a.dcm", _bytes(_slice(dt.date(2026, 2, 3), 9)))
+    _write(zone, "feb/a.dcm", dicom_bytes(_slice(dt.date(2026, 2, 3), 9)))
     _bump_mtime(zone / "feb/a.dcm")
     result = dg.materialize(ingest_assets(), selection=[landing_zone_index], instance=instance, resources=resources)
     meta = result.asset_materializations_for_node("landing_zone_index")[0].metadata
@@ -511,22 +521,22 @@ def test_hostile_files_on_s3_month_completes_and_nothing_leaks(
     folder = f"{PATH_MARKER}_DOE^JOHN_123456"
     expected: dict[str, str] = {}
     datasets: list[Dataset] = []
-    cases = {name: (build, code) for name, build, code in _cases()}
+    cases = {name: (build, code) for name, build, code in hostile_cases()}
     for i in range(3):
-        ds = _ct(60 + i)
+        ds = hostile_ct(60 + i)
         datasets.append(ds)
         rel = f"{folder}/good_{i}.dcm"
-        s3_client.put_object(Bucket=s3_bucket, Key=f"zone/{rel}", Body=_bytes(ds))
+        s3_client.put_object(Bucket=s3_bucket, Key=f"zone/{rel}", Body=dicom_bytes(ds))
         expected[rel] = ""
     for i, name in enumerate(HOSTILE_S3):
         build, code = cases[name]
-        ds = _ct(i + 1)
+        ds = hostile_ct(i + 1)
         datasets.append(ds)
         rel = f"{folder}/{PATH_MARKER}_{name}.dcm"
         s3_client.put_object(Bucket=s3_bucket, Key=f"zone/{rel}", Body=build(ds))
         expected[rel] = code
     capfd.readouterr()
-    needles = _needles(datasets, [Path(rel).stem for rel in expected] + [folder])
+    needles = planted_needles(datasets, [Path(rel).stem for rel in expected] + [folder])
     head = s3_client.get_object(Bucket=s3_bucket, Key=f"zone/{folder}/good_0.dcm")["Body"].read().decode("latin-1")
     assert sum(needle in head for needle in needles) >= 8  # the search can find what was planted
 

@@ -25,7 +25,7 @@ from gan_assets.model.train import (
     resolve_device,
     train_gan,
 )
-from gan_assets_tests.conftest import tiny_train_config
+from gan_assets_tests.factories import tiny_train_config
 
 TINY = tiny_train_config()
 

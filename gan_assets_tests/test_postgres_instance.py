@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from gan_assets_tests.conftest import free_port, gate_that_sees
+from gan_assets_tests.factories import free_port, gate_that_sees
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY_YAML = REPO / "deploy" / "dagster.yaml"
@@ -195,7 +195,7 @@ def _month_defs(landing_zone: Path) -> Any:
     from gan_assets import definitions
     from gan_assets.jobs import gan_pipeline
     from gan_assets.resources import DicomSource, FidExtractor
-    from gan_assets_tests.conftest import tiny_config_resources
+    from gan_assets_tests.factories import tiny_config_resources
 
     return dg.Definitions(
         assets=list(definitions.defs.assets or []),

@@ -25,8 +25,7 @@ from gan_assets.report.document import ReportError, report_schema, validate_repo
 from gan_assets.assets import reporting
 from gan_assets.storage import store_from_uri
 from gan_assets.storage.digest import arrays_sha256, state_dict_sha256
-from gan_assets_tests.conftest import tiny_config_resources
-from gan_assets_tests.test_generation import fid_score_value, resources, seed_month, upstream_specs
+from gan_assets_tests.factories import delivery_resources, fid_score_value, seed_month, tiny_config_resources, upstream_specs
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "gan_assets" / "report" / "report.schema.json"
 
@@ -35,7 +34,7 @@ def materialize_month(root: Path, partition: str, instance: dg.DagsterInstance, 
     return dg.materialize(
         [*upstream_specs(), generated_samples, monthly_report],
         selection=["generated_samples", "monthly_report"],
-        partition_key=partition, resources=resources(root, **generation), instance=instance,
+        partition_key=partition, resources=delivery_resources(root, **generation), instance=instance,
     )
 
 

@@ -24,7 +24,7 @@ from gan_assets.model.config import EvaluationConfig, TrainConfig, config_diff
 from gan_assets.partitions import monthly_partitions
 from gan_assets.resources import EvaluationBar, GanConfig, Notifier
 from gan_assets.sensors import FID_SCORE_KEY, decide_retrain, retrain_on_fid_failure
-from gan_assets_tests.conftest import tiny_config_resources, tiny_training
+from gan_assets_tests.factories import tiny_config_resources, tiny_training
 
 TINY = tiny_training()
 BAR = EvaluationConfig()

@@ -19,7 +19,7 @@ from gan_assets.partitions import monthly_partitions
 from gan_assets.report.sinks import metric_dimensions, post_webhook
 from gan_assets.resources import CloudWatchMetrics, Notifier, notifier_from_env
 from gan_assets.sensors import notify_on_delivery, notify_on_run_failure
-from gan_assets_tests.conftest import free_port
+from gan_assets_tests.factories import free_port
 
 
 class Recorder:

@@ -23,7 +23,7 @@ from gan_assets.report.images import grid_png
 from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
 from gan_assets.storage.digest import state_dict_sha256
 from gan_assets.storage.images import encoding_attrs, pack_images
-from gan_assets_tests.conftest import tiny_config_resources, tiny_train_config
+from gan_assets_tests.factories import tiny_config_resources, tiny_train_config
 
 UPSTREAM = dg.AssetSpec("preprocessed_images", partitions_def=monthly_partitions)
 

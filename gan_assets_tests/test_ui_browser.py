@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from gan_assets_tests.conftest import tiny_training
+from gan_assets_tests.factories import tiny_config_overrides
 from gan_assets_tests.ui_harness import (
     CHROMIUM_ARGS,
     CHROMIUM_PATH,
@@ -59,7 +59,6 @@ GROUPS = {"ingest": ["dicom_manifest", "dicom_source", "landing_zone_index", "pr
 # encoder to make the gate discriminative): a 4-step model cannot pass it, so the run ends at the
 # blocking check, the daemon's retrain sensor retrains it once, and with two attempts the month
 # ends rejected; the UI must show each step (delivery is test_report's job).
-TINY_CONFIG = {**tiny_training(), "num_samples": 8, "max_attempts": 2}
 FILES_PER_MONTH = 40
 SERVER_START_S = 240.0
 RUN_S = 300.0
@@ -114,7 +113,7 @@ def ui_env(tmp_path: Path) -> dict[str, str]:
         "GAN_ASSETS_ENV": "local",
         "GAN_ASSETS_LANDING_ZONE": str(landing),
         "GAN_ASSETS_ARTIFACTS_DIR": str(artifacts),
-        "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps(TINY_CONFIG),
+        "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps(tiny_config_overrides(max_attempts=2)),
         # no webhook, no CloudWatch: nothing leaves the machine
         "GAN_ASSETS_WEBHOOK_URL": "",
     }
