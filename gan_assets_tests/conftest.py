@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import pytest
 
-from gan_assets_tests.factories import free_port, gate_that_sees
+from gan_assets_tests.factories import WebhookReceiver, free_port, gate_that_sees
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +70,13 @@ def seeing_gate() -> Iterator[None]:
     with gate_that_sees():
         yield
 
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    """A webhook receiver, serving for the test."""
+    receiver = WebhookReceiver()
+    receiver.start()
+    try:
+        yield receiver
+    finally:
+        receiver.close()

@@ -10,10 +10,13 @@ import contextlib
 import dataclasses
 import datetime as dt
 import io
+import json
 import os
 import socket
+import threading
 import zlib
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +90,50 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class WebhookReceiver:
+    """A webhook endpoint on 127.0.0.1 that records each POST and answers with ``status``.
+
+    Serves from start() until close(); the ``webhook`` fixture does both.
+    """
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.requests: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                self.send_response(receiver.status)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # Shaped like a Slack incoming-webhook URL, secret token included: tests check it is never stored.
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T000/B000?token=abc"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def received(self) -> list[dict[str, Any]]:
+        """Each request's JSON body."""
+        return [json.loads(r["body"]) for r in self.requests]
+
+    def texts(self) -> list[str]:
+        """Each message's text (Slack's ``text`` field)."""
+        return [body["text"] for body in self.received]
 
 
 @contextlib.contextmanager
