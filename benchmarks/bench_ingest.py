@@ -29,8 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def naive_loop(paths: list[Path], image_size: int) -> np.ndarray:
     import pydicom

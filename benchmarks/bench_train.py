@@ -25,16 +25,12 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
+import torch
 
-import torch  # noqa: E402
-
-from gan_assets.model.config import TrainConfig  # noqa: E402
-from gan_assets.model.train import GanTrainer, StepOptions  # noqa: E402
-from reference_dcgan import ReferenceDCGAN  # noqa: E402
+from gan_assets.model.config import TrainConfig
+from gan_assets.model.train import GanTrainer, StepOptions
+from reference_dcgan import ReferenceDCGAN
 
 
 def make_config(image_size: int, batch_size: int) -> TrainConfig:

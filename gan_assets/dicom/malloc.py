@@ -3,8 +3,8 @@
 By default glibc serves allocations above a (dynamic) threshold with mmap and returns them to
 the OS on free, and trims the heap top eagerly. Decoding a DICOM file allocates and frees
 several multi-megabyte buffers, so every file pays page faults for fresh zeroed pages.
-Raising the mmap and trim thresholds keeps those buffers in the heap for reuse (measured
-1.2-3.5x on decode and CPU training here; ``benchmarks/bench_ingest.py`` re-measures it).
+Raising the mmap and trim thresholds keeps those buffers in the heap for reuse (faster decode
+and CPU training: ``benchmarks/bench_ingest.py`` measures it, figures in ``docs/scaling.md``).
 The same effect is available process-wide through ``MALLOC_MMAP_THRESHOLD_`` and
 ``MALLOC_TRIM_THRESHOLD_`` (the Makefile exports them); ``mallopt`` lets worker processes
 apply it themselves however they were started.

@@ -9,8 +9,8 @@ hand-written backward passes that compute only the gradients autograd asks for. 
 The patch-row form is channels-last by nature: :func:`set_memory_format` puts a network in
 channels-last (the CPU training default, see ``train.StepOptions``) and tells these layers to
 hand out activations and gradients in that layout, so no layer reorders its neighbours' tensors.
-``benchmarks/bench_train.py`` measures the whole step; per-layer figures below are forward +
-backward, batch 64, channels-last, one AVX2 core.
+``benchmarks/bench_train.py`` measures the whole step; per-layer figures are in
+``docs/scaling.md``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def patch_rows(x: torch.Tensor) -> torch.Tensor:
 
     ``x`` (N x C x H x W, any layout) -> (N * H/2 * W/2) x (16 * C), columns ordered (ky, kx, c).
     Gathered from a padded channels-last copy, so every patch row is 4 runs of 4C contiguous
-    floats: 4-5x faster than ``F.unfold`` plus the transpose a single matrix product needs.
+    floats: faster than ``F.unfold`` plus the transpose a single matrix product needs.
     """
     n, c, h, w = x.shape
     padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # N x (H+2) x (W+2) x C, contiguous
@@ -91,8 +91,8 @@ class _PatchConv(torch.autograd.Function):
 
     Backward: grad_W = grad^T @ rows and grad_x = fold(grad @ W), each only when autograd asks
     for it (D's real and detached-fake passes need only the weight's, G's step only the input's).
-    Used where oneDNN is slow: one input channel (D's first layer, about 3x) and 8 x 8 -> 4 x 4
-    (16 output pixels per image, about 1.35x).
+    Used where oneDNN is slow: one input channel (D's first layer) and 8 x 8 -> 4 x 4
+    (16 output pixels per image).
     """
 
     @staticmethod
@@ -123,8 +123,7 @@ class _PatchConv(torch.autograd.Function):
 class _PatchConvTranspose(torch.autograd.Function):
     """4 x 4 stride-2 transposed convolution (C x O x 4 x 4 weight): x @ W gives every output
     pixel's taps, :func:`fold_patch_rows` sums them; backward runs :func:`patch_rows` on the
-    gradient. Used for one output channel (G's last layer, about 1.7x oneDNN) and 4 x 4 -> 8 x 8
-    (about 1.3x).
+    gradient. Used where oneDNN is slow: one output channel (G's last layer) and 4 x 4 -> 8 x 8.
     """
 
     @staticmethod

@@ -89,16 +89,16 @@ class StepOptions:
     @classmethod
     def for_device(cls, device: torch.device, *, distributed: bool = False) -> "StepOptions":
         if device.type == "cuda":
-            # Measured on one H200, batch 256 (benchmarks/gpu_check.py): bf16 + channels_last +
-            # graph replay 59k img/s at 64x64 (eager 25k: launch-bound) and 18.2k at 128x128;
-            # torch.compile on top was no faster (57k, and 11.3k at 128 where it must drop
-            # channels_last to avoid an Inductor stride assert), so it stays off.
+            # bf16 + channels_last + graph replay was the fastest measured (benchmarks/gpu_check.py,
+            # figures in docs/scaling.md): eager steps are launch-bound at these sizes, and
+            # torch.compile on top was no faster (at 128 px it must drop channels_last to avoid an
+            # Inductor stride assert), so it stays off.
             # Graph capture of a DDP-wrapped step is fragile (bucket hooks, NCCL on side streams):
             # distributed runs stay eager.
             return cls(channels_last=True, autocast_dtype=torch.bfloat16, cuda_graph=not distributed,
                        compile=False)
-        # CPU (AVX2, fp32): channels_last, with model.layers' patch-row fast paths producing that
-        # layout, measured 1.1x the same step in NCHW (benchmarks/bench_train.py --variants):
+        # CPU (fp32): channels_last, with model.layers' patch-row fast paths producing that
+        # layout, measured faster than the same step in NCHW (benchmarks/bench_train.py --variants):
         # oneDNN's channels-last kernels skip the reorders its NCHW backward does.
         return cls(channels_last=True)
 
@@ -232,7 +232,6 @@ class GanTrainer:
         self._static_losses: torch.Tensor | None = None
         self.steps_done = 0
 
-    # ---- the step ----------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.options.autocast_dtype is None:
             return contextlib.nullcontext()
@@ -351,7 +350,6 @@ class GanTrainer:
             return self.ema.module
         return self.generator
 
-    # ---- the loop ------------------------------------------------------------------------
     def fit(
         self,
         data: torch.Tensor,

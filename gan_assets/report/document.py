@@ -68,8 +68,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-# ---- schema -------------------------------------------------------------------------------
-
 @functools.cache
 def report_schema() -> dict[str, Any]:
     """The JSON schema of report.json (``gan_assets/report/report.schema.json``)."""
@@ -88,8 +86,6 @@ def validate_report(report: Mapping[str, Any]) -> None:
         where = "/".join(str(p) for p in first.absolute_path) or "(root)"
         raise ReportError(f"report.json breaks its schema at {where}: {first.message} ({len(errors)} error(s))")
 
-
-# ---- inputs -> sections ---------------------------------------------------------------------
 
 def data_counts(manifest: pd.DataFrame, decode_rejects: list[Mapping[str, Any]] | None = None,
                 landing_zone: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -226,8 +222,6 @@ def code_version() -> dict[str, Any]:
     return {"package": __version__, "git": git}
 
 
-# ---- trend across months -------------------------------------------------------------------
-
 def _read_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
     try:
         value = json.loads(store.get(key).decode())
@@ -284,8 +278,6 @@ def read_trend(store: ObjectStore, partition: str, current: FidScore) -> list[di
     }
     return [points[m] for m in sorted(points)][-TREND_MONTHS:]
 
-
-# ---- the report -----------------------------------------------------------------------------
 
 def verdict(evaluation: Mapping[str, Any], status: str) -> str:
     """One sentence a person reads first."""
