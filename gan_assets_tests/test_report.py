@@ -79,7 +79,9 @@ def test_report_json_html_and_two_point_trend(artifacts_dir: Path) -> None:
     assert 'id="landing-zone"' in html and "0 belong to no month" in html
     assert report["timings"]["training"]["train_seconds"] == 0.5
     assert report["timings"]["generation"]["sample_seconds"] > 0
-    assert report["code_version"]["package"] == "0.1.0"
+    # The code is named by the assets' code version (no git checkout needed), in JSON and HTML.
+    assert report["code_version"] == {"package": "0.1.0", "code": reporting.CODE_VERSION}
+    assert f"(code {reporting.CODE_VERSION})" in html
     # Lineage: from the delivered images back to the promoted weights (by hash), data, code and runs.
     lineage = report["lineage"]
     weights_sha = state_dict_sha256(seeded["trained_generator"].tensors)

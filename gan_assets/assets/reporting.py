@@ -177,6 +177,7 @@ def monthly_report(
             "report_seconds": round(time.perf_counter() - started, 4),
         },
         objects=objects,
+        code_version=CODE_VERSION,
         lineage=_lineage(context, store, partition, landing_zone_index, preprocessed_images, sample_attrs),
     )
     html = render_report_html(

@@ -24,12 +24,8 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 64 * 1024 * 1024
 TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
 
-_applied: dict[str, int] | None = None
-
-
 def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES) -> dict[str, int]:
     """Apply the thresholds with mallopt (glibc only; elsewhere a no-op). Returns what was set."""
-    global _applied
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return {}
     try:
@@ -43,10 +39,4 @@ def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int 
         applied["trim_threshold"] = int(trim_threshold)
     if not applied:
         logger.debug("mallopt refused the thresholds; allocator left as it is")
-    _applied = applied
     return applied
-
-
-def malloc_tuned() -> dict[str, int] | None:
-    """What this process applied through :func:`tune_malloc` (None if never called)."""
-    return _applied

@@ -119,8 +119,3 @@ def secondary_capture_bytes(image: np.ndarray, series: SyntheticSeries, instance
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
-
-
-def read_secondary_capture(data: bytes) -> pydicom.Dataset:
-    """Parse bytes written by :func:`secondary_capture_bytes` (or any DICOM file)."""
-    return pydicom.dcmread(io.BytesIO(data))

@@ -343,13 +343,6 @@ class GanTrainer:
             return self.ema.state_dict_cpu()
         return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.generator.state_dict().items()}
 
-    def eval_generator(self) -> nn.Module:
-        """The generator used for samples: the EMA copy (with current batch-norm statistics) or G."""
-        if self.ema is not None:
-            self.ema.sync_buffers()
-            return self.ema.module
-        return self.generator
-
     def fit(
         self,
         data: torch.Tensor,

@@ -12,20 +12,19 @@ import json
 import logging
 import math
 import re
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from gan_assets import __version__
 from gan_assets.metrics.evaluation import STATUSES, FidScore
 from gan_assets.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 REPORT_ASSET = "monthly_report"
 FID_ASSET = "fid_score"
 _PARTITION_RE = re.compile(r"^\d{4}-\d{2}-01$")
@@ -204,24 +203,6 @@ def loss_summary(loss_history: Mapping[str, Sequence[float]] | None) -> dict[str
     }
 
 
-@functools.cache
-def code_version() -> dict[str, Any]:
-    """Package version and ``git describe`` of the checkout when there is one (fail-soft)."""
-    from gan_assets import __version__
-
-    git = None
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--tags"],
-            cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5, check=False,
-        )
-        if out.returncode == 0 and out.stdout.strip():
-            git = out.stdout.strip()
-    except (OSError, subprocess.SubprocessError) as err:  # no git, or not a checkout: still report
-        log.debug("git describe unavailable: %s", err)
-    return {"package": __version__, "git": git}
-
-
 def _read_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
     try:
         value = json.loads(store.get(key).decode())
@@ -310,10 +291,14 @@ def build_report(
     trend: Sequence[dict[str, Any]],
     timings: Mapping[str, Any],
     objects: Mapping[str, str],
+    code_version: str,
     lineage: Mapping[str, Any] | None = None,
     generated_at: _dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Assemble report.json from the month's artifacts (validated against the schema).
+
+    ``code_version`` is the report asset's code version (``assets.common.code_version``): it
+    covers every module the pipeline's assets import, so it names the code without asking git.
 
     ``lineage`` names what the delivered images come from: the promoted model (weights hash and
     object), the data (month fingerprint, images hash, training-window hash), the code version of
@@ -380,7 +365,7 @@ def build_report(
         "attempts": _jsonable(list(attempts)),
         "trend": _jsonable(list(trend)),
         "timings": _jsonable(dict(timings)),
-        "code_version": code_version(),
+        "code_version": {"package": __version__, "code": code_version},
         "objects": dict(objects),
     }
     if lineage is not None:
