@@ -15,6 +15,7 @@ from gan_assets.model.augment import DiffAugment, rand_cutout, rand_translation
 from gan_assets.model.config import TrainConfig
 from gan_assets.model import layers
 from gan_assets.model.dcgan import build_discriminator, build_generator
+from gan_assets.model.device import DeviceError, resolve_device
 from gan_assets.model.ema import ModelEMA
 from gan_assets.model.previews import fixed_noise_grid_png, loss_curve_png
 from gan_assets.model.train import (
@@ -23,7 +24,6 @@ from gan_assets.model.train import (
     batch_schedule,
     compact_history,
     images_to_tensor,
-    resolve_device,
     train_gan,
 )
 
@@ -234,9 +234,11 @@ def test_device_auto_and_missing_cuda() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu").type == "cpu"
+    assert resolve_device(None).type == resolve_device(" auto ").type == expected
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="no GPU"):
-            resolve_device("cuda")
+        # The error names the setting to change, whichever stage asked.
+        with pytest.raises(DeviceError, match=r"fid_extractor\.device='cuda:0' asks for CUDA but torch sees no GPU"):
+            resolve_device("cuda:0", "fid_extractor.device")
 
 
 FAST_PATH_LAYERS = [

@@ -5,13 +5,13 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-import torch
 
 from gan_assets import __version__
 from gan_assets.assets.common import GROUP_DELIVERY, ArtifactStoreResource, code_version, stage
 from gan_assets.dicom.secondary_capture import DEFAULT_MODALITY, SyntheticSeries, secondary_capture_bytes
 from gan_assets.metrics.evaluation import FidScore
 from gan_assets.model.artifact import generator_from_bundle, sample_images
+from gan_assets.model.device import resolve_device
 from gan_assets.model.history import ModelHistoryError, load_promoted
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.document import most_common_modality
@@ -26,15 +26,6 @@ CODE_VERSION = code_version(__name__)
 
 ASSET = "generated_samples"
 
-
-
-def sample_device(requested: str) -> str:
-    """The device sampling runs on: 'auto' picks CUDA when present."""
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"gan_config.device={requested!r} but CUDA is not available here; use 'auto' or 'cpu'")
-    return requested
 
 
 def grid_key(partition: str) -> str:
@@ -91,7 +82,7 @@ def generated_samples(
         )
 
     config = gan_config.to_train_config()
-    device = sample_device(config.device)
+    device = str(resolve_device(config.device, "gan_config.device"))
     started = time.perf_counter()
     generator = generator_from_bundle(weights, device=device)
     images = pack_images(sample_images(generator, config.num_samples, seed=config.sample_seed, device=device))

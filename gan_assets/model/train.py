@@ -34,6 +34,7 @@ from torch import nn
 from gan_assets.model.augment import DiffAugment
 from gan_assets.model.config import TrainConfig
 from gan_assets.model.dcgan import build_discriminator, build_generator, parameter_count
+from gan_assets.model.device import resolve_device
 from gan_assets.model.ema import ModelEMA
 from gan_assets.model.layers import set_memory_format
 
@@ -101,17 +102,6 @@ class StepOptions:
         # layout, measured faster than the same step in NCHW (benchmarks/bench_train.py --variants):
         # oneDNN's channels-last kernels skip the reorders its NCHW backward does.
         return cls(channels_last=True)
-
-
-def resolve_device(requested: str | None) -> torch.device:
-    """'auto' -> CUDA when present, else CPU; an explicit CUDA device must exist."""
-    requested = (requested or "auto").strip()
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={requested!r} asks for CUDA but torch sees no GPU; use device='auto' or 'cpu'")
-    return device
 
 
 def derive_seed(seed: int, *labels: object) -> int:
@@ -436,7 +426,7 @@ def train_gan(
     """
     log = logger or LOG
     t0 = time.perf_counter()
-    torch_device = resolve_device(device or config.device)
+    torch_device = resolve_device(device or config.device, "gan_config.device")
     data = images_to_tensor(images, config.image_size)
     trainer = GanTrainer(config, torch_device, rank=rank, world_size=world_size, wrap_model=wrap_model)
     schedule = batch_schedule(len(data), config.batch_size, config.steps, config.seed)
