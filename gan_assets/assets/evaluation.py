@@ -45,7 +45,7 @@ from gan_assets.metrics.extractors import FeatureExtractor
 from gan_assets.metrics.score import MIN_REAL_IMAGES
 from gan_assets.model.artifact import generator_from_bundle, sample_images
 from gan_assets.model.history import PromotedModel, promote, save_attempt, save_attempt_score
-from gan_assets.partitions import TRAINING_WINDOW, monthly_partitions
+from gan_assets.partitions import TRAINING_WINDOW_INPUT, monthly_partitions
 from gan_assets.report.images import grid_png, markdown_image, to_uint8
 from gan_assets.resources import CloudWatchMetrics, FidExtractor, GanConfig
 from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle, encode
@@ -59,17 +59,6 @@ CLOUDWATCH_MODEL = "dcgan"
 # Generated images for scoring use their own noise stream, apart from generated_samples' seed.
 FAKE_SEED_OFFSET = 1_000_003
 PAIR_TILE_SIDE = 64
-
-
-def _window_bundles(context: dg.AssetExecutionContext, loaded: Any) -> dict[str, ArrayBundle]:
-    """The window input as {partition: bundle}; the IO manager returns a bare bundle for one key."""
-    if loaded is None:
-        return {}
-    if isinstance(loaded, ArrayBundle):
-        keys = context.asset_partition_keys_for_input("preprocessed_images")
-        key = str(loaded.attrs.get("partition") or (keys[-1] if keys else context.partition_key))
-        return {key: loaded}
-    return {str(k): v for k, v in dict(loaded).items() if v is not None}
 
 
 def _config_diff(context: dg.AssetExecutionContext) -> dict[str, Any]:
@@ -261,9 +250,7 @@ def _held_out_half(bundle: ArrayBundle | None, partition: str, image_size: int) 
     # to one input): the body trains on the earlier months and reads this month only for the
     # held-out-half fallback.
     ins={
-        "preprocessed_images": dg.AssetIn(
-            partition_mapping=TRAINING_WINDOW, metadata={"allow_missing_partitions": True},
-        )
+        "preprocessed_images": TRAINING_WINDOW_INPUT,
     },
     # It trains a network on the CPU: share the training pool so a backfill does not run it
     # beside trained_generator steps.
@@ -286,8 +273,8 @@ def fid_feature_extractor(
                          metadata={"unused": True, "kind": dg.MetadataValue.text(fid_extractor.kind)})
 
     image_size = gan_config.image_size
-    window_keys = sorted(context.asset_partition_keys_for_input("preprocessed_images"))
-    window = training_window(preprocessed_images, window_keys)
+    window = training_window(preprocessed_images, context.asset_partition_keys_for_input("preprocessed_images"),
+                             partition)
     prior = {key: bundle for key, bundle in window.items()
              if key < partition and len(bundle.arrays.get("images", ())) > 0}
     if prior:
@@ -345,10 +332,7 @@ def fid_feature_extractor(
     ins={
         "trained_generator": dg.AssetIn(),
         "fid_feature_extractor": dg.AssetIn(),
-        "preprocessed_images": dg.AssetIn(
-            partition_mapping=TRAINING_WINDOW,
-            metadata={"allow_missing_partitions": True},
-        ),
+        "preprocessed_images": TRAINING_WINDOW_INPUT,
     },
     kinds={"pytorch", "numpy"},
 )
@@ -369,7 +353,8 @@ def fid_score(
     extractor = fid_extractor.build_for(fid_feature_extractor)
     store = artifact_store.object_store()
 
-    window = _window_bundles(context, preprocessed_images)
+    window = training_window(preprocessed_images, context.asset_partition_keys_for_input("preprocessed_images"),
+                             partition)
     if partition not in window:
         raise dg.Failure(description=f"no preprocessed_images for {partition}: materialize it before fid_score")
     packed = window[partition]["images"]

@@ -13,7 +13,7 @@ from gan_assets.metrics.evaluation import FidScore
 from gan_assets.model.artifact import generator_from_bundle, sample_images
 from gan_assets.model.device import resolve_device
 from gan_assets.model.history import ModelHistoryError, load_promoted
-from gan_assets.partitions import monthly_partitions
+from gan_assets.partitions import month_of, monthly_partitions
 from gan_assets.report.document import most_common_modality
 from gan_assets.report.images import grid_png, markdown_image, preview_grid_png
 from gan_assets.resources import GanConfig
@@ -97,7 +97,7 @@ def generated_samples(
         if stale.endswith(".dcm"):
             store.delete(stale)
     if config.write_sample_dicoms:
-        series = SyntheticSeries.new(modality, label=partition[:7])
+        series = SyntheticSeries.new(modality, label=month_of(partition))
         for index, image in enumerate(images, start=1):
             data = secondary_capture_bytes(image, series, index, software_version=f"gan-assets {__version__}")
             dicom_uris.append(store.put(dicom_key(partition, index), data))

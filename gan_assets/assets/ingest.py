@@ -45,7 +45,7 @@ from gan_assets.dicom.index import (
 )
 from gan_assets.dicom.pseudonym import pseudonym_key
 from gan_assets.dicom.reasons import REASONS
-from gan_assets.partitions import monthly_partitions
+from gan_assets.partitions import month_of, monthly_partitions, partition_months, partition_of
 from gan_assets.report.images import grid_png, markdown_image
 from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
 from gan_assets.storage import ArrayBundle, ObjectStore, StorageFormatError, decode
@@ -74,10 +74,6 @@ DICOM_SOURCE_KEY = dicom_source.key
 INDEX_KEY = "landing_zone_index.parquet"  # where the IO manager stores the unpartitioned index
 
 
-def _month(partition_key: str) -> str:
-    return partition_key[:7]  # "2026-03-01" -> "2026-03"
-
-
 def _md_table(counts: dict[str, int], header: tuple[str, str]) -> str:
     if not counts:
         return "(none)"
@@ -99,10 +95,6 @@ def _previous_index(context: dg.AssetExecutionContext, store: ObjectStore) -> pa
     except (StorageFormatError, ValueError) as err:
         context.log.warning(f"the stored landing_zone_index cannot be used ({err}); rebuilding it from the zone")
         return None
-
-
-def partition_months(context: dg.AssetExecutionContext) -> set[str]:
-    return {_month(key) for key in monthly_partitions.get_partition_keys(dynamic_partitions_store=context.instance)}
 
 
 @dg.asset(
@@ -129,14 +121,14 @@ def landing_zone_index(
         dicom_source.source_spec(), previous, preprocess_config.scan_options(dicom_source.date_tags),
         key=pseudonym_key(), workers=preprocess_config.workers, tune=preprocess_config.tune_malloc,
     )
-    months = partition_months(context)
+    months = partition_months(context.instance)
     # Each month whose files changed gets a new data version on dicom_source: Dagster then shows
     # that month's assets (and only that month's) as unsynced.
     reported = months_to_report(update.table, months)
     by_month = summary_by_month(update.table)
     for month, fingerprint in reported.items():
         context.log_event(dg.AssetObservation(
-            asset_key=DICOM_SOURCE_KEY, partition=f"{month}-01", tags={DATA_VERSION_TAG: fingerprint},
+            asset_key=DICOM_SOURCE_KEY, partition=partition_of(month), tags={DATA_VERSION_TAG: fingerprint},
             metadata={"files": dg.MetadataValue.int(by_month.get(month, {}).get("files", 0)),
                       "files_ok": dg.MetadataValue.int(by_month.get(month, {}).get("ok", 0)),
                       "fingerprint": dg.MetadataValue.text(fingerprint)},
@@ -201,7 +193,7 @@ def dicom_manifest(
 ) -> dg.Output[pd.DataFrame]:
     """One row per file the index dates into this month (pseudonymous id, geometry, codes, content
     fingerprint, ok or rejected + reason); read from landing_zone_index, no file is opened."""
-    month = _month(context.partition_key)
+    month = month_of(context.partition_key)
     index = check_index(landing_zone_index)
     policy = scan_policy(preprocess_config.scan_options(dicom_source.date_tags), pseudonym_key())
     if index_policy(index) != policy:
@@ -218,7 +210,7 @@ def dicom_manifest(
     rejected = reason_counts(frame.loc[frame["status"] != "ok", "reason_code"].tolist())
     modalities = dict(sorted(Counter(ok["modality"].replace("", "unknown")).items()))
     syntaxes = dict(sorted(Counter(ok["transfer_syntax_name"].replace("", "unknown")).items()))
-    unassigned = len(unassigned_rows(index, partition_months(context)))
+    unassigned = len(unassigned_rows(index, partition_months(context.instance)))
     fingerprint = month_fingerprints(index, [month]).get(month, EMPTY_MONTH)
     context.log.info(
         f"{month}: {len(frame)} files belong to this month ({len(ok)} ok, {len(frame) - len(ok)} rejected"
@@ -265,7 +257,7 @@ def preprocessed_images(
     gan_config: GanConfig,
 ) -> dg.Output[ArrayBundle]:
     """The month's usable images, windowed and resized to image_size, packed uint8 in [-1, 1] with pseudonymous ids."""
-    month = _month(context.partition_key)
+    month = month_of(context.partition_key)
     image_size = gan_config.image_size
     options = preprocess_config.options(image_size)
     started = time.perf_counter()

@@ -17,12 +17,11 @@ from gan_assets.assets.common import GROUP_DELIVERY, ArtifactStoreResource, code
 from gan_assets.assets import evaluation, generation, ingest, training
 from gan_assets.assets.generation import ASSET as SAMPLES_ASSET
 from gan_assets.assets.generation import grid_key
-from gan_assets.assets.ingest import partition_months
 from gan_assets.dicom.index import EMPTY_MONTH, month_fingerprints, zone_summary
 from gan_assets.model.history import ModelHistoryError, load_promoted
 from gan_assets.storage.digest import arrays_sha256
 from gan_assets.metrics.evaluation import FidScore
-from gan_assets.partitions import monthly_partitions
+from gan_assets.partitions import month_of, monthly_partitions, partition_months
 from gan_assets.report.document import (
     FID_ASSET,
     REPORT_ASSET,
@@ -73,7 +72,7 @@ def fid_score_history(instance: dg.DagsterInstance, partition: str) -> list[dict
 def _summary_markdown(report: dict[str, Any], preview: str) -> str:
     evaluation = report["evaluation"]
     lines = [
-        f"**{report['partition'][:7]}: {report['status'].upper()}**. {report['verdict']}",
+        f"**{month_of(report['partition'])}: {report['status'].upper()}**. {report['verdict']}",
         "",
         "| month | status | FID | KID | threshold |",
         "|---|---|---|---|---|",
@@ -82,7 +81,7 @@ def _summary_markdown(report: dict[str, Any], preview: str) -> str:
         fid = "n/a" if point["fid"] is None else f"{point['fid']:.2f}"
         kid = "n/a" if point["kid_mean"] is None else f"{point['kid_mean']:.4f}"
         threshold = "n/a" if point["threshold"] is None else f"{point['threshold']:.2f}"
-        lines.append(f"| {point['partition'][:7]} | {point['status']} | {fid} | {kid} | {threshold} |")
+        lines.append(f"| {month_of(point['partition'])} | {point['status']} | {fid} | {kid} | {threshold} |")
     lines += [
         "",
         f"Attempts: {len(report['attempts'])} of {evaluation['max_attempts']}; "
@@ -100,7 +99,7 @@ def _lineage(context: dg.AssetExecutionContext, store: Any, partition: str, inde
         promoted, _ = load_promoted(store, partition)  # verifies the weights against their hash
     except ModelHistoryError as err:
         raise dg.Failure(description=str(err)) from None
-    month = partition[:7]
+    month = month_of(partition)
     return {
         "model": {"attempt": promoted.attempt, "weights_sha256": promoted.weights_sha256,
                   "weights": store.uri(promoted.weights_key), "training_run_id": promoted.training_run_id},
@@ -168,7 +167,7 @@ def monthly_report(
         },
         preview_data_uri=data_uri(preview),
         data=data_counts(dicom_manifest, preprocessed_images.attrs.get("rejected_at_decode") or [],
-                         landing_zone=zone_summary(landing_zone_index, partition_months(context))),
+                         landing_zone=zone_summary(landing_zone_index, partition_months(context.instance))),
         attempts=attempts,
         trend=trend,
         timings={

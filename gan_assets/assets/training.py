@@ -1,6 +1,7 @@
 """Training stage: ``trained_generator`` trains a DCGAN on a window of recent months of images."""
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
@@ -18,7 +19,7 @@ from gan_assets.model.artifact import generator_from_bundle
 from gan_assets.model.history import save_attempt, save_attempt_score
 from gan_assets.model.previews import FIXED_NOISE_COUNT, fixed_noise_grid_png, loss_curve_png
 from gan_assets.model.train import DivergenceError, TrainResult, train_gan
-from gan_assets.partitions import TRAINING_WINDOW, TRAINING_WINDOW_MONTHS, monthly_partitions
+from gan_assets.partitions import TRAINING_WINDOW_INPUT, TRAINING_WINDOW_MONTHS, monthly_partitions
 from gan_assets.report.images import markdown_image
 from gan_assets.resources import GanConfig
 from gan_assets.storage import ArrayBundle, TensorBundle
@@ -31,14 +32,20 @@ CODE_VERSION = code_version(__name__)
 TRAINING_POOL = "gan_training"
 
 def training_window(
-    loaded: dict[str, ArrayBundle] | ArrayBundle | None, partition_keys: list[str]
+    loaded: dict[str, ArrayBundle | None] | ArrayBundle | None, partition_keys: Sequence[str], partition: str
 ) -> dict[str, ArrayBundle]:
-    """The loaded window as {partition: bundle} (a one-month window loads as a bare bundle)."""
+    """The loaded window input as {partition: bundle}, months in order, months not loaded left out.
+
+    The IO manager hands a one-month window over as a bare bundle: it is named by the partition
+    it records, else by the input's last partition key, else by ``partition`` (the month being
+    materialized), never by a placeholder that no month matches.
+    """
     if loaded is None:
         return {}
     if isinstance(loaded, ArrayBundle):
-        return {partition_keys[-1] if partition_keys else "unknown": loaded}
-    return dict(sorted(loaded.items()))
+        keys = sorted(partition_keys)
+        return {str(loaded.attrs.get("partition") or (keys[-1] if keys else partition)): loaded}
+    return {str(key): bundle for key, bundle in sorted(loaded.items()) if bundle is not None}
 
 
 def pack_window(window: dict[str, ArrayBundle], image_size: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -108,10 +115,7 @@ def _report_divergence(context: dg.AssetExecutionContext, store: Any, config: An
     partitions_def=monthly_partitions,
     **stage(GROUP_MODEL),
     ins={
-        "preprocessed_images": dg.AssetIn(
-            partition_mapping=TRAINING_WINDOW,
-            metadata={"allow_missing_partitions": True},
-        )
+        "preprocessed_images": TRAINING_WINDOW_INPUT,
     },
     # Training steps carry this tag, and sit in one concurrency pool, so the instance can run
     # them one at a time (dagster.yaml: tag_concurrency_limits on run tags / pool limits).
@@ -128,8 +132,8 @@ def trained_generator(
     """DCGAN generator (EMA weights) trained on this and the previous months' images, with its config and loss history."""
     config = gan_config.to_train_config()
     attempt = run_attempt(context)
-    window_keys = sorted(context.asset_partition_keys_for_input("preprocessed_images"))
-    window = training_window(preprocessed_images, window_keys)
+    window = training_window(preprocessed_images, context.asset_partition_keys_for_input("preprocessed_images"),
+                             context.partition_key)
     images, fingerprint = pack_window(window, config.image_size)
     context.log.info(
         f"attempt {attempt}: training on {fingerprint['n_images']} images from {fingerprint['partitions']}"
