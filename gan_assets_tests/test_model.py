@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import logging
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from gan_assets.model.artifact import sample_images
 from gan_assets.model.augment import DiffAugment, rand_cutout, rand_translation
@@ -17,7 +15,7 @@ from gan_assets.model import layers
 from gan_assets.model.dcgan import build_discriminator, build_generator
 from gan_assets.model.device import DeviceError, resolve_device
 from gan_assets.model.ema import ModelEMA
-from gan_assets.model.previews import fixed_noise_grid_png, loss_curve_png
+from gan_assets.model.previews import fixed_noise_grid_png
 from gan_assets.model.train import (
     DivergenceError,
     GanTrainer,
@@ -218,12 +216,7 @@ def test_compact_history_averages_long_runs() -> None:
     assert compact["loss_d"] == [0.5, 2.5, 4.5, 6.5, 8.5]
 
 
-def test_previews_are_pngs_and_the_grid_is_deterministic() -> None:
-    curve = loss_curve_png({"step": [1, 2, 3], "loss_d": [1.4, 1.0, float("nan")], "loss_g": [0.7, 0.9, 1.2]})
-    image = Image.open(io.BytesIO(curve))
-    assert image.format == "PNG" and image.size == (480, 260)
-    pixels = np.asarray(image.convert("RGB"))
-    assert (pixels == (214, 39, 40)).all(axis=2).sum() > 20  # the loss_g line is drawn
+def test_the_fixed_noise_grid_is_deterministic() -> None:
     generator = build_generator(TINY)
     first, second = fixed_noise_grid_png(generator, seed=3), fixed_noise_grid_png(generator, seed=3)
     assert first == second and first != fixed_noise_grid_png(generator, seed=4)

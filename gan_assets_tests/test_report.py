@@ -12,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 import jsonschema
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -20,7 +21,7 @@ from dagster_aws.s3 import S3Resource
 from gan_assets.assets.generation import generated_samples
 from gan_assets.assets.reporting import monthly_report
 from gan_assets.io_managers import S3ArtifactStore, S3OpenFormatIOManager
-from gan_assets.report.charts import line_chart
+from gan_assets.report.charts import chart_png, line_chart, loss_chart
 from gan_assets.report.document import ReportError, report_schema, validate_report
 from gan_assets.assets import reporting
 from gan_assets.storage import store_from_uri
@@ -209,6 +210,20 @@ def test_schema_rejects_a_broken_report() -> None:
     bad_status = {**report, "status": "maybe"}
     errors = list(jsonschema.Draft202012Validator(schema).iter_errors(bad_status))
     assert any(list(e.absolute_path) == ["status"] for e in errors)
+
+
+def test_the_loss_chart_is_one_geometry_for_svg_and_png() -> None:
+    chart = loss_chart({"step": [1, 2, 3], "loss_d": [1.4, 1.0, float("nan")], "loss_g": [0.7, 0.9, 1.2]})
+    loss_d, loss_g = chart["series"]
+    assert len(loss_d["points"].split()) == 2 and len(loss_g["points"].split()) == 3  # NaN is a gap
+    image = Image.open(io.BytesIO(chart_png(chart)))
+    assert image.format == "PNG" and image.size == (chart["width"], chart["height"])
+    pixels = np.asarray(image.convert("RGB"))
+    for series in chart["series"]:  # each line is drawn in the colour the SVG legend gives it
+        rgb = tuple(int(series["color"][i:i + 2], 16) for i in (1, 3, 5))
+        assert (pixels == rgb).all(axis=2).sum() > 20, series["name"]
+    empty = Image.open(io.BytesIO(chart_png(loss_chart(None)))).convert("RGB")
+    assert not (np.asarray(empty) == (214, 39, 40)).all(axis=2).any()
 
 
 def test_line_chart_geometry() -> None:

@@ -20,11 +20,10 @@ from gan_assets.model.artifact import generator_from_bundle, sample_images
 from gan_assets.model.config import TrainConfig
 from gan_assets.model.history import list_attempts
 from gan_assets.partitions import monthly_partitions
-from gan_assets.report.images import grid_png
 from gan_assets.resources import GanConfig
 from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
 from gan_assets.storage.digest import state_dict_sha256
-from gan_assets.storage.images import encoding_attrs, pack_images
+from gan_assets.storage.images import encoding_attrs, grid_png, pack_images
 
 TINY = {"image_size": 32, "latent_dim": 16, "generator_width": 8, "discriminator_width": 8, "batch_size": 8,
         "steps": 4, "log_every": 2, "num_samples": 8, "fid_num_fake": 16, "device": "cpu"}

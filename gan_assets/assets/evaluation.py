@@ -46,11 +46,10 @@ from gan_assets.metrics.score import MIN_REAL_IMAGES
 from gan_assets.model.artifact import generator_from_bundle, sample_images
 from gan_assets.model.history import PromotedModel, promote, save_attempt, save_attempt_score
 from gan_assets.partitions import TRAINING_WINDOW_INPUT, monthly_partitions
-from gan_assets.report.images import grid_png, markdown_image, to_uint8
 from gan_assets.resources import CloudWatchMetrics, FidExtractor, GanConfig
 from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle, encode
 from gan_assets.storage.digest import state_dict_sha256
-from gan_assets.storage.images import unpack_images
+from gan_assets.storage.images import grid_png, markdown_image, to_uint8, unpack_images
 
 # What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
 CODE_VERSION = code_version(__name__)

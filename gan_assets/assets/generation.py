@@ -15,11 +15,10 @@ from gan_assets.model.device import resolve_device
 from gan_assets.model.history import ModelHistoryError, load_promoted
 from gan_assets.partitions import month_of, monthly_partitions
 from gan_assets.report.document import most_common_modality
-from gan_assets.report.images import grid_png, markdown_image, preview_grid_png
 from gan_assets.resources import GanConfig
 from gan_assets.storage import ArrayBundle
 from gan_assets.storage.digest import arrays_sha256
-from gan_assets.storage.images import encoding_attrs, pack_images
+from gan_assets.storage.images import encoding_attrs, grid_png, markdown_image, pack_images, preview_grid_png
 
 # What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
 CODE_VERSION = code_version(__name__)

@@ -46,11 +46,10 @@ from gan_assets.dicom.index import (
 from gan_assets.dicom.pseudonym import pseudonym_key
 from gan_assets.dicom.reasons import REASONS
 from gan_assets.partitions import month_of, monthly_partitions, partition_months, partition_of
-from gan_assets.report.images import grid_png, markdown_image
 from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
 from gan_assets.storage import ArrayBundle, ObjectStore, StorageFormatError, decode
 from gan_assets.storage.digest import arrays_sha256
-from gan_assets.storage.images import encoding_attrs
+from gan_assets.storage.images import encoding_attrs, grid_png, markdown_image
 
 # What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
 CODE_VERSION = code_version(__name__)

@@ -33,7 +33,7 @@ from gan_assets.report.document import (
     score_attempt_entry,
 )
 from gan_assets.report.html import render_report_html
-from gan_assets.report.images import data_uri, grid_png, markdown_image, preview_grid_png
+from gan_assets.storage.images import data_uri, grid_png, markdown_image, preview_grid_png
 from gan_assets.storage import ArrayBundle, TensorBundle
 
 # What Dagster compares to show a materialization as unsynced after a code change (common.code_version).

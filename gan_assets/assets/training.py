@@ -17,14 +17,14 @@ from gan_assets.assets.common import (
 )
 from gan_assets.model.artifact import generator_from_bundle
 from gan_assets.model.history import save_attempt, save_attempt_score
-from gan_assets.model.previews import FIXED_NOISE_COUNT, fixed_noise_grid_png, loss_curve_png
+from gan_assets.model.previews import FIXED_NOISE_COUNT, fixed_noise_grid_png
 from gan_assets.model.train import DivergenceError, TrainResult, train_gan
 from gan_assets.partitions import TRAINING_WINDOW_INPUT, TRAINING_WINDOW_MONTHS, monthly_partitions
-from gan_assets.report.images import markdown_image
+from gan_assets.report.charts import chart_png, loss_chart
 from gan_assets.resources import GanConfig
 from gan_assets.storage import ArrayBundle, TensorBundle
 from gan_assets.storage.digest import state_dict_sha256
-from gan_assets.storage.images import unpack_images
+from gan_assets.storage.images import markdown_image, unpack_images
 
 # What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
 CODE_VERSION = code_version(__name__)
@@ -197,7 +197,7 @@ def trained_generator(
         "weights_sha256": dg.MetadataValue.text(bundle.attrs["weights_sha256"]),
         "data_sha256": dg.MetadataValue.text(fingerprint["sha256"]),
         "attempt_weights": dg.MetadataValue.path(store.uri(history_key)),
-        "loss_curve": dg.MetadataValue.md(markdown_image(loss_curve_png(result.loss_history), "loss curve")),
+        "loss_curve": dg.MetadataValue.md(markdown_image(chart_png(loss_chart(result.loss_history)), "loss curve")),
         "samples": dg.MetadataValue.md(markdown_image(samples_png, f"fixed-noise samples (seed {config.seed})")),
     }
     # The data version is the weights' hash: a retrain that changes them shows the month's scores
