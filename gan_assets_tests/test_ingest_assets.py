@@ -16,6 +16,7 @@ from gan_assets.dicom.index import INDEX_SCHEMA, zone_summary
 from gan_assets.dicom.landing_zone import SourceSpec
 from gan_assets.dicom.preprocess import PreprocessOptions
 from gan_assets.dicom.scan import MANIFEST_COLUMNS, ScanOptions
+from gan_assets.report.document import data_counts
 from gan_assets.storage import ArrayBundle, decode
 from gan_assets.storage.images import unpack_images
 from gan_assets_tests.conftest import ingest_assets, ingest_resources
@@ -65,6 +66,8 @@ def test_one_month_end_to_end(zone: Path, artifacts_dir: Path) -> None:
     assert attrs["voi"]["policy"] == "header" and attrs["voi"]["used"] == {"header": FILES_PER_MONTH}
     # Counted in = counted out.
     assert attrs["files_used"] + sum(attrs["rejected_by_reason"].values()) == attrs["files_seen"] == len(manifest)
+    # The report counts rejects with the same rule: its numbers are the asset's.
+    assert data_counts(manifest, attrs["rejected_at_decode"])["rejects_by_reason"] == attrs["rejected_by_reason"]
 
     meta = result.asset_materializations_for_node("preprocessed_images")[0].metadata
     assert meta["n_images"].value == FILES_PER_MONTH and meta["voi_policy"].value == "header"

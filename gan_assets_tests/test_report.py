@@ -246,6 +246,15 @@ def test_line_chart_geometry() -> None:
         line_chart([0.0, 1.0], [("a", [1.0])], title="bad")
 
 
+def test_a_reject_counts_under_its_code_else_its_sentence() -> None:
+    from gan_assets.dicom.reasons import count_reasons, reason_examples
+
+    rows = [{"reason_code": "truncated", "reason": "cut at 10 bytes"}, {"reason_code": "truncated", "reason": "cut at 20"},
+            {"reason_code": "", "reason": "an older manifest's sentence"}, {"status": "rejected"}]
+    assert count_reasons(rows) == {"an older manifest's sentence": 1, "truncated": 2, "unspecified": 1}
+    assert reason_examples(rows)["truncated"] == "cut at 10 bytes"
+
+
 def test_rejects_group_by_reason_code_and_count_decode_time_rejects() -> None:
     import pandas as pd
 

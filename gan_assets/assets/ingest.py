@@ -20,13 +20,7 @@ import pyarrow as pa
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from gan_assets.assets.common import GROUP_INGEST, ArtifactStoreResource, code_version, stage
-from gan_assets.dicom.batch import (
-    default_key_warning,
-    describe_reasons,
-    preprocess_month,
-    reason_counts,
-    resolve_workers,
-)
+from gan_assets.dicom.batch import default_key_warning, preprocess_month, resolve_workers
 from gan_assets.dicom.index import (
     EMPTY_MONTH,
     INDEX_SCHEMA,
@@ -44,7 +38,7 @@ from gan_assets.dicom.index import (
     with_observed,
 )
 from gan_assets.dicom.pseudonym import pseudonym_key
-from gan_assets.dicom.reasons import REASONS
+from gan_assets.dicom.reasons import REASONS, count_reasons, describe_reasons
 from gan_assets.partitions import month_of, monthly_partitions, partition_months, partition_of
 from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
 from gan_assets.storage import ArrayBundle, ObjectStore, StorageFormatError, decode
@@ -134,7 +128,7 @@ def landing_zone_index(
         ))
     table = with_observed(update.table, {**observed_months(update.table), **reported})
     unassigned = unassigned_rows(table, months)
-    unassigned_counts = reason_counts([row["reason_code"] for row in unassigned])
+    unassigned_counts = count_reasons(unassigned)
     context.log.info(
         f"landing zone: {update.files_listed} files listed in {update.list_seconds:.2f}s; {update.files_read} read "
         f"({update.new} new, {update.changed} changed{', full rebuild' if update.rebuilt else ''}) in "
@@ -206,7 +200,7 @@ def dicom_manifest(
     rows = month_rows(index, month)
     frame = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA).to_pandas()
     ok = frame[frame["status"] == "ok"]
-    rejected = reason_counts(frame.loc[frame["status"] != "ok", "reason_code"].tolist())
+    rejected = count_reasons(frame[frame["status"] != "ok"].to_dict("records"))
     modalities = dict(sorted(Counter(ok["modality"].replace("", "unknown")).items()))
     syntaxes = dict(sorted(Counter(ok["transfer_syntax_name"].replace("", "unknown")).items()))
     unassigned = len(unassigned_rows(index, partition_months(context.instance)))
@@ -267,9 +261,8 @@ def preprocessed_images(
     )
     seconds = time.perf_counter() - started
 
-    manifest_rejects = reason_counts([r["reason_code"] for r in rows if r["status"] != "ok"])
-    decode_rejects = reason_counts([r["reason_code"] for r in result.rejected])
-    all_rejects = dict(sorted((Counter(manifest_rejects) + Counter(decode_rejects)).items()))
+    decode_rejects = count_reasons(result.rejected)
+    all_rejects = count_reasons([*(r for r in rows if r["status"] != "ok"), *result.rejected])
     files_seen = len(rows)
     # Counted in = counted out: every file of the manifest is either used or rejected once.
     if result.files_ok + sum(all_rejects.values()) != files_seen:

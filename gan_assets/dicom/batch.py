@@ -362,15 +362,6 @@ def preprocess_month(spec: SourceSpec, manifest_rows: Sequence[dict[str, Any]], 
     return out
 
 
-def reason_counts(codes: Sequence[str]) -> dict[str, int]:
-    return dict(sorted(Counter(code for code in codes if code).items()))
-
-
-def describe_reasons(counts: dict[str, int]) -> str:
-    """'3 truncated (pixel data shorter than the header says), 1 not_dicom (...)'."""
-    return ", ".join(f"{n} {code} ({REASONS.get(code, code)})" for code, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-
-
 def default_key_warning() -> str | None:
     from gan_assets.dicom.pseudonym import PSEUDONYM_KEY_ENV, using_default_key
 

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from gan_assets import __version__
+from gan_assets.dicom.reasons import count_reasons, reason_examples
 from gan_assets.metrics.evaluation import STATUSES, FidScore
 from gan_assets.storage import ObjectStore
 
@@ -101,19 +102,7 @@ def data_counts(manifest: pd.DataFrame, decode_rejects: list[Mapping[str, Any]] 
         raise ReportError(f"dicom_manifest lacks column(s) {sorted(missing)}; re-materialize dicom_manifest")
     status = manifest["status"].astype(str)
     ok = manifest[status == "ok"]
-    rejected = manifest[status != "ok"]
-    code_column = "reason_code" if "reason_code" in manifest.columns else "reason"
-    entries = [
-        (str(row[code_column]) or "unspecified", str(row["reason"]))
-        for row in rejected.to_dict("records")
-    ]
-    entries += [(str(r.get("reason_code") or r.get("reason") or "unspecified"), str(r.get("reason", "")))
-                for r in (decode_rejects or [])]
-    counts: dict[str, int] = {}
-    examples: dict[str, str] = {}
-    for code, sentence in entries:
-        counts[code] = counts.get(code, 0) + 1
-        examples.setdefault(code, sentence)
+    rejected = [*manifest[status != "ok"].to_dict("records"), *(decode_rejects or [])]
     accepted = int(len(ok)) - len(decode_rejects or [])
     modalities = ok["modality"].astype(str).replace("", "unknown").value_counts()
     extra = {"landing_zone": dict(landing_zone)} if landing_zone is not None else {}
@@ -122,8 +111,8 @@ def data_counts(manifest: pd.DataFrame, decode_rejects: list[Mapping[str, Any]] 
         "files_seen": int(len(manifest)),
         "accepted": accepted,
         "rejected": int(len(manifest)) - accepted,
-        "rejects_by_reason": dict(sorted(counts.items())),
-        "reject_examples": dict(sorted(examples.items())),
+        "rejects_by_reason": count_reasons(rejected),
+        "reject_examples": reason_examples(rejected),
         "modalities": {str(k): int(v) for k, v in sorted(modalities.items())},
     }
 
