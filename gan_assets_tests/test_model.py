@@ -19,6 +19,7 @@ from gan_assets.model.previews import fixed_noise_grid_png
 from gan_assets.model.train import (
     DivergenceError,
     GanTrainer,
+    StepOptions,
     batch_schedule,
     compact_history,
     images_to_tensor,
@@ -232,6 +233,23 @@ def test_device_auto_and_missing_cuda() -> None:
         # The error names the setting to change, whichever stage asked.
         with pytest.raises(DeviceError, match=r"fid_extractor\.device='cuda:0' asks for CUDA but torch sees no GPU"):
             resolve_device("cuda:0", "fid_extractor.device")
+
+
+def test_the_cpu_fast_paths_switch_changes_the_layers_not_the_step() -> None:
+    """cpu_fast_paths swaps in model/layers.py for a training step only; off, torch's layers run."""
+    config = TINY.replace(image_size=32)
+    real = torch.rand(config.batch_size, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    steps = {}
+    for on in (True, False):
+        trainer = GanTrainer(config, "cpu", options=StepOptions(channels_last=True, cpu_fast_paths=on))
+        convolutions = [m for m in trainer.discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convolutions and all((type(m) is layers.Conv2d) == on for m in convolutions)
+        steps[on] = (trainer.train_step(real.contiguous(memory_format=torch.channels_last)), trainer.generator_state())
+    torch.testing.assert_close(steps[True][0], steps[False][0], atol=1e-4, rtol=1e-4)
+    assert steps[True][1].keys() == steps[False][1].keys()  # the stored weights do not depend on the switch
+    # Built, stored and sampled networks are torch's own classes: only a training step swaps them.
+    assert {type(m) for m in build_generator(config).modules()} >= {torch.nn.ConvTranspose2d}
+    assert not any(type(m).__module__ == layers.__name__ for m in build_discriminator(config).modules())
 
 
 FAST_PATH_LAYERS = [

@@ -36,7 +36,7 @@ from gan_assets.model.config import TrainConfig
 from gan_assets.model.dcgan import build_discriminator, build_generator, parameter_count
 from gan_assets.model.device import resolve_device
 from gan_assets.model.ema import ModelEMA
-from gan_assets.model.layers import set_memory_format
+from gan_assets.model.layers import use_cpu_fast_paths
 
 LOG = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ class StepOptions:
     cuda_graph: bool = False
     compile: bool = False
     fused_adam: bool = True
+    # model/layers.py's patch-row convolutions for the layers oneDNN runs slowly (CPU autograd only).
+    cpu_fast_paths: bool = False
 
     @classmethod
     def for_device(cls, device: torch.device, *, distributed: bool = False) -> "StepOptions":
@@ -98,10 +100,10 @@ class StepOptions:
             # distributed runs stay eager.
             return cls(channels_last=True, autocast_dtype=torch.bfloat16, cuda_graph=not distributed,
                        compile=False)
-        # CPU (fp32): channels_last, with model.layers' patch-row fast paths producing that
-        # layout, measured faster than the same step in NCHW (benchmarks/bench_train.py --variants):
-        # oneDNN's channels-last kernels skip the reorders its NCHW backward does.
-        return cls(channels_last=True)
+        # CPU (fp32): channels_last measured faster than NCHW (oneDNN's channels-last kernels skip
+        # the reorders its NCHW backward does); model.layers' fast paths off, since torch's own
+        # layers measured faster with torch 2.13 (benchmarks/bench_train.py; docs/scaling.md).
+        return cls(channels_last=True, cpu_fast_paths=False)
 
 
 def derive_seed(seed: int, *labels: object) -> int:
@@ -192,8 +194,8 @@ class GanTrainer:
             generator = build_generator(config)
             discriminator = build_discriminator(config)
         memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
-        self.generator = set_memory_format(generator.to(self.device), memory_format)
-        self.discriminator = set_memory_format(discriminator.to(self.device), memory_format)
+        self.generator = self._for_step(generator, memory_format)
+        self.discriminator = self._for_step(discriminator, memory_format)
         self.ema = ModelEMA(self.generator, config.ema_decay) if config.ema else None
         self.parameter_counts = {"generator": parameter_count(generator), "discriminator": parameter_count(discriminator)}
 
@@ -221,6 +223,11 @@ class GanTrainer:
         self._static_real: torch.Tensor | None = None
         self._static_losses: torch.Tensor | None = None
         self.steps_done = 0
+
+    def _for_step(self, network: nn.Module, memory_format: torch.memory_format) -> nn.Module:
+        """``network`` on the step's device and layout, with the CPU fast paths when they are on."""
+        network = network.to(self.device, memory_format=memory_format)
+        return use_cpu_fast_paths(network, memory_format) if self.options.cpu_fast_paths else network
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.options.autocast_dtype is None:
