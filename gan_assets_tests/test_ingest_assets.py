@@ -15,6 +15,7 @@ from gan_assets.dicom.demo_data import BAD_KINDS, UNASSIGNED_KINDS, generate_lan
 from gan_assets.dicom.index import INDEX_SCHEMA, zone_summary
 from gan_assets.dicom.landing_zone import SourceSpec
 from gan_assets.dicom.preprocess import PreprocessOptions
+from gan_assets.dicom.reasons import REASONS
 from gan_assets.dicom.scan import MANIFEST_COLUMNS, ScanOptions
 from gan_assets.report.document import data_counts
 from gan_assets.storage import ArrayBundle, decode
@@ -76,6 +77,10 @@ def test_one_month_end_to_end(zone: Path, artifacts_dir: Path) -> None:
     manifest_meta = result.asset_materializations_for_node("dicom_manifest")[0].metadata
     assert manifest_meta["files_seen"].value == len(manifest)
     assert manifest_meta["rejected_by_reason"].value == {v: 1 for v in DATED_BAD.values()}
+    rejects = manifest_meta["rejects"]
+    assert isinstance(rejects, dg.TableMetadataValue) and [c.name for c in rejects.schema.columns] == ["reason_code", "reason", "files"]
+    assert {r.data["reason_code"]: r.data["files"] for r in rejects.records} == manifest_meta["rejected_by_reason"].value
+    assert all(r.data["reason"] == REASONS[r.data["reason_code"]] for r in rejects.records)
     # The undated and non-DICOM files of every month are in the index's unassigned table.
     index_meta = result.asset_materializations_for_node("landing_zone_index")[0].metadata
     assert index_meta["unassigned_by_reason"].value == {"no_usable_date": 3, "not_dicom": 3}

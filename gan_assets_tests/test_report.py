@@ -129,7 +129,10 @@ def test_report_json_html_and_two_point_trend(artifacts_dir: Path) -> None:
     metadata = result.asset_materializations_for_node("monthly_report")[0].metadata
     assert metadata["fid"].value == 47.5 and metadata["months_in_trend"].value == 2
     assert metadata["report_json"].value.endswith("monthly_report/2026-02-01.json")
-    assert "| 2026-01 | passed | 61.25 |" in metadata["summary"].value
+    trend = metadata["trend"]
+    assert isinstance(trend, dg.TableMetadataValue) and [c.name for c in trend.schema.columns][:3] == ["month", "status", "fid"]
+    assert [(r.data["month"], r.data["status"], r.data["fid"]) for r in trend.records] == [
+        ("2026-01", "passed", 61.25), ("2026-02", "passed", 47.5)]
     assert sorted(p.name for p in (artifacts_dir / "monthly_report").iterdir()) == [
         "2026-01-01.html", "2026-01-01.json", "2026-02-01.html", "2026-02-01.json",
     ]

@@ -133,39 +133,70 @@ VERDICTS = {
 }
 
 
-def controls_markdown(score: FidScore) -> str:
-    """The controls as a markdown table: what the gate said about each, and whether that was right."""
-    lines = ["| control | kind | FID | KID | gate says | right? |", "|---|---|---|---|---|---|"]
-    for control in score.controls:
-        lines.append(f"| {control.name} | {control.kind} | {control.fid:.4f} | {control.kid:.5f} | "
-                     f"{'pass' if control.passed else 'fail'} | {'yes' if control.verdict_correct else '**no**'} |")
-    return "\n".join(lines)
+SCORES_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("metric", "string"), dg.TableColumn("value", "float"), dg.TableColumn("detail", "string"),
+])
+CONTROLS_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("control", "string"), dg.TableColumn("kind", "string", description="negative: the gate must fail it"),
+    dg.TableColumn("fid", "float"), dg.TableColumn("kid", "float"),
+    dg.TableColumn("gate_says", "string"), dg.TableColumn("right", "bool", description="the gate said what it must"),
+])
+
+
+def _number(value: float) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def scores_table(score: FidScore) -> dg.TableMetadataValue:
+    """The month's scores beside what they are compared with, one row per figure."""
+    fp = score.fingerprint
+    details = score.memorization.details
+    limit = f"of {details['n_generated']} generated, limit {score.memorization.max_near_copy_fraction:.2%}"
+    rows = [
+        ("FID", score.fid, ""),
+        ("threshold", score.threshold, score.threshold_rule),
+        ("gate separation", score.gate.separation,
+         f"minimum {score.gate.min_separation:g}: {'discriminative' if score.gate.discriminative else 'NOT discriminative'}"),
+        ("floor FID (real vs real)", score.floor_fid, ""),
+        ("KID mean", score.kid_mean, f"std {score.kid_std:.5f}"),
+        ("floor KID", score.floor_kid, ""),
+        ("images real", score.n_real, f"{score.n_reference} in the reference half"),
+        ("images generated", score.n_fake, ""),
+        ("near-copies, feature space", details["feature_space"]["near_copies"], limit),
+        ("near-copies, pixel space", details["pixel_space"]["near_copies"], limit),
+        ("extractor features", fp["feature_dim"],
+         f"{fp['extractor']}, {fp['input_size']} px, sha256 {fp['weights_sha256'][:12]}"),
+    ]
+    return dg.MetadataValue.table(
+        [dg.TableRecord({"metric": metric, "value": _number(value), "detail": detail}) for metric, value, detail in rows],
+        schema=SCORES_SCHEMA,
+    )
+
+
+def controls_table(score: FidScore) -> dg.TableMetadataValue:
+    """The controls: what the gate said about each, and whether that was right."""
+    return dg.MetadataValue.table([
+        dg.TableRecord({"control": control.name, "kind": control.kind, "fid": _number(control.fid),
+                        "kid": _number(control.kid), "gate_says": "pass" if control.passed else "fail",
+                        "right": bool(control.verdict_correct)})
+        for control in score.controls
+    ], schema=CONTROLS_SCHEMA)
+
+
+def summary_metadata(score: FidScore) -> dict[str, Any]:
+    """The verdict in words, and the scores and controls as tables the UI sorts and filters."""
+    return {"summary": dg.MetadataValue.md(_summary_markdown(score)),
+            "scores": scores_table(score), "controls": controls_table(score)}
 
 
 def _summary_markdown(score: FidScore) -> str:
     fp = score.fingerprint
-    details = score.memorization.details
     lines = [
-        f"**{VERDICTS[score.status]}** - attempt {score.attempt} of {score.max_attempts}",
+        f"**{VERDICTS[score.status]}** - attempt {score.attempt} of {score.max_attempts}: "
+        f"FID {score.fid:.4f} against a threshold of {score.threshold:.4f} ({score.threshold_rule}).",
         "",
-        "| metric | value |",
-        "|---|---|",
-        f"| FID | {score.fid:.4f} |",
-        f"| threshold ({score.threshold_rule}) | {score.threshold:.4f} |",
-        f"| gate discriminative | {'yes' if score.gate.discriminative else '**no**'} "
-        f"(separation {score.gate.separation:.3g}, minimum {score.gate.min_separation:g}) |",
-        f"| real-vs-real floor FID | {score.floor_fid:.4f} |",
-        f"| KID (mean +- std) | {score.kid_mean:.5f} +- {score.kid_std:.5f} |",
-        f"| floor KID | {score.floor_kid:.5f} |",
-        f"| images real (reference) / generated | {score.n_real} ({score.n_reference}) / {score.n_fake} |",
-        f"| near-copies (feature / pixel space) | {details['feature_space']['near_copies']} / "
-        f"{details['pixel_space']['near_copies']} of {details['n_generated']} "
-        f"(limit {score.memorization.max_near_copy_fraction:.2%}) |",
-        f"| extractor | {fp['extractor']} ({fp['feature_dim']} features, {fp['input_size']} px, sha256 {fp['weights_sha256'][:12]}) |",
-        "",
-        f"Threshold: {score.gate.rule}.",
-        "",
-        controls_markdown(score),
+        f"Threshold: {score.gate.rule}. The scores and the controls are in the tables beside this summary.",
     ]
     if score.gate.reasons:
         lines += ["", "Not discriminative: " + "; ".join(score.gate.reasons) + "."]
@@ -422,7 +453,7 @@ def fid_score(
         _reject_month(context, store, score)
     closest = list(score.memorization.details.get("closest") or [])
     context.add_output_metadata({
-        "summary": dg.MetadataValue.md(_summary_markdown(score)),
+        **summary_metadata(score),
         **score_metadata(score),
         "real_features_cache_hit": dg.MetadataValue.bool(real.cache_hit),
         "real_features_cache": dg.MetadataValue.path(real.uri),
@@ -447,7 +478,7 @@ def _reject_month(context: dg.AssetExecutionContext, store: ObjectStore, score: 
     store.put(f"fid_score/{context.partition_key}.{ext}", data)
     context.log_event(dg.AssetObservation(
         asset_key=context.asset_key, partition=context.partition_key,
-        metadata={"summary": dg.MetadataValue.md(_summary_markdown(score)), **score_metadata(score)},
+        metadata={**summary_metadata(score), **score_metadata(score)},
     ))
     raise dg.Failure(description=check_result(score).description,
                      metadata={"status": score.status, "fid": score.fid, "threshold": score.threshold,

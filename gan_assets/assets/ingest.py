@@ -67,12 +67,17 @@ DICOM_SOURCE_KEY = dicom_source.key
 INDEX_KEY = "landing_zone_index.parquet"  # where the IO manager stores the unpartitioned index
 
 
-def _md_table(counts: dict[str, int], header: tuple[str, str]) -> str:
-    if not counts:
-        return "(none)"
-    lines = [f"| {header[0]} | {header[1]} |", "|---|---:|"]
-    lines += [f"| {key} | {value} |" for key, value in counts.items()]
-    return "\n".join(lines)
+REJECTS_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("reason_code", "string"), dg.TableColumn("reason", "string"), dg.TableColumn("files", "int"),
+])
+
+
+def _rejects_table(counts: dict[str, int]) -> dg.TableMetadataValue:
+    """Rejected files per reason code, with the code's fixed sentence (never per-file text)."""
+    return dg.MetadataValue.table(
+        [dg.TableRecord({"reason_code": code, "reason": REASONS.get(code, code), "files": n}) for code, n in counts.items()],
+        schema=REJECTS_SCHEMA,
+    )
 
 
 def _column_schema(schema: pa.Schema) -> dg.TableSchema:
@@ -222,11 +227,10 @@ def dicom_manifest(
         "data_fingerprint": dg.MetadataValue.text(fingerprint),
         "dagster/row_count": dg.MetadataValue.int(len(frame)),
         "dagster/column_schema": _column_schema(MANIFEST_SCHEMA),
+        "rejects": _rejects_table(rejected),
         "summary": dg.MetadataValue.md(
-            f"**{month}**: {len(frame)} files, {len(ok)} ok\n\n**Rejected by reason**\n\n"
-            + _md_table({f"{k}: {REASONS.get(k, k)}": v for k, v in rejected.items()}, ("reason", "files"))
-            + "\n\n**Modalities (ok files)**\n\n" + _md_table(modalities, ("modality", "files"))
-            + f"\n\n{unassigned} file(s) of the landing zone belong to no month: see landing_zone_index"
+            f"**{month}**: {len(frame)} files, {len(ok)} ok, {len(frame) - len(ok)} rejected (see rejects); "
+            f"{unassigned} file(s) of the landing zone belong to no month: see landing_zone_index"
         ),
     }
     # The month's content version: the same files give the same manifest.

@@ -69,20 +69,25 @@ def fid_score_history(instance: dg.DagsterInstance, partition: str) -> list[dict
     return entries
 
 
+TREND_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("month", "string"), dg.TableColumn("status", "string"), dg.TableColumn("fid", "float"),
+    dg.TableColumn("kid_mean", "float"), dg.TableColumn("threshold", "float"),
+])
+
+
+def _trend_table(trend: list[dict[str, Any]]) -> dg.TableMetadataValue:
+    """FID, KID and threshold by month (a month scored without a number shows it empty)."""
+    return dg.MetadataValue.table([
+        dg.TableRecord({"month": month_of(point["partition"]), "status": point["status"], "fid": point["fid"],
+                        "kid_mean": point["kid_mean"], "threshold": point["threshold"]})
+        for point in trend
+    ], schema=TREND_SCHEMA)
+
+
 def _summary_markdown(report: dict[str, Any], preview: str) -> str:
     evaluation = report["evaluation"]
     lines = [
         f"**{month_of(report['partition'])}: {report['status'].upper()}**. {report['verdict']}",
-        "",
-        "| month | status | FID | KID | threshold |",
-        "|---|---|---|---|---|",
-    ]
-    for point in report["trend"]:
-        fid = "n/a" if point["fid"] is None else f"{point['fid']:.2f}"
-        kid = "n/a" if point["kid_mean"] is None else f"{point['kid_mean']:.4f}"
-        threshold = "n/a" if point["threshold"] is None else f"{point['threshold']:.2f}"
-        lines.append(f"| {month_of(point['partition'])} | {point['status']} | {fid} | {kid} | {threshold} |")
-    lines += [
         "",
         f"Attempts: {len(report['attempts'])} of {evaluation['max_attempts']}; "
         f"{report['generated_images']['count']} synthetic images (seed {report['generated_images']['seed']}).",
@@ -193,6 +198,7 @@ def monthly_report(
 
     metadata: dict[str, Any] = {
         "summary": dg.MetadataValue.md(_summary_markdown(report, markdown_image(preview, f"samples {partition}"))),
+        "trend": _trend_table(report["trend"]),
         "status": dg.MetadataValue.text(report["status"]),
         "attempts": dg.MetadataValue.int(len(attempts)),
         "months_in_trend": dg.MetadataValue.int(len(trend)),
