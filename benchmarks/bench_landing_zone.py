@@ -51,8 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gan_assets.demo.data import generate_landing_zone
 from gan_assets.dicom.batch import preprocess_month, resolve_workers, scan_month
-from gan_assets.dicom.demo_data import generate_landing_zone
 from gan_assets.dicom.index import month_rows, update_index
 from gan_assets.dicom.landing_zone import LandingZone, SourceSpec
 from gan_assets.dicom.preprocess import PreprocessOptions

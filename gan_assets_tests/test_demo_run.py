@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gan_assets.dicom.demo_data import generate_landing_zone
+from gan_assets.demo.data import generate_landing_zone
 
 TINY = {"image_size": 32, "latent_dim": 16, "generator_width": 8, "discriminator_width": 8,
         "batch_size": 8, "steps": 4, "log_every": 2, "num_samples": 8, "fid_num_fake": 16}

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gan_assets.demo.data import BAD_KINDS, UNASSIGNED_KINDS, generate_landing_zone
 from gan_assets.dicom.batch import preprocess_month, scan_month
-from gan_assets.dicom.demo_data import BAD_KINDS, UNASSIGNED_KINDS, generate_landing_zone
 from gan_assets.dicom.index import INDEX_SCHEMA, zone_summary
 from gan_assets.dicom.landing_zone import SourceSpec
 from gan_assets.dicom.preprocess import PreprocessOptions
