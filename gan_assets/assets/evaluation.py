@@ -36,7 +36,7 @@ from gan_assets.assets.common import (
     run_attempt,
     stage,
 )
-from gan_assets.assets.training import TRAINING_POOL, pack_window, training_window
+from gan_assets.assets.training import TRAINING_POOL, finite_or_none, pack_window, training_window
 from gan_assets.metrics.cache import RealFeatures, real_features_cached
 from gan_assets.metrics.controls import split_reference
 from gan_assets.metrics.domain_encoder import train_domain_encoder, weights_to_tensors
@@ -143,11 +143,6 @@ CONTROLS_SCHEMA = dg.TableSchema(columns=[
 ])
 
 
-def _number(value: float) -> float | None:
-    value = float(value)
-    return value if np.isfinite(value) else None
-
-
 def scores_table(score: FidScore) -> dg.TableMetadataValue:
     """The month's scores beside what they are compared with, one row per figure."""
     fp = score.fingerprint
@@ -169,7 +164,7 @@ def scores_table(score: FidScore) -> dg.TableMetadataValue:
          f"{fp['extractor']}, {fp['input_size']} px, sha256 {fp['weights_sha256'][:12]}"),
     ]
     return dg.MetadataValue.table(
-        [dg.TableRecord({"metric": metric, "value": _number(value), "detail": detail}) for metric, value, detail in rows],
+        [dg.TableRecord({"metric": metric, "value": finite_or_none(value), "detail": detail}) for metric, value, detail in rows],
         schema=SCORES_SCHEMA,
     )
 
@@ -177,8 +172,8 @@ def scores_table(score: FidScore) -> dg.TableMetadataValue:
 def controls_table(score: FidScore) -> dg.TableMetadataValue:
     """The controls: what the gate said about each, and whether that was right."""
     return dg.MetadataValue.table([
-        dg.TableRecord({"control": control.name, "kind": control.kind, "fid": _number(control.fid),
-                        "kid": _number(control.kid), "gate_says": "pass" if control.passed else "fail",
+        dg.TableRecord({"control": control.name, "kind": control.kind, "fid": finite_or_none(control.fid),
+                        "kid": finite_or_none(control.kid), "gate_says": "pass" if control.passed else "fail",
                         "right": bool(control.verdict_correct)})
         for control in score.controls
     ], schema=CONTROLS_SCHEMA)

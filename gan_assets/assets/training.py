@@ -91,7 +91,8 @@ def _train(images: np.ndarray, config: Any, logger: Any) -> TrainResult:
     return train_gan(images, config, logger=logger)
 
 
-def _finite(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
+    """A finite float, else None: metadata and JSON hold no NaN or infinity."""
     return float(value) if np.isfinite(value) else None
 
 
@@ -99,7 +100,7 @@ def _report_divergence(context: dg.AssetExecutionContext, store: Any, config: An
                        fingerprint: dict[str, Any], err: DivergenceError) -> None:
     """What the retrain loop reads: an observation of the failed attempt, and its record in the history."""
     record = {"status": "diverged", "passed": False, "attempt": attempt, "step": err.step,
-              "loss_d": _finite(err.loss_d), "loss_g": _finite(err.loss_g), "scoring_run_id": context.run_id}
+              "loss_d": finite_or_none(err.loss_d), "loss_g": finite_or_none(err.loss_g), "scoring_run_id": context.run_id}
     save_attempt_score(store, context.partition_key, attempt, context.run_id, record)
     context.log_event(dg.AssetObservation(
         asset_key=context.asset_key, partition=context.partition_key,
