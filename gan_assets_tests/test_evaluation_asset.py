@@ -146,7 +146,14 @@ def test_fid_score_json_metadata_cache_and_check(tmp_path: Path) -> None:
     assert isinstance(md["config"], dg.JsonMetadataValue) and md["config"].value == config.to_dict()
     assert md["config_diff"].value == {} and md["real_features_cache_hit"].value is False
     assert "FID" in md["summary"].value and "NOT DISCRIMINATIVE" in md["summary"].value
-    assert "| uniform_noise | negative |" in md["summary"].value
+    # Tables with schemas, not markdown: the UI sorts them and a reader gets typed values.
+    assert isinstance(md["scores"], dg.TableMetadataValue) and isinstance(md["controls"], dg.TableMetadataValue)
+    assert [c.name for c in md["controls"].schema.columns] == ["control", "kind", "fid", "kid", "gate_says", "right"]
+    scores = {r.data["metric"]: r.data["value"] for r in md["scores"].records}
+    assert scores["FID"] == pytest.approx(stored["fid"]) and scores["threshold"] == pytest.approx(stored["threshold"])
+    controls = {r.data["control"]: r.data for r in md["controls"].records}
+    assert controls["uniform_noise"]["kind"] == "negative" and set(controls) == {c["name"] for c in stored["controls"]}
+    assert "|" not in md["summary"].value
     (check,) = check_evaluations(first)
     assert not check.passed and check.check_name == "fid_within_threshold"
     assert "the metric, not the model, is at fault" in check.description and "extractor" in check.description
