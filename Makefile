@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # Where `make demo` / `make dev` keep Dagster's instance (runs, events, schedules): git-ignored.
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # glibc returns big freed buffers to the OS on every free; these keep them (ingest and CPU
-# training measured 1.2-3.5x faster, see benchmarks/); worker processes inherit them.
+# training measured faster, see docs/scaling.md); worker processes inherit them.
 export MALLOC_MMAP_THRESHOLD_ ?= 67108864
 export MALLOC_TRIM_THRESHOLD_ ?= 268435456
 

@@ -29,8 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def naive_loop(paths: list[Path], image_size: int) -> np.ndarray:
     import pydicom
@@ -90,7 +88,7 @@ def main() -> None:
         return
 
     from gan_assets.dicom.batch import preprocess_month, resolve_workers, scan_month
-    from gan_assets.dicom.demo_data import generate_landing_zone
+    from gan_assets.demo.data import generate_landing_zone
     from gan_assets.dicom.landing_zone import SourceSpec
     from gan_assets.dicom.preprocess import PreprocessOptions
     from gan_assets.dicom.scan import ScanOptions

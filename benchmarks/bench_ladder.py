@@ -34,23 +34,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from demo_window import (  # noqa: E402
+from demo_window import (
     DEFAULT_LANDING_ZONE, add_extractor_arguments, build_extractor, generator_samples, load_demo_window,
     mean_spread, score_features,
 )
-from gan_assets.model.config import TrainConfig  # noqa: E402
-from gan_assets.model.train import DivergenceError, train_gan  # noqa: E402
+from gan_assets.model.config import TrainConfig
+from gan_assets.model.train import DivergenceError, train_gan
 
 AUGMENT = "translation,cutout"
 ARMS: dict[str, Callable[[TrainConfig], TrainConfig]] = {

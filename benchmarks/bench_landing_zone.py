@@ -51,14 +51,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gan_assets.dicom.batch import preprocess_month, resolve_workers, scan_month  # noqa: E402
-from gan_assets.dicom.demo_data import generate_landing_zone  # noqa: E402
-from gan_assets.dicom.index import month_rows, update_index  # noqa: E402
-from gan_assets.dicom.landing_zone import LandingZone, SourceSpec  # noqa: E402
-from gan_assets.dicom.preprocess import PreprocessOptions  # noqa: E402
-from gan_assets.dicom.scan import ScanOptions  # noqa: E402
+from gan_assets.demo.data import generate_landing_zone
+from gan_assets.dicom.batch import preprocess_month, resolve_workers, scan_month
+from gan_assets.dicom.index import month_rows, update_index
+from gan_assets.dicom.landing_zone import LandingZone, SourceSpec
+from gan_assets.dicom.preprocess import PreprocessOptions
+from gan_assets.dicom.scan import ScanOptions
 
 KEY = b"bench-landing-zone"
 TARGET_RATIO = 10.0

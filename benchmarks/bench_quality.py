@@ -25,23 +25,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from demo_window import (  # noqa: E402
+from demo_window import (
     DEFAULT_LANDING_ZONE, SAMPLE_SEED, add_extractor_arguments, build_extractor, generator_samples,
     load_demo_window, mean_spread, score_features,
 )
-from gan_assets.model.config import TrainConfig  # noqa: E402
-from gan_assets.model.train import batch_schedule, images_to_tensor, train_gan  # noqa: E402
-from reference_dcgan import ReferenceDCGAN  # noqa: E402
+from gan_assets.model.config import TrainConfig
+from gan_assets.model.train import batch_schedule, images_to_tensor, train_gan
+from reference_dcgan import ReferenceDCGAN
 
 # pytorch/examples dcgan/main.py defaults: --ngf 64 --ndf 64 --batchSize 64 --nz 100 --lr 0.0002 --beta1 0.5.
 REFERENCE = TrainConfig(latent_dim=100, generator_width=64, discriminator_width=64, batch_size=64,

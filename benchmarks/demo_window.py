@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gan_assets.demo.data import DEFAULT_MONTHS, generate_landing_zone, landing_zone_has_files
 from gan_assets.dicom.batch import preprocess_month, scan_month
-from gan_assets.dicom.demo_data import DEFAULT_MONTHS, generate_landing_zone, landing_zone_has_files
 from gan_assets.metrics.domain_encoder import train_domain_encoder
 from gan_assets.metrics.extractors import DomainExtractor, FeatureExtractor
 from gan_assets.metrics.frechet import frechet_distance_features
 from gan_assets.metrics.kid import kernel_inception_distance
+from gan_assets.model.artifact import sample_images
 from gan_assets.model.config import TrainConfig
 from gan_assets.model.dcgan import build_generator
-from gan_assets.model.artifact import sample_images
 from gan_assets.resources import FidExtractor, PreprocessConfig, dicom_source_from_env
 from gan_assets.storage.images import unpack_images
 

@@ -20,17 +20,13 @@ import logging
 import sys
 import time
 import traceback
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from gan_assets.model.config import TrainConfig  # noqa: E402
-from gan_assets.model.train import GanTrainer, StepOptions, batch_schedule, train_gan  # noqa: E402
-from reference_dcgan import ReferenceDCGAN  # noqa: E402
+from gan_assets.model.config import TrainConfig
+from gan_assets.model.train import GanTrainer, StepOptions, batch_schedule, train_gan
+from reference_dcgan import ReferenceDCGAN
 
 BATCH = 256
 QUIET = logging.getLogger("gpu_check.quiet")

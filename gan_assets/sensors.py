@@ -42,7 +42,7 @@ from gan_assets.model.mutation import (
     mutate_config,
     rule_for_cause,
 )
-from gan_assets.partitions import monthly_partitions
+from gan_assets.partitions import partition_months, partition_of
 from gan_assets.report.sinks import delivery_message, run_failure_message
 from gan_assets.resources import DicomSource, EvaluationBar, Notifier, RetrainPolicy
 from gan_assets.storage import StorageFormatError, decode
@@ -423,7 +423,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, dicom_source: Dicom
         return dg.SensorResult(run_requests=[dg.RunRequest(
             job_name=index_job.name, run_key=f"index:{signature}", tags={TRIGGER_TAG: "landing_zone", "gan/reason": reason})])
 
-    months = {key_[:7] for key_ in monthly_partitions.get_partition_keys(dynamic_partitions_store=context.instance)}
+    months = partition_months(context.instance)
     current = month_fingerprints(index, months)
     if context.cursor is None:
         return dg.SensorResult(cursor=json.dumps(current, sort_keys=True), skip_reason=dg.SkipReason(
@@ -435,7 +435,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, dicom_source: Dicom
         fingerprint = current.get(month, EMPTY_MONTH)
         if seen.get(month) == fingerprint or month not in months:
             continue
-        partition = f"{month}-01"
+        partition = partition_of(month)
         if fingerprint == EMPTY_MONTH:
             notes.append(f"{partition}: its files were deleted; no run (nothing to train on)")
             continue

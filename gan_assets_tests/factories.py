@@ -30,7 +30,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from gan_assets.dicom.phantom import PHI_MARKER, SliceSpec, ct_dataset, phi_values
+from gan_assets.demo.phantom import PHI_MARKER, SliceSpec, ct_dataset, phi_values
 from gan_assets.dicom.scan import MANIFEST_COLUMNS
 from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
 from gan_assets.jobs import retrain_job

@@ -28,6 +28,13 @@ def test_every_materializable_asset_has_the_code_version_of_its_module() -> None
     assert "gan_assets.dicom.index" in closure_modules("gan_assets.assets.ingest")
 
 
+def test_the_model_core_imports_nothing_from_the_report() -> None:
+    # Images and charts both need image helpers: those live below every core (storage.images).
+    for module in ("gan_assets.model.previews", "gan_assets.model.train", "gan_assets.model.artifact"):
+        assert [m for m in closure_modules(module) if m.startswith("gan_assets.report")] == [], module
+    assert "gan_assets.storage.images" in closure_modules("gan_assets.report.charts")
+
+
 def _package(root: Path, helper_body: str) -> None:
     pkg = root / "cvpkg"
     pkg.mkdir(exist_ok=True)

@@ -10,9 +10,9 @@ import pydicom
 import pytest
 
 from gan_assets.demo import main as demo_main
-from gan_assets.dicom.demo_data import BAD_KINDS, generate_landing_zone, landing_zone_has_files
+from gan_assets.demo.data import BAD_KINDS, generate_landing_zone, landing_zone_has_files
+from gan_assets.demo.phantom import PHI_MARKER, phi_values
 from gan_assets.dicom.landing_zone import LandingZone, SourceSpec
-from gan_assets.dicom.phantom import PHI_MARKER, phi_values
 from gan_assets.dicom.scan import ScanOptions, scan_file
 
 

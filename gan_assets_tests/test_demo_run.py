@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gan_assets.dicom.demo_data import generate_landing_zone
+from gan_assets.demo.data import generate_landing_zone
 from gan_assets_tests.factories import tiny_config_overrides
 
 

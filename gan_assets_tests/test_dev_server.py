@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from gan_assets.dicom.demo_data import generate_landing_zone
+from gan_assets.demo.data import generate_landing_zone
 from gan_assets_tests.ui_harness import REPO_ROOT, free_port, prepare_dagster_home, session_pids, wait_for
 
 STOP_WITHIN_SECONDS = 45.0

@@ -12,7 +12,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
 
-from gan_assets.dicom.phantom import SliceSpec, ct_dataset
+from gan_assets.demo.phantom import SliceSpec, ct_dataset
 from gan_assets.dicom.limits import IngestLimits
 from gan_assets.dicom.preprocess import (
     PreprocessOptions,

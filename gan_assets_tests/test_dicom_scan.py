@@ -12,10 +12,10 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from gan_assets.demo.data import generate_landing_zone
+from gan_assets.demo.phantom import SliceSpec, ct_dataset
 from gan_assets.dicom.batch import preprocess_month, scan_month
-from gan_assets.dicom.demo_data import generate_landing_zone
 from gan_assets.dicom.landing_zone import LandingZone, SourceSpec
-from gan_assets.dicom.phantom import SliceSpec, ct_dataset
 from gan_assets.dicom.preprocess import PreprocessOptions
 from gan_assets.dicom.pseudonym import file_ref, image_id
 from gan_assets.dicom.scan import ScanOptions, parse_da, scan_file

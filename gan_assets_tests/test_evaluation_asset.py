@@ -201,14 +201,28 @@ def test_the_metadata_holds_the_score_as_typed_numbers(scored: Scored) -> None:
     assert md["config_diff"].value == {} and md["real_features_cache_hit"].value is False
 
 
-def test_the_metadata_holds_each_controls_fid_and_a_summary(scored: Scored) -> None:
+def test_the_metadata_holds_each_controls_fid_and_a_plain_summary(scored: Scored) -> None:
     (event,) = scored.first.asset_materializations_for_node("fid_score")
     md = event.metadata
     for control in scored.stored["controls"]:
         value = md[f"control/{control['name']}/fid"]
         assert isinstance(value, dg.FloatMetadataValue) and value.value == pytest.approx(control["fid"])
     assert "FID" in md["summary"].value and "NOT DISCRIMINATIVE" in md["summary"].value
-    assert "| uniform_noise | negative |" in md["summary"].value
+    assert "|" not in md["summary"].value
+
+
+def test_the_metadata_tables_have_schemas_and_typed_values(scored: Scored) -> None:
+    (event,) = scored.first.asset_materializations_for_node("fid_score")
+    md = event.metadata
+    # Tables with schemas, not markdown: the UI sorts them and a reader gets typed values.
+    assert isinstance(md["scores"], dg.TableMetadataValue) and isinstance(md["controls"], dg.TableMetadataValue)
+    assert [c.name for c in md["controls"].schema.columns] == ["control", "kind", "fid", "kid", "gate_says", "right"]
+    scores = {r.data["metric"]: r.data["value"] for r in md["scores"].records}
+    assert scores["FID"] == pytest.approx(scored.stored["fid"])
+    assert scores["threshold"] == pytest.approx(scored.stored["threshold"])
+    controls = {r.data["control"]: r.data for r in md["controls"].records}
+    assert controls["uniform_noise"]["kind"] == "negative"
+    assert set(controls) == {c["name"] for c in scored.stored["controls"]}
 
 
 def test_the_check_blames_the_metric_when_the_gate_is_blind(scored: Scored) -> None:

@@ -28,11 +28,11 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from gan_assets.demo.phantom import PHI_MARKER
 from gan_assets.dicom.batch import preprocess_month, run_parallel, scan_month
 from gan_assets.dicom.index import month_rows, unassigned_rows, update_index
 from gan_assets.dicom.landing_zone import LandingZone, SourceSpec
 from gan_assets.dicom.limits import IngestLimits, bounded_int
-from gan_assets.dicom.phantom import PHI_MARKER
 from gan_assets.dicom.preprocess import PreprocessOptions, RejectError, preprocess_file
 from gan_assets.dicom.pseudonym import file_ref, image_id
 from gan_assets.dicom.reasons import REASONS

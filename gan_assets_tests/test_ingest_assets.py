@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gan_assets.demo.data import BAD_KINDS, UNASSIGNED_KINDS, generate_landing_zone
 from gan_assets.dicom.batch import preprocess_month, scan_month
-from gan_assets.dicom.demo_data import BAD_KINDS, UNASSIGNED_KINDS, generate_landing_zone
 from gan_assets.dicom.index import INDEX_SCHEMA, zone_summary
 from gan_assets.dicom.landing_zone import SourceSpec
 from gan_assets.dicom.preprocess import PreprocessOptions
+from gan_assets.dicom.reasons import REASONS
 from gan_assets.dicom.scan import MANIFEST_COLUMNS, ScanOptions
+from gan_assets.report.document import data_counts
 from gan_assets.storage import ArrayBundle, decode
 from gan_assets.storage.images import unpack_images
 from gan_assets_tests.factories import ingest_assets, ingest_resources
@@ -65,6 +67,8 @@ def test_one_month_end_to_end(zone: Path, artifacts_dir: Path) -> None:
     assert attrs["voi"]["policy"] == "header" and attrs["voi"]["used"] == {"header": FILES_PER_MONTH}
     # Counted in = counted out.
     assert attrs["files_used"] + sum(attrs["rejected_by_reason"].values()) == attrs["files_seen"] == len(manifest)
+    # The report counts rejects with the same rule: its numbers are the asset's.
+    assert data_counts(manifest, attrs["rejected_at_decode"])["rejects_by_reason"] == attrs["rejected_by_reason"]
 
     meta = result.asset_materializations_for_node("preprocessed_images")[0].metadata
     assert meta["n_images"].value == FILES_PER_MONTH and meta["voi_policy"].value == "header"
@@ -73,6 +77,10 @@ def test_one_month_end_to_end(zone: Path, artifacts_dir: Path) -> None:
     manifest_meta = result.asset_materializations_for_node("dicom_manifest")[0].metadata
     assert manifest_meta["files_seen"].value == len(manifest)
     assert manifest_meta["rejected_by_reason"].value == {v: 1 for v in DATED_BAD.values()}
+    rejects = manifest_meta["rejects"]
+    assert isinstance(rejects, dg.TableMetadataValue) and [c.name for c in rejects.schema.columns] == ["reason_code", "reason", "files"]
+    assert {r.data["reason_code"]: r.data["files"] for r in rejects.records} == manifest_meta["rejected_by_reason"].value
+    assert all(r.data["reason"] == REASONS[r.data["reason_code"]] for r in rejects.records)
     # The undated and non-DICOM files of every month are in the index's unassigned table.
     index_meta = result.asset_materializations_for_node("landing_zone_index")[0].metadata
     assert index_meta["unassigned_by_reason"].value == {"no_usable_date": 3, "not_dicom": 3}

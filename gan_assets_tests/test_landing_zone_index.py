@@ -25,6 +25,7 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 from pydicom.dataset import Dataset
 
 from gan_assets.assets.ingest import dicom_manifest, dicom_source, landing_zone_index, preprocessed_images
+from gan_assets.demo.phantom import SliceSpec, ct_dataset
 from gan_assets.dicom.batch import preprocess_month
 from gan_assets.dicom.index import (
     EMPTY_MONTH,
@@ -38,7 +39,6 @@ from gan_assets.dicom.index import (
     with_observed,
 )
 from gan_assets.dicom.landing_zone import FileChangedError, FileEntry, LandingZone, SourceSpec
-from gan_assets.dicom.phantom import SliceSpec, ct_dataset
 from gan_assets.dicom.preprocess import PreprocessOptions
 from gan_assets.dicom.pseudonym import file_ref, image_id
 from gan_assets.dicom.scan import ScanOptions

@@ -10,8 +10,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from gan_assets.demo.phantom import SliceSpec, ct_dataset
 from gan_assets.dicom.index import month_fingerprints
-from gan_assets.dicom.phantom import SliceSpec, ct_dataset
 from gan_assets.jobs import gan_pipeline, index_job
 from gan_assets.sensors import FINGERPRINT_TAG, TRIGGER_TAG, landing_zone_sensor
 from gan_assets.storage import decode

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import io
 import logging
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from gan_assets.model.artifact import sample_images
 from gan_assets.model.augment import DiffAugment, rand_cutout, rand_translation
 from gan_assets.model import layers
 from gan_assets.model.dcgan import build_discriminator, build_generator
+from gan_assets.model.device import DeviceError, resolve_device
 from gan_assets.model.ema import ModelEMA
-from gan_assets.model.previews import fixed_noise_grid_png, loss_curve_png
+from gan_assets.model.previews import fixed_noise_grid_png
 from gan_assets.model.train import (
     DivergenceError,
     GanTrainer,
+    StepOptions,
     batch_schedule,
     compact_history,
     images_to_tensor,
-    resolve_device,
     train_gan,
 )
 from gan_assets_tests.factories import tiny_train_config
@@ -217,12 +216,7 @@ def test_compact_history_averages_long_runs() -> None:
     assert compact["loss_d"] == [0.5, 2.5, 4.5, 6.5, 8.5]
 
 
-def test_previews_are_pngs_and_the_grid_is_deterministic() -> None:
-    curve = loss_curve_png({"step": [1, 2, 3], "loss_d": [1.4, 1.0, float("nan")], "loss_g": [0.7, 0.9, 1.2]})
-    image = Image.open(io.BytesIO(curve))
-    assert image.format == "PNG" and image.size == (480, 260)
-    pixels = np.asarray(image.convert("RGB"))
-    assert (pixels == (214, 39, 40)).all(axis=2).sum() > 20  # the loss_g line is drawn
+def test_the_fixed_noise_grid_is_deterministic() -> None:
     generator = build_generator(TINY)
     first, second = fixed_noise_grid_png(generator, seed=3), fixed_noise_grid_png(generator, seed=3)
     assert first == second and first != fixed_noise_grid_png(generator, seed=4)
@@ -233,9 +227,28 @@ def test_device_auto_and_missing_cuda() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu").type == "cpu"
+    assert resolve_device(None).type == resolve_device(" auto ").type == expected
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="no GPU"):
-            resolve_device("cuda")
+        # The error names the setting to change, whichever stage asked.
+        with pytest.raises(DeviceError, match=r"fid_extractor\.device='cuda:0' asks for CUDA but torch sees no GPU"):
+            resolve_device("cuda:0", "fid_extractor.device")
+
+
+def test_the_cpu_fast_paths_switch_changes_the_layers_not_the_step() -> None:
+    """cpu_fast_paths swaps in model/layers.py for a training step only; off, torch's layers run."""
+    config = TINY.replace(image_size=32)
+    real = torch.rand(config.batch_size, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    steps = {}
+    for on in (True, False):
+        trainer = GanTrainer(config, "cpu", options=StepOptions(channels_last=True, cpu_fast_paths=on))
+        convolutions = [m for m in trainer.discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convolutions and all((type(m) is layers.Conv2d) == on for m in convolutions)
+        steps[on] = (trainer.train_step(real.contiguous(memory_format=torch.channels_last)), trainer.generator_state())
+    torch.testing.assert_close(steps[True][0], steps[False][0], atol=1e-4, rtol=1e-4)
+    assert steps[True][1].keys() == steps[False][1].keys()  # the stored weights do not depend on the switch
+    # Built, stored and sampled networks are torch's own classes: only a training step swaps them.
+    assert {type(m) for m in build_generator(config).modules()} >= {torch.nn.ConvTranspose2d}
+    assert not any(type(m).__module__ == layers.__name__ for m in build_discriminator(config).modules())
 
 
 FAST_PATH_LAYERS = [

@@ -237,7 +237,7 @@ def test_a_month_runs_through_postgres(
     from dagster._daemon.sensor import execute_sensor_iteration
 
     from gan_assets.assets.common import TRAINING_TAG
-    from gan_assets.dicom.demo_data import generate_landing_zone
+    from gan_assets.demo.data import generate_landing_zone
 
     instance = prod_instance
     landing = tmp_path / "landing_zone"

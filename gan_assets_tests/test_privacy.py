@@ -9,8 +9,8 @@ import dagster as dg
 import pydicom
 import pytest
 
-from gan_assets.dicom.demo_data import generate_landing_zone
-from gan_assets.dicom.phantom import PHI_MARKER, phi_values
+from gan_assets.demo.data import generate_landing_zone
+from gan_assets.demo.phantom import PHI_MARKER, phi_values
 from gan_assets.dicom.pseudonym import image_id, pseudonym_key
 from gan_assets.resources import PSEUDONYM_KEY_ENV
 from gan_assets_tests.factories import assert_nothing_leaked, ingest_assets, ingest_resources, run_haystacks

@@ -12,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 import jsonschema
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -20,7 +21,7 @@ from dagster_aws.s3 import S3Resource
 from gan_assets.assets.generation import generated_samples
 from gan_assets.assets.reporting import monthly_report
 from gan_assets.io_managers import S3ArtifactStore, S3OpenFormatIOManager
-from gan_assets.report.charts import line_chart
+from gan_assets.report.charts import chart_png, line_chart, loss_chart
 from gan_assets.report.document import ReportError, report_schema, validate_report
 from gan_assets.assets import reporting
 from gan_assets.storage import store_from_uri
@@ -79,7 +80,9 @@ def test_report_json_html_and_two_point_trend(artifacts_dir: Path) -> None:
     assert 'id="landing-zone"' in html and "0 belong to no month" in html
     assert report["timings"]["training"]["train_seconds"] == 0.5
     assert report["timings"]["generation"]["sample_seconds"] > 0
-    assert report["code_version"]["package"] == "0.1.0"
+    # The code is named by the assets' code version (no git checkout needed), in JSON and HTML.
+    assert report["code_version"] == {"package": "0.1.0", "code": reporting.CODE_VERSION}
+    assert f"(code {reporting.CODE_VERSION})" in html
     # Lineage: from the delivered images back to the promoted weights (by hash), data, code and runs.
     lineage = report["lineage"]
     weights_sha = state_dict_sha256(seeded["trained_generator"].tensors)
@@ -126,7 +129,10 @@ def test_report_json_html_and_two_point_trend(artifacts_dir: Path) -> None:
     metadata = result.asset_materializations_for_node("monthly_report")[0].metadata
     assert metadata["fid"].value == 47.5 and metadata["months_in_trend"].value == 2
     assert metadata["report_json"].value.endswith("monthly_report/2026-02-01.json")
-    assert "| 2026-01 | passed | 61.25 |" in metadata["summary"].value
+    trend = metadata["trend"]
+    assert isinstance(trend, dg.TableMetadataValue) and [c.name for c in trend.schema.columns][:3] == ["month", "status", "fid"]
+    assert [(r.data["month"], r.data["status"], r.data["fid"]) for r in trend.records] == [
+        ("2026-01", "passed", 61.25), ("2026-02", "passed", 47.5)]
     assert sorted(p.name for p in (artifacts_dir / "monthly_report").iterdir()) == [
         "2026-01-01.html", "2026-01-01.json", "2026-02-01.html", "2026-02-01.json",
     ]
@@ -209,6 +215,20 @@ def test_schema_rejects_a_broken_report() -> None:
     assert any(list(e.absolute_path) == ["status"] for e in errors)
 
 
+def test_the_loss_chart_is_one_geometry_for_svg_and_png() -> None:
+    chart = loss_chart({"step": [1, 2, 3], "loss_d": [1.4, 1.0, float("nan")], "loss_g": [0.7, 0.9, 1.2]})
+    loss_d, loss_g = chart["series"]
+    assert len(loss_d["points"].split()) == 2 and len(loss_g["points"].split()) == 3  # NaN is a gap
+    image = Image.open(io.BytesIO(chart_png(chart)))
+    assert image.format == "PNG" and image.size == (chart["width"], chart["height"])
+    pixels = np.asarray(image.convert("RGB"))
+    for series in chart["series"]:  # each line is drawn in the colour the SVG legend gives it
+        rgb = tuple(int(series["color"][i:i + 2], 16) for i in (1, 3, 5))
+        assert (pixels == rgb).all(axis=2).sum() > 20, series["name"]
+    empty = Image.open(io.BytesIO(chart_png(loss_chart(None)))).convert("RGB")
+    assert not (np.asarray(empty) == (214, 39, 40)).all(axis=2).any()
+
+
 def test_line_chart_geometry() -> None:
     chart = line_chart([0.0, 1.0, 2.0], [("FID", [10.0, None, 30.0])], title="t", width=200, height=100,
                        x_labels=["a", "b", "c"], point_status=["passed", None, "rejected"])
@@ -227,6 +247,15 @@ def test_line_chart_geometry() -> None:
     assert single["plot"]["top"] < y < single["plot"]["bottom"]
     with pytest.raises(ValueError, match="one value per x"):
         line_chart([0.0, 1.0], [("a", [1.0])], title="bad")
+
+
+def test_a_reject_counts_under_its_code_else_its_sentence() -> None:
+    from gan_assets.dicom.reasons import count_reasons, reason_examples
+
+    rows = [{"reason_code": "truncated", "reason": "cut at 10 bytes"}, {"reason_code": "truncated", "reason": "cut at 20"},
+            {"reason_code": "", "reason": "an older manifest's sentence"}, {"status": "rejected"}]
+    assert count_reasons(rows) == {"an older manifest's sentence": 1, "truncated": 2, "unspecified": 1}
+    assert reason_examples(rows)["truncated"] == "cut at 10 bytes"
 
 
 def test_rejects_group_by_reason_code_and_count_decode_time_rejects() -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from gan_assets.demo.data import generate_landing_zone
 from gan_assets.dicom.batch import DECODE_POOL_MIN_FILES
-from gan_assets.dicom.demo_data import generate_landing_zone
 from gan_assets_tests.daemon_harness import (
     command_line,
     log_excerpt,

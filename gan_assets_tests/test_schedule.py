@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from gan_assets.jobs import gan_pipeline
-from gan_assets.partitions import monthly_partitions
+from gan_assets.partitions import PARTITION_START, month_of, monthly_partitions, partition_months, partition_of
 from gan_assets.schedules import monthly_pipeline_schedule
 
 
@@ -56,3 +56,10 @@ def test_schedule_requests_nothing_before_the_first_month_ends() -> None:
         )
         data = schedule.evaluate_tick(context)
     assert not data.run_requests
+
+
+def test_partition_keys_and_index_months_map_both_ways() -> None:
+    assert month_of("2026-03-01") == "2026-03" and partition_of("2026-03") == "2026-03-01"
+    months = partition_months()
+    assert month_of(PARTITION_START) in months and "2025-12" not in months
+    assert all(partition_of(month) in monthly_partitions.get_partition_keys() for month in months)

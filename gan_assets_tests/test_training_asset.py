@@ -13,16 +13,15 @@ import numpy as np
 import pytest
 
 from gan_assets.assets.common import TRAINING_TAG
-from gan_assets.assets.training import pack_window, trained_generator
+from gan_assets.assets.training import pack_window, trained_generator, training_window
 from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
 from gan_assets.jobs import retrain_job
 from gan_assets.model.artifact import generator_from_bundle, sample_images
 from gan_assets.model.history import list_attempts
 from gan_assets.partitions import monthly_partitions
-from gan_assets.report.images import grid_png
 from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
 from gan_assets.storage.digest import state_dict_sha256
-from gan_assets.storage.images import encoding_attrs, pack_images
+from gan_assets.storage.images import encoding_attrs, grid_png, pack_images
 from gan_assets_tests.factories import tiny_config_resources, tiny_train_config
 
 UPSTREAM = dg.AssetSpec("preprocessed_images", partitions_def=monthly_partitions)
@@ -114,6 +113,21 @@ def test_empty_window_fails_with_a_clear_error(artifacts_dir: Path) -> None:
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert failure is not None
     assert "no training images in the window" in failure.to_string()
+
+
+def test_training_window_names_every_month_and_leaves_out_missing_ones() -> None:
+    jan, mar = ArrayBundle({"images": np.zeros((1, 4, 4), np.uint8)}), ArrayBundle({"images": np.ones((2, 4, 4), np.uint8)})
+    # Several months: in month order, a month the IO manager could not load is left out.
+    window = training_window({"2026-03-01": mar, "2026-02-01": None, "2026-01-01": jan},
+                             ["2026-01-01", "2026-02-01", "2026-03-01"], "2026-03-01")
+    assert list(window) == ["2026-01-01", "2026-03-01"] and window["2026-03-01"] is mar
+    # One month arrives as a bare bundle: named by the partition it records first ...
+    recorded = ArrayBundle({"images": np.zeros((1, 4, 4), np.uint8)}, attrs={"partition": "2026-02-01"})
+    assert list(training_window(recorded, ["2026-03-01"], "2026-03-01")) == ["2026-02-01"]
+    # ... else by the input's last key, else by the month being materialized (never a placeholder).
+    assert list(training_window(mar, ["2026-03-01", "2026-01-01"], "2026-04-01")) == ["2026-03-01"]
+    assert list(training_window(mar, [], "2026-04-01")) == ["2026-04-01"]
+    assert training_window(None, ["2026-03-01"], "2026-03-01") == {}
 
 
 def test_image_size_mismatch_names_the_partition() -> None:

@@ -103,7 +103,7 @@ class Browser:
 @pytest.fixture
 def ui_env(tmp_path: Path) -> dict[str, str]:
     """Landing zone with one small month, artifacts folder, tiny gan_config: the code location's env."""
-    from gan_assets.dicom.demo_data import generate_landing_zone
+    from gan_assets.demo.data import generate_landing_zone
 
     landing = tmp_path / "landing_zone"
     generate_landing_zone(landing, seed=0, files_per_month=FILES_PER_MONTH, months=[MONTH], workers=1)
@@ -143,7 +143,7 @@ def show_markdown_image(page: Any, url: str, label: str) -> None:
 
 def _add_late_file(zone: Path) -> None:
     """One more CT slice of MONTH, arriving after the month was ingested."""
-    from gan_assets.dicom.phantom import SliceSpec, ct_dataset
+    from gan_assets.demo.phantom import SliceSpec, ct_dataset
 
     ds = ct_dataset(SliceSpec(7, 77, dt.date(int(MONTH[:4]), int(MONTH[5:]), 27), 1, 64, False, False))
     (zone / "late").mkdir(exist_ok=True)

@@ -36,7 +36,7 @@ from gan_assets.assets.common import (
     run_attempt,
     stage,
 )
-from gan_assets.assets.training import TRAINING_POOL, pack_window, training_window
+from gan_assets.assets.training import TRAINING_POOL, finite_or_none, pack_window, training_window
 from gan_assets.metrics.cache import RealFeatures, real_features_cached
 from gan_assets.metrics.controls import split_reference
 from gan_assets.metrics.domain_encoder import train_domain_encoder, weights_to_tensors
@@ -46,12 +46,11 @@ from gan_assets.metrics.score import MIN_REAL_IMAGES
 from gan_assets.model.artifact import generator_from_bundle, sample_images
 from gan_assets.model.config import DEFAULTS
 from gan_assets.model.history import PromotedModel, promote, save_attempt, save_attempt_score
-from gan_assets.partitions import TRAINING_WINDOW, monthly_partitions
-from gan_assets.report.images import grid_png, markdown_image, to_uint8
+from gan_assets.partitions import TRAINING_WINDOW_INPUT, monthly_partitions
 from gan_assets.resources import CloudWatchMetrics, EvaluationBar, FidExtractor, GanConfig
 from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle, encode
 from gan_assets.storage.digest import state_dict_sha256
-from gan_assets.storage.images import unpack_images
+from gan_assets.storage.images import grid_png, markdown_image, to_uint8, unpack_images
 
 # What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
 CODE_VERSION = code_version(__name__)
@@ -60,17 +59,6 @@ CLOUDWATCH_MODEL = "dcgan"
 # Generated images for scoring use their own noise stream, apart from generated_samples' seed.
 FAKE_SEED_OFFSET = 1_000_003
 PAIR_TILE_SIDE = 64
-
-
-def _window_bundles(context: dg.AssetExecutionContext, loaded: Any) -> dict[str, ArrayBundle]:
-    """The window input as {partition: bundle}; the IO manager returns a bare bundle for one key."""
-    if loaded is None:
-        return {}
-    if isinstance(loaded, ArrayBundle):
-        keys = context.asset_partition_keys_for_input("preprocessed_images")
-        key = str(loaded.attrs.get("partition") or (keys[-1] if keys else context.partition_key))
-        return {key: loaded}
-    return {str(k): v for k, v in dict(loaded).items() if v is not None}
 
 
 def _config_diff(context: dg.AssetExecutionContext) -> dict[str, Any]:
@@ -146,39 +134,65 @@ VERDICTS = {
 }
 
 
-def controls_markdown(score: FidScore) -> str:
-    """The controls as a markdown table: what the gate said about each, and whether that was right."""
-    lines = ["| control | kind | FID | KID | gate says | right? |", "|---|---|---|---|---|---|"]
-    for control in score.controls:
-        lines.append(f"| {control.name} | {control.kind} | {control.fid:.4f} | {control.kid:.5f} | "
-                     f"{'pass' if control.passed else 'fail'} | {'yes' if control.verdict_correct else '**no**'} |")
-    return "\n".join(lines)
+SCORES_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("metric", "string"), dg.TableColumn("value", "float"), dg.TableColumn("detail", "string"),
+])
+CONTROLS_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("control", "string"), dg.TableColumn("kind", "string", description="negative: the gate must fail it"),
+    dg.TableColumn("fid", "float"), dg.TableColumn("kid", "float"),
+    dg.TableColumn("gate_says", "string"), dg.TableColumn("right", "bool", description="the gate said what it must"),
+])
+
+
+def scores_table(score: FidScore) -> dg.TableMetadataValue:
+    """The month's scores beside what they are compared with, one row per figure."""
+    fp = score.fingerprint
+    details = score.memorization.details
+    limit = f"of {details['n_generated']} generated, limit {score.memorization.max_near_copy_fraction:.2%}"
+    rows = [
+        ("FID", score.fid, ""),
+        ("threshold", score.threshold, score.threshold_rule),
+        ("gate separation", score.gate.separation,
+         f"minimum {score.gate.min_separation:g}: {'discriminative' if score.gate.discriminative else 'NOT discriminative'}"),
+        ("floor FID (real vs real)", score.floor_fid, ""),
+        ("KID mean", score.kid_mean, f"std {score.kid_std:.5f}"),
+        ("floor KID", score.floor_kid, ""),
+        ("images real", score.n_real, f"{score.n_reference} in the reference half"),
+        ("images generated", score.n_fake, ""),
+        ("near-copies, feature space", details["feature_space"]["near_copies"], limit),
+        ("near-copies, pixel space", details["pixel_space"]["near_copies"], limit),
+        ("extractor features", fp["feature_dim"],
+         f"{fp['extractor']}, {fp['input_size']} px, sha256 {fp['weights_sha256'][:12]}"),
+    ]
+    return dg.MetadataValue.table(
+        [dg.TableRecord({"metric": metric, "value": finite_or_none(value), "detail": detail}) for metric, value, detail in rows],
+        schema=SCORES_SCHEMA,
+    )
+
+
+def controls_table(score: FidScore) -> dg.TableMetadataValue:
+    """The controls: what the gate said about each, and whether that was right."""
+    return dg.MetadataValue.table([
+        dg.TableRecord({"control": control.name, "kind": control.kind, "fid": finite_or_none(control.fid),
+                        "kid": finite_or_none(control.kid), "gate_says": "pass" if control.passed else "fail",
+                        "right": bool(control.verdict_correct)})
+        for control in score.controls
+    ], schema=CONTROLS_SCHEMA)
+
+
+def summary_metadata(score: FidScore) -> dict[str, Any]:
+    """The verdict in words, and the scores and controls as tables the UI sorts and filters."""
+    return {"summary": dg.MetadataValue.md(_summary_markdown(score)),
+            "scores": scores_table(score), "controls": controls_table(score)}
 
 
 def _summary_markdown(score: FidScore) -> str:
     fp = score.fingerprint
-    details = score.memorization.details
     lines = [
-        f"**{VERDICTS[score.status]}** - attempt {score.attempt} of {score.max_attempts}",
+        f"**{VERDICTS[score.status]}** - attempt {score.attempt} of {score.max_attempts}: "
+        f"FID {score.fid:.4f} against a threshold of {score.threshold:.4f} ({score.threshold_rule}).",
         "",
-        "| metric | value |",
-        "|---|---|",
-        f"| FID | {score.fid:.4f} |",
-        f"| threshold ({score.threshold_rule}) | {score.threshold:.4f} |",
-        f"| gate discriminative | {'yes' if score.gate.discriminative else '**no**'} "
-        f"(separation {score.gate.separation:.3g}, minimum {score.gate.min_separation:g}) |",
-        f"| real-vs-real floor FID | {score.floor_fid:.4f} |",
-        f"| KID (mean +- std) | {score.kid_mean:.5f} +- {score.kid_std:.5f} |",
-        f"| floor KID | {score.floor_kid:.5f} |",
-        f"| images real (reference) / generated | {score.n_real} ({score.n_reference}) / {score.n_fake} |",
-        f"| near-copies (feature / pixel space) | {details['feature_space']['near_copies']} / "
-        f"{details['pixel_space']['near_copies']} of {details['n_generated']} "
-        f"(limit {score.memorization.max_near_copy_fraction:.2%}) |",
-        f"| extractor | {fp['extractor']} ({fp['feature_dim']} features, {fp['input_size']} px, sha256 {fp['weights_sha256'][:12]}) |",
-        "",
-        f"Threshold: {score.gate.rule}.",
-        "",
-        controls_markdown(score),
+        f"Threshold: {score.gate.rule}. The scores and the controls are in the tables beside this summary.",
     ]
     if score.gate.reasons:
         lines += ["", "Not discriminative: " + "; ".join(score.gate.reasons) + "."]
@@ -262,9 +276,7 @@ def _held_out_half(bundle: ArrayBundle | None, partition: str, image_size: int) 
     # to one input): the body trains on the earlier months and reads this month only for the
     # held-out-half fallback.
     ins={
-        "preprocessed_images": dg.AssetIn(
-            partition_mapping=TRAINING_WINDOW, metadata={"allow_missing_partitions": True},
-        )
+        "preprocessed_images": TRAINING_WINDOW_INPUT,
     },
     # It trains a network on the CPU: share the training pool so a backfill does not run it
     # beside trained_generator steps.
@@ -287,8 +299,8 @@ def fid_feature_extractor(
                          metadata={"unused": True, "kind": dg.MetadataValue.text(fid_extractor.kind)})
 
     image_size = gan_config.image_size
-    window_keys = sorted(context.asset_partition_keys_for_input("preprocessed_images"))
-    window = training_window(preprocessed_images, window_keys)
+    window = training_window(preprocessed_images, context.asset_partition_keys_for_input("preprocessed_images"),
+                             partition)
     prior = {key: bundle for key, bundle in window.items()
              if key < partition and len(bundle.arrays.get("images", ())) > 0}
     if prior:
@@ -346,10 +358,7 @@ def fid_feature_extractor(
     ins={
         "trained_generator": dg.AssetIn(),
         "fid_feature_extractor": dg.AssetIn(),
-        "preprocessed_images": dg.AssetIn(
-            partition_mapping=TRAINING_WINDOW,
-            metadata={"allow_missing_partitions": True},
-        ),
+        "preprocessed_images": TRAINING_WINDOW_INPUT,
     },
     kinds={"pytorch", "numpy"},
 )
@@ -369,7 +378,8 @@ def fid_score(
     extractor = fid_extractor.build_for(fid_feature_extractor)
     store = artifact_store.object_store()
 
-    window = _window_bundles(context, preprocessed_images)
+    window = training_window(preprocessed_images, context.asset_partition_keys_for_input("preprocessed_images"),
+                             partition)
     if partition not in window:
         raise dg.Failure(description=f"no preprocessed_images for {partition}: materialize it before fid_score")
     packed = window[partition]["images"]
@@ -439,7 +449,7 @@ def fid_score(
         _reject_month(context, store, score)
     closest = list(score.memorization.details.get("closest") or [])
     context.add_output_metadata({
-        "summary": dg.MetadataValue.md(_summary_markdown(score)),
+        **summary_metadata(score),
         **score_metadata(score),
         "real_features_cache_hit": dg.MetadataValue.bool(real.cache_hit),
         "real_features_cache": dg.MetadataValue.path(real.uri),
@@ -464,7 +474,7 @@ def _reject_month(context: dg.AssetExecutionContext, store: ObjectStore, score: 
     store.put(f"fid_score/{context.partition_key}.{ext}", data)
     context.log_event(dg.AssetObservation(
         asset_key=context.asset_key, partition=context.partition_key,
-        metadata={"summary": dg.MetadataValue.md(_summary_markdown(score)), **score_metadata(score)},
+        metadata={**summary_metadata(score), **score_metadata(score)},
     ))
     raise dg.Failure(description=check_result(score).description,
                      metadata={"status": score.status, "fid": score.fid, "threshold": score.threshold,

@@ -5,36 +5,26 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-import torch
 
 from gan_assets import __version__
 from gan_assets.assets.common import GROUP_DELIVERY, ArtifactStoreResource, code_version, stage
 from gan_assets.dicom.secondary_capture import DEFAULT_MODALITY, SyntheticSeries, secondary_capture_bytes
 from gan_assets.metrics.evaluation import FidScore
 from gan_assets.model.artifact import generator_from_bundle, sample_images
+from gan_assets.model.device import resolve_device
 from gan_assets.model.history import ModelHistoryError, load_promoted
-from gan_assets.partitions import monthly_partitions
+from gan_assets.partitions import month_of, monthly_partitions
 from gan_assets.report.document import most_common_modality
-from gan_assets.report.images import grid_png, markdown_image, preview_grid_png
 from gan_assets.resources import GanConfig, GenerationSettings
 from gan_assets.storage import ArrayBundle
 from gan_assets.storage.digest import arrays_sha256
-from gan_assets.storage.images import encoding_attrs, pack_images
+from gan_assets.storage.images import encoding_attrs, grid_png, markdown_image, pack_images, preview_grid_png
 
 # What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
 CODE_VERSION = code_version(__name__)
 
 ASSET = "generated_samples"
 
-
-
-def sample_device(requested: str) -> str:
-    """The device sampling runs on: 'auto' picks CUDA when present."""
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"gan_config.device={requested!r} but CUDA is not available here; use 'auto' or 'cpu'")
-    return requested
 
 
 def grid_key(partition: str) -> str:
@@ -92,7 +82,7 @@ def generated_samples(
         )
 
     config = generation_config.to_generation_config()
-    device = sample_device(gan_config.device)
+    device = str(resolve_device(gan_config.device, "gan_config.device"))
     started = time.perf_counter()
     generator = generator_from_bundle(weights, device=device)
     images = pack_images(sample_images(generator, config.num_samples, seed=config.sample_seed, device=device))
@@ -107,7 +97,7 @@ def generated_samples(
         if stale.endswith(".dcm"):
             store.delete(stale)
     if config.write_sample_dicoms:
-        series = SyntheticSeries.new(modality, label=partition[:7])
+        series = SyntheticSeries.new(modality, label=month_of(partition))
         for index, image in enumerate(images, start=1):
             data = secondary_capture_bytes(image, series, index, software_version=f"gan-assets {__version__}")
             dicom_uris.append(store.put(dicom_key(partition, index), data))

@@ -20,13 +20,7 @@ import pyarrow as pa
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from gan_assets.assets.common import GROUP_INGEST, ArtifactStoreResource, code_version, stage
-from gan_assets.dicom.batch import (
-    default_key_warning,
-    describe_reasons,
-    preprocess_month,
-    reason_counts,
-    resolve_workers,
-)
+from gan_assets.dicom.batch import default_key_warning, preprocess_month, resolve_workers
 from gan_assets.dicom.index import (
     EMPTY_MONTH,
     INDEX_SCHEMA,
@@ -43,13 +37,12 @@ from gan_assets.dicom.index import (
     update_index,
     with_observed,
 )
-from gan_assets.dicom.reasons import REASONS
-from gan_assets.partitions import monthly_partitions
-from gan_assets.report.images import grid_png, markdown_image
+from gan_assets.dicom.reasons import REASONS, count_reasons, describe_reasons
+from gan_assets.partitions import month_of, monthly_partitions, partition_months, partition_of
 from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
 from gan_assets.storage import ArrayBundle, ObjectStore, StorageFormatError, decode
 from gan_assets.storage.digest import arrays_sha256
-from gan_assets.storage.images import encoding_attrs
+from gan_assets.storage.images import encoding_attrs, grid_png, markdown_image
 
 # What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
 CODE_VERSION = code_version(__name__)
@@ -73,16 +66,17 @@ DICOM_SOURCE_KEY = dicom_source.key
 INDEX_KEY = "landing_zone_index.parquet"  # where the IO manager stores the unpartitioned index
 
 
-def _month(partition_key: str) -> str:
-    return partition_key[:7]  # "2026-03-01" -> "2026-03"
+REJECTS_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("reason_code", "string"), dg.TableColumn("reason", "string"), dg.TableColumn("files", "int"),
+])
 
 
-def _md_table(counts: dict[str, int], header: tuple[str, str]) -> str:
-    if not counts:
-        return "(none)"
-    lines = [f"| {header[0]} | {header[1]} |", "|---|---:|"]
-    lines += [f"| {key} | {value} |" for key, value in counts.items()]
-    return "\n".join(lines)
+def _rejects_table(counts: dict[str, int]) -> dg.TableMetadataValue:
+    """Rejected files per reason code, with the code's fixed sentence (never per-file text)."""
+    return dg.MetadataValue.table(
+        [dg.TableRecord({"reason_code": code, "reason": REASONS.get(code, code), "files": n}) for code, n in counts.items()],
+        schema=REJECTS_SCHEMA,
+    )
 
 
 def _column_schema(schema: pa.Schema) -> dg.TableSchema:
@@ -98,10 +92,6 @@ def _previous_index(context: dg.AssetExecutionContext, store: ObjectStore) -> pa
     except (StorageFormatError, ValueError) as err:
         context.log.warning(f"the stored landing_zone_index cannot be used ({err}); rebuilding it from the zone")
         return None
-
-
-def partition_months(context: dg.AssetExecutionContext) -> set[str]:
-    return {_month(key) for key in monthly_partitions.get_partition_keys(dynamic_partitions_store=context.instance)}
 
 
 @dg.asset(
@@ -128,21 +118,21 @@ def landing_zone_index(
         dicom_source.source_spec(), previous, preprocess_config.scan_options(dicom_source.date_tags),
         key=dicom_source.key(), workers=preprocess_config.workers, tune=preprocess_config.tune_malloc,
     )
-    months = partition_months(context)
+    months = partition_months(context.instance)
     # Each month whose files changed gets a new data version on dicom_source: Dagster then shows
     # that month's assets (and only that month's) as unsynced.
     reported = months_to_report(update.table, months)
     by_month = summary_by_month(update.table)
     for month, fingerprint in reported.items():
         context.log_event(dg.AssetObservation(
-            asset_key=DICOM_SOURCE_KEY, partition=f"{month}-01", tags={DATA_VERSION_TAG: fingerprint},
+            asset_key=DICOM_SOURCE_KEY, partition=partition_of(month), tags={DATA_VERSION_TAG: fingerprint},
             metadata={"files": dg.MetadataValue.int(by_month.get(month, {}).get("files", 0)),
                       "files_ok": dg.MetadataValue.int(by_month.get(month, {}).get("ok", 0)),
                       "fingerprint": dg.MetadataValue.text(fingerprint)},
         ))
     table = with_observed(update.table, {**observed_months(update.table), **reported})
     unassigned = unassigned_rows(table, months)
-    unassigned_counts = reason_counts([row["reason_code"] for row in unassigned])
+    unassigned_counts = count_reasons(unassigned)
     context.log.info(
         f"landing zone: {update.files_listed} files listed in {update.list_seconds:.2f}s; {update.files_read} read "
         f"({update.new} new, {update.changed} changed{', full rebuild' if update.rebuilt else ''}) in "
@@ -200,7 +190,7 @@ def dicom_manifest(
 ) -> dg.Output[pd.DataFrame]:
     """One row per file the index dates into this month (pseudonymous id, geometry, codes, content
     fingerprint, ok or rejected + reason); read from landing_zone_index, no file is opened."""
-    month = _month(context.partition_key)
+    month = month_of(context.partition_key)
     index = check_index(landing_zone_index)
     policy = scan_policy(preprocess_config.scan_options(dicom_source.date_tags), dicom_source.key())
     if index_policy(index) != policy:
@@ -214,10 +204,10 @@ def dicom_manifest(
     rows = month_rows(index, month)
     frame = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA).to_pandas()
     ok = frame[frame["status"] == "ok"]
-    rejected = reason_counts(frame.loc[frame["status"] != "ok", "reason_code"].tolist())
+    rejected = count_reasons(frame[frame["status"] != "ok"].to_dict("records"))
     modalities = dict(sorted(Counter(ok["modality"].replace("", "unknown")).items()))
     syntaxes = dict(sorted(Counter(ok["transfer_syntax_name"].replace("", "unknown")).items()))
-    unassigned = len(unassigned_rows(index, partition_months(context)))
+    unassigned = len(unassigned_rows(index, partition_months(context.instance)))
     fingerprint = month_fingerprints(index, [month]).get(month, EMPTY_MONTH)
     context.log.info(
         f"{month}: {len(frame)} files belong to this month ({len(ok)} ok, {len(frame) - len(ok)} rejected"
@@ -236,11 +226,10 @@ def dicom_manifest(
         "data_fingerprint": dg.MetadataValue.text(fingerprint),
         "dagster/row_count": dg.MetadataValue.int(len(frame)),
         "dagster/column_schema": _column_schema(MANIFEST_SCHEMA),
+        "rejects": _rejects_table(rejected),
         "summary": dg.MetadataValue.md(
-            f"**{month}**: {len(frame)} files, {len(ok)} ok\n\n**Rejected by reason**\n\n"
-            + _md_table({f"{k}: {REASONS.get(k, k)}": v for k, v in rejected.items()}, ("reason", "files"))
-            + "\n\n**Modalities (ok files)**\n\n" + _md_table(modalities, ("modality", "files"))
-            + f"\n\n{unassigned} file(s) of the landing zone belong to no month: see landing_zone_index"
+            f"**{month}**: {len(frame)} files, {len(ok)} ok, {len(frame) - len(ok)} rejected (see rejects); "
+            f"{unassigned} file(s) of the landing zone belong to no month: see landing_zone_index"
         ),
     }
     # The month's content version: the same files give the same manifest.
@@ -264,7 +253,7 @@ def preprocessed_images(
     gan_config: GanConfig,
 ) -> dg.Output[ArrayBundle]:
     """The month's usable images, windowed and resized to image_size, packed uint8 in [-1, 1] with pseudonymous ids."""
-    month = _month(context.partition_key)
+    month = month_of(context.partition_key)
     image_size = gan_config.image_size
     options = preprocess_config.options(image_size)
     started = time.perf_counter()
@@ -275,9 +264,8 @@ def preprocessed_images(
     )
     seconds = time.perf_counter() - started
 
-    manifest_rejects = reason_counts([r["reason_code"] for r in rows if r["status"] != "ok"])
-    decode_rejects = reason_counts([r["reason_code"] for r in result.rejected])
-    all_rejects = dict(sorted((Counter(manifest_rejects) + Counter(decode_rejects)).items()))
+    decode_rejects = count_reasons(result.rejected)
+    all_rejects = count_reasons([*(r for r in rows if r["status"] != "ok"), *result.rejected])
     files_seen = len(rows)
     # Counted in = counted out: every file of the manifest is either used or rejected once.
     if result.files_ok + sum(all_rejects.values()) != files_seen:

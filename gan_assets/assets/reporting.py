@@ -17,12 +17,11 @@ from gan_assets.assets.common import GROUP_DELIVERY, ArtifactStoreResource, code
 from gan_assets.assets import evaluation, generation, ingest, training
 from gan_assets.assets.generation import ASSET as SAMPLES_ASSET
 from gan_assets.assets.generation import grid_key
-from gan_assets.assets.ingest import partition_months
 from gan_assets.dicom.index import EMPTY_MONTH, month_fingerprints, zone_summary
 from gan_assets.model.history import ModelHistoryError, load_promoted
 from gan_assets.storage.digest import arrays_sha256
 from gan_assets.metrics.evaluation import FidScore
-from gan_assets.partitions import monthly_partitions
+from gan_assets.partitions import month_of, monthly_partitions, partition_months
 from gan_assets.report.document import (
     FID_ASSET,
     REPORT_ASSET,
@@ -34,7 +33,7 @@ from gan_assets.report.document import (
     score_attempt_entry,
 )
 from gan_assets.report.html import render_report_html
-from gan_assets.report.images import data_uri, grid_png, markdown_image, preview_grid_png
+from gan_assets.storage.images import data_uri, grid_png, markdown_image, preview_grid_png
 from gan_assets.storage import ArrayBundle, TensorBundle
 
 # What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
@@ -70,20 +69,25 @@ def fid_score_history(instance: dg.DagsterInstance, partition: str) -> list[dict
     return entries
 
 
+TREND_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("month", "string"), dg.TableColumn("status", "string"), dg.TableColumn("fid", "float"),
+    dg.TableColumn("kid_mean", "float"), dg.TableColumn("threshold", "float"),
+])
+
+
+def _trend_table(trend: list[dict[str, Any]]) -> dg.TableMetadataValue:
+    """FID, KID and threshold by month (a month scored without a number shows it empty)."""
+    return dg.MetadataValue.table([
+        dg.TableRecord({"month": month_of(point["partition"]), "status": point["status"], "fid": point["fid"],
+                        "kid_mean": point["kid_mean"], "threshold": point["threshold"]})
+        for point in trend
+    ], schema=TREND_SCHEMA)
+
+
 def _summary_markdown(report: dict[str, Any], preview: str) -> str:
     evaluation = report["evaluation"]
     lines = [
-        f"**{report['partition'][:7]}: {report['status'].upper()}**. {report['verdict']}",
-        "",
-        "| month | status | FID | KID | threshold |",
-        "|---|---|---|---|---|",
-    ]
-    for point in report["trend"]:
-        fid = "n/a" if point["fid"] is None else f"{point['fid']:.2f}"
-        kid = "n/a" if point["kid_mean"] is None else f"{point['kid_mean']:.4f}"
-        threshold = "n/a" if point["threshold"] is None else f"{point['threshold']:.2f}"
-        lines.append(f"| {point['partition'][:7]} | {point['status']} | {fid} | {kid} | {threshold} |")
-    lines += [
+        f"**{month_of(report['partition'])}: {report['status'].upper()}**. {report['verdict']}",
         "",
         f"Attempts: {len(report['attempts'])} of {evaluation['max_attempts']}; "
         f"{report['generated_images']['count']} synthetic images (seed {report['generated_images']['seed']}).",
@@ -100,7 +104,7 @@ def _lineage(context: dg.AssetExecutionContext, store: Any, partition: str, inde
         promoted, _ = load_promoted(store, partition)  # verifies the weights against their hash
     except ModelHistoryError as err:
         raise dg.Failure(description=str(err)) from None
-    month = partition[:7]
+    month = month_of(partition)
     return {
         "model": {"attempt": promoted.attempt, "weights_sha256": promoted.weights_sha256,
                   "weights": store.uri(promoted.weights_key), "training_run_id": promoted.training_run_id},
@@ -168,7 +172,7 @@ def monthly_report(
         },
         preview_data_uri=data_uri(preview),
         data=data_counts(dicom_manifest, preprocessed_images.attrs.get("rejected_at_decode") or [],
-                         landing_zone=zone_summary(landing_zone_index, partition_months(context))),
+                         landing_zone=zone_summary(landing_zone_index, partition_months(context.instance))),
         attempts=attempts,
         trend=trend,
         timings={
@@ -177,6 +181,7 @@ def monthly_report(
             "report_seconds": round(time.perf_counter() - started, 4),
         },
         objects=objects,
+        code_version=CODE_VERSION,
         lineage=_lineage(context, store, partition, landing_zone_index, preprocessed_images, sample_attrs),
     )
     html = render_report_html(
@@ -193,6 +198,7 @@ def monthly_report(
 
     metadata: dict[str, Any] = {
         "summary": dg.MetadataValue.md(_summary_markdown(report, markdown_image(preview, f"samples {partition}"))),
+        "trend": _trend_table(report["trend"]),
         "status": dg.MetadataValue.text(report["status"]),
         "attempts": dg.MetadataValue.int(len(attempts)),
         "months_in_trend": dg.MetadataValue.int(len(trend)),

@@ -1,6 +1,7 @@
 """Training stage: ``trained_generator`` trains a DCGAN on a window of recent months of images."""
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
@@ -17,14 +18,14 @@ from gan_assets.assets.common import (
 from gan_assets.model.artifact import generator_from_bundle
 from gan_assets.model.config import TrainConfig
 from gan_assets.model.history import save_attempt, save_attempt_score
-from gan_assets.model.previews import FIXED_NOISE_COUNT, fixed_noise_grid_png, loss_curve_png
+from gan_assets.model.previews import FIXED_NOISE_COUNT, fixed_noise_grid_png
 from gan_assets.model.train import DivergenceError, TrainResult, train_gan
-from gan_assets.partitions import TRAINING_WINDOW, TRAINING_WINDOW_MONTHS, monthly_partitions
-from gan_assets.report.images import markdown_image
+from gan_assets.partitions import TRAINING_WINDOW_INPUT, TRAINING_WINDOW_MONTHS, monthly_partitions
+from gan_assets.report.charts import chart_png, loss_chart
 from gan_assets.resources import EvaluationBar, GanConfig
 from gan_assets.storage import ArrayBundle, TensorBundle
 from gan_assets.storage.digest import state_dict_sha256
-from gan_assets.storage.images import unpack_images
+from gan_assets.storage.images import markdown_image, unpack_images
 
 # What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
 CODE_VERSION = code_version(__name__)
@@ -32,14 +33,20 @@ CODE_VERSION = code_version(__name__)
 TRAINING_POOL = "gan_training"
 
 def training_window(
-    loaded: dict[str, ArrayBundle] | ArrayBundle | None, partition_keys: list[str]
+    loaded: dict[str, ArrayBundle | None] | ArrayBundle | None, partition_keys: Sequence[str], partition: str
 ) -> dict[str, ArrayBundle]:
-    """The loaded window as {partition: bundle} (a one-month window loads as a bare bundle)."""
+    """The loaded window input as {partition: bundle}, months in order, months not loaded left out.
+
+    The IO manager hands a one-month window over as a bare bundle: it is named by the partition
+    it records, else by the input's last partition key, else by ``partition`` (the month being
+    materialized), never by a placeholder that no month matches.
+    """
     if loaded is None:
         return {}
     if isinstance(loaded, ArrayBundle):
-        return {partition_keys[-1] if partition_keys else "unknown": loaded}
-    return dict(sorted(loaded.items()))
+        keys = sorted(partition_keys)
+        return {str(loaded.attrs.get("partition") or (keys[-1] if keys else partition)): loaded}
+    return {str(key): bundle for key, bundle in sorted(loaded.items()) if bundle is not None}
 
 
 def pack_window(window: dict[str, ArrayBundle], image_size: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -85,7 +92,8 @@ def _train(images: np.ndarray, config: Any, logger: Any) -> TrainResult:
     return train_gan(images, config, logger=logger)
 
 
-def _finite(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
+    """A finite float, else None: metadata and JSON hold no NaN or infinity."""
     return float(value) if np.isfinite(value) else None
 
 
@@ -93,7 +101,7 @@ def _report_divergence(context: dg.AssetExecutionContext, store: Any, config: Tr
                        attempt: int, fingerprint: dict[str, Any], err: DivergenceError) -> None:
     """What the retrain loop reads: an observation of the failed attempt, and its record in the history."""
     record = {"status": "diverged", "passed": False, "attempt": attempt, "step": err.step,
-              "loss_d": _finite(err.loss_d), "loss_g": _finite(err.loss_g), "scoring_run_id": context.run_id}
+              "loss_d": finite_or_none(err.loss_d), "loss_g": finite_or_none(err.loss_g), "scoring_run_id": context.run_id}
     save_attempt_score(store, context.partition_key, attempt, context.run_id, record)
     context.log_event(dg.AssetObservation(
         asset_key=context.asset_key, partition=context.partition_key,
@@ -109,10 +117,7 @@ def _report_divergence(context: dg.AssetExecutionContext, store: Any, config: Tr
     partitions_def=monthly_partitions,
     **stage(GROUP_MODEL),
     ins={
-        "preprocessed_images": dg.AssetIn(
-            partition_mapping=TRAINING_WINDOW,
-            metadata={"allow_missing_partitions": True},
-        )
+        "preprocessed_images": TRAINING_WINDOW_INPUT,
     },
     # Training steps carry this tag, and sit in one concurrency pool, so the instance can run
     # them one at a time (dagster.yaml: tag_concurrency_limits on run tags / pool limits).
@@ -130,8 +135,8 @@ def trained_generator(
     """DCGAN generator (EMA weights) trained on this and the previous months' images, with its config and loss history."""
     config = gan_config.to_train_config()
     attempt = run_attempt(context)
-    window_keys = sorted(context.asset_partition_keys_for_input("preprocessed_images"))
-    window = training_window(preprocessed_images, window_keys)
+    window = training_window(preprocessed_images, context.asset_partition_keys_for_input("preprocessed_images"),
+                             context.partition_key)
     images, fingerprint = pack_window(window, config.image_size)
     context.log.info(
         f"attempt {attempt}: training on {fingerprint['n_images']} images from {fingerprint['partitions']}"
@@ -196,7 +201,7 @@ def trained_generator(
         "weights_sha256": dg.MetadataValue.text(bundle.attrs["weights_sha256"]),
         "data_sha256": dg.MetadataValue.text(fingerprint["sha256"]),
         "attempt_weights": dg.MetadataValue.path(store.uri(history_key)),
-        "loss_curve": dg.MetadataValue.md(markdown_image(loss_curve_png(result.loss_history), "loss curve")),
+        "loss_curve": dg.MetadataValue.md(markdown_image(chart_png(loss_chart(result.loss_history)), "loss curve")),
         "samples": dg.MetadataValue.md(markdown_image(samples_png, f"fixed-noise samples (seed {config.seed})")),
     }
     # The data version is the weights' hash: a retrain that changes them shows the month's scores

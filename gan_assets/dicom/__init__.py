@@ -1,1 +1,1 @@
-"""Plain-Python DICOM cores (no Dagster): demo data, header scan, decoding and preprocessing."""
+"""Plain-Python DICOM cores (no Dagster): header scan, decoding and preprocessing."""

@@ -50,14 +50,11 @@ from gan_assets.storage.images import pack_images
 
 logger = logging.getLogger(__name__)
 
-# Below these many files a pool costs more than it saves. Measured on 2 cores: a pool call costs
-# ~0.1 s warm and ~0.5 s when the fork server starts; a header scan with its content hash
-# ~2 ms a file, a decode 2.5-10 ms (256-512 px), so 60 files of 256 px took 0.15-0.24 s in-process
-# and 0.23 s in a warm pool.
+# Below these many files a pool costs more than it saves: starting one costs more than scanning
+# a few hundred headers in-process (benchmarks/bench_ingest.py; figures in docs/scaling.md).
 SCAN_POOL_MIN_FILES = 256
-# Decode time follows the bytes more than the file count: 60 files of 256 px (8 MB) broke even
-# in a warm pool, and 100 small files (64 px) took 0.25 s in-process against 0.58 s with a pool's
-# start. A month decodes in the pool from DECODE_POOL_MIN_BYTES, or DECODE_POOL_MIN_FILES.
+# Decode time follows the bytes more than the file count, so a month decodes in the pool from
+# DECODE_POOL_MIN_BYTES, or DECODE_POOL_MIN_FILES.
 DECODE_POOL_MIN_FILES = 400
 DECODE_POOL_MIN_BYTES = 32 << 20
 
@@ -170,7 +167,6 @@ def run_parallel(fn: Callable[[T], R], tasks: Sequence[T], *, spec: SourceSpec, 
         pool.join()
 
 
-# ---- header scan --------------------------------------------------------------------------
 def scan_row(zone: Any, entry: FileEntry, key: bytes, options: ScanOptions) -> dict[str, Any]:
     """scan_file, with any exception of one file turned into that file's row."""
     try:
@@ -365,15 +361,6 @@ def preprocess_month(spec: SourceSpec, manifest_rows: Sequence[dict[str, Any]], 
     out.ids = ids
     out.seconds = time.perf_counter() - started
     return out
-
-
-def reason_counts(codes: Sequence[str]) -> dict[str, int]:
-    return dict(sorted(Counter(code for code in codes if code).items()))
-
-
-def describe_reasons(counts: dict[str, int]) -> str:
-    """'3 truncated (pixel data shorter than the header says), 1 not_dicom (...)'."""
-    return ", ".join(f"{n} {code} ({REASONS.get(code, code)})" for code, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def default_key_warning(key: bytes) -> str | None:

@@ -3,8 +3,8 @@
 By default glibc serves allocations above a (dynamic) threshold with mmap and returns them to
 the OS on free, and trims the heap top eagerly. Decoding a DICOM file allocates and frees
 several multi-megabyte buffers, so every file pays page faults for fresh zeroed pages.
-Raising the mmap and trim thresholds keeps those buffers in the heap for reuse (measured
-1.2-3.5x on decode and CPU training here; ``benchmarks/bench_ingest.py`` re-measures it).
+Raising the mmap and trim thresholds keeps those buffers in the heap for reuse (faster decode
+and CPU training: ``benchmarks/bench_ingest.py`` measures it, figures in ``docs/scaling.md``).
 The same effect is available process-wide through ``MALLOC_MMAP_THRESHOLD_`` and
 ``MALLOC_TRIM_THRESHOLD_`` (the Makefile exports them); ``mallopt`` lets worker processes
 apply it themselves however they were started.
@@ -24,12 +24,8 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 64 * 1024 * 1024
 TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
 
-_applied: dict[str, int] | None = None
-
-
 def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES) -> dict[str, int]:
     """Apply the thresholds with mallopt (glibc only; elsewhere a no-op). Returns what was set."""
-    global _applied
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return {}
     try:
@@ -43,10 +39,4 @@ def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int 
         applied["trim_threshold"] = int(trim_threshold)
     if not applied:
         logger.debug("mallopt refused the thresholds; allocator left as it is")
-    _applied = applied
     return applied
-
-
-def malloc_tuned() -> dict[str, int] | None:
-    """What this process applied through :func:`tune_malloc` (None if never called)."""
-    return _applied

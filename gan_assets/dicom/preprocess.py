@@ -150,7 +150,6 @@ def quiet_pydicom() -> Iterator[None]:
             pyd_logger.setLevel(old_level)
 
 
-# ---- step 2: modality LUT -----------------------------------------------------------------
 def _functional_item(ds: Any, frame: int, sequence: str) -> Any | None:
     """The item of a functional-group macro for one frame (per-frame beats shared), if any."""
     for group_keyword, pick in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
@@ -193,7 +192,6 @@ def modality_lut(stored: np.ndarray, ds: Any, frame: int = 0) -> np.ndarray:
     return values
 
 
-# ---- step 3: VOI --------------------------------------------------------------------------
 def window_bounds(center: float, width: float) -> tuple[float, float]:
     """The value range a DICOM linear window (PS3.3 C.11.2.1.2.1) maps onto the full output."""
     width = max(float(width), 1.0)
@@ -262,7 +260,6 @@ def choose_window(values: np.ndarray, ds: Any, options: PreprocessOptions, frame
     return (float(low), float(high)), source
 
 
-# ---- step 6: colour -----------------------------------------------------------------------
 def to_grayscale(pixels: np.ndarray, ds: Any) -> np.ndarray:
     """RGB (pydicom converts YBR to RGB) or palette colour -> luma as float32."""
     photometric = str(ds.get("PhotometricInterpretation", ""))
@@ -275,7 +272,6 @@ def to_grayscale(pixels: np.ndarray, ds: Any) -> np.ndarray:
     return pixels.astype(np.float32) @ _LUMA
 
 
-# ---- step 7: geometry ---------------------------------------------------------------------
 def crop_or_pad_square(image: np.ndarray, geometry: str, fill: float = -1.0) -> np.ndarray:
     """Centre-crop the longer side, or pad the shorter one with ``fill`` (black after VOI)."""
     rows, cols = image.shape
@@ -297,8 +293,8 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
 
     Pillow widens the Lanczos kernel by the downscale factor, so it low-pass filters before
     sampling; ``reducing_gap=2`` first box-averages by an integer factor (itself an area,
-    i.e. anti-aliasing, filter) down to at least twice the target, then Lanczos finishes:
-    about 3x faster than Lanczos alone on 512 -> 64. Lanczos overshoot is clipped.
+    i.e. anti-aliasing, filter) down to at least twice the target, then Lanczos finishes, which
+    is faster than Lanczos alone on large downscales. Lanczos overshoot is clipped.
     """
     if image.shape == (size, size):
         return image.astype(np.float32, copy=False)
@@ -307,7 +303,6 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     return np.clip(out, -1.0, 1.0)
 
 
-# ---- the whole chain ----------------------------------------------------------------------
 def _frame_indices(n_frames: int, policy: str) -> list[int]:
     if n_frames <= 1:
         return [0]

@@ -7,6 +7,10 @@ them): a row carries a code from this table and exactly this table's sentence.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 REASONS: dict[str, str] = {
     "not_dicom": "not a DICOM file (no 'DICM' preamble and no recognisable dataset)",
     "unreadable": "header cannot be parsed (truncated or corrupt)",
@@ -47,3 +51,31 @@ REASONS: dict[str, str] = {
 def reason_sentence(code: str) -> str:
     """The fixed sentence of a code (an unknown code reads as an internal error)."""
     return REASONS.get(code, REASONS["internal_error"])
+
+
+def reject_code(row: Mapping[str, Any]) -> str:
+    """The code a rejected row is counted under: its reason_code, else its sentence, else 'unspecified'."""
+    return str(row.get("reason_code") or row.get("reason") or "unspecified")
+
+
+def count_reasons(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Rejected rows (manifest rows, decode rejects, unassigned files) per code, sorted by code.
+
+    The one count behind the assets' metadata, their logs and the monthly report, so the numbers
+    a person compares across them cannot disagree.
+    """
+    return dict(sorted(Counter(reject_code(row) for row in rows).items()))
+
+
+def reason_examples(rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """The first sentence seen for each code, sorted by code (a sentence may carry per-file detail)."""
+    examples: dict[str, str] = {}
+    for row in rows:
+        examples.setdefault(reject_code(row), str(row.get("reason", "")))
+    return dict(sorted(examples.items()))
+
+
+def describe_reasons(counts: Mapping[str, int]) -> str:
+    """'3 truncated (pixel data shorter than the header says), 1 not_dicom (...)'."""
+    return ", ".join(f"{n} {code} ({REASONS.get(code, code)})" for code, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+

@@ -12,7 +12,6 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, SecondaryCaptureImageStorage, generate_uid
 
@@ -119,8 +118,3 @@ def secondary_capture_bytes(image: np.ndarray, series: SyntheticSeries, instance
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
-
-
-def read_secondary_capture(data: bytes) -> pydicom.Dataset:
-    """Parse bytes written by :func:`secondary_capture_bytes` (or any DICOM file)."""
-    return pydicom.dcmread(io.BytesIO(data))

@@ -39,7 +39,6 @@ ControlKind = Literal["negative", "positive"]
 NEGATIVE_CONTROLS = (
     "uniform_noise", "gaussian_noise", "mean_plus_noise", "constant", "blurred", "flipped_vertical", "inverted",
 )
-POSITIVE_CONTROLS = ("held_out_real",)
 # Blur strong enough to erase anatomy at any image size: sigma is an eighth of the side.
 BLUR_SIGMA_FRACTION = 1.0 / 8.0
 # A constant image has no spread; a whisper of noise keeps its feature covariance full rank
@@ -54,10 +53,6 @@ class ControlSet:
     name: str
     kind: ControlKind
     images: np.ndarray
-
-    @property
-    def must_pass(self) -> bool:
-        return self.kind == "positive"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan_assets.metrics.domain_encoder import DomainEncoderWeights, encoder_from_weights, working_side
+from gan_assets.model.device import resolve_device
 from gan_assets.storage.digest import state_dict_sha256
 
 log = logging.getLogger(__name__)
@@ -51,14 +52,6 @@ class ExtractorError(ValueError):
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ExtractorError(f"fid_extractor.{name}={value!r} is invalid: choose one of {', '.join(choices)}")
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ExtractorError(f"fid_extractor.device={device!r} but no CUDA device is available; use 'cpu' or 'auto'")
-    return torch.device(device)
 
 
 def _as_image_batch(images: np.ndarray) -> np.ndarray:
@@ -208,7 +201,7 @@ class RandomConvExtractor(FeatureExtractor):
         self.name = "random_conv"
         self.seed = int(seed)
         self.batch_size = int(batch_size)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device, "fid_extractor.device")
         self.input_size = int(input_size)
         self.resize_filter = resize_filter
         self.input_range = "-1..1"
@@ -264,7 +257,7 @@ class TorchScriptExtractor(FeatureExtractor):
             )
         data = file.read_bytes()
         self._sha = hashlib.sha256(data).hexdigest()
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device, "fid_extractor.device")
         try:
             self.module = torch.jit.load(str(file), map_location=self.device).eval()
         except (RuntimeError, ValueError) as err:
@@ -319,7 +312,7 @@ class DomainExtractor(FeatureExtractor):
         self.settings = weights.settings
         self.description = weights.description
         self.batch_size = int(batch_size)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device, "fid_extractor.device")
         # Training downsampled with the area filter; extraction must see images the same way.
         self.resize_filter = "area"
         self.input_range = "-1..1"

@@ -4,7 +4,6 @@ Follows pytorch/examples' dcgan/main.py: N(0, 0.02) conv init, N(1, 0.02) batch-
 transposed convolutions 4x4 stride 2, LeakyReLU(0.2) in D. One up/down block per doubling;
 feature widths double towards 4 x 4 and are capped at 8x the base width (as the reference has
 at 64 x 64). D returns logits: the sigmoid is fused into the loss (BCE-with-logits or hinge).
-The convolutions are gan_assets.model.layers' (torch's layers with CPU fast paths for training).
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import torch
 from torch import nn
 
 from gan_assets.model.config import TrainConfig
-from gan_assets.model.layers import Conv2d, ConvTranspose2d
 
 CHANNELS = 1
 MAX_WIDTH_MULTIPLIER = 8
@@ -52,7 +50,7 @@ class Generator(nn.Module):
         self.image_size, self.latent_dim = image_size, latent_dim
         top = width * _multiplier(depth - 1)
         layers: list[nn.Module] = [
-            ConvTranspose2d(latent_dim, top, 4, 1, 0, bias=False),
+            nn.ConvTranspose2d(latent_dim, top, 4, 1, 0, bias=False),
             nn.BatchNorm2d(top),
             nn.ReLU(True),
             # (width * mult) x 4 x 4
@@ -60,10 +58,10 @@ class Generator(nn.Module):
         in_ch = top
         for level in range(depth - 1, 0, -1):
             out_ch = width * _multiplier(level - 1)
-            layers += [ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(True)]
             # out_ch x (image_size / 2**level) x (image_size / 2**level)
             in_ch = out_ch
-        layers += [ConvTranspose2d(in_ch, CHANNELS, 4, 2, 1, bias=False), nn.Tanh()]
+        layers += [nn.ConvTranspose2d(in_ch, CHANNELS, 4, 2, 1, bias=False), nn.Tanh()]
         # 1 x image_size x image_size, in [-1, 1]
         self.main = nn.Sequential(*layers)
 
@@ -76,18 +74,18 @@ class Discriminator(nn.Module):
         super().__init__()
         depth = _depth(image_size)
         sn = nn.utils.spectral_norm if spectral_norm else (lambda m: m)
-        layers: list[nn.Module] = [sn(Conv2d(CHANNELS, width, 4, 2, 1, bias=False)), nn.LeakyReLU(0.2, inplace=True)]
+        layers: list[nn.Module] = [sn(nn.Conv2d(CHANNELS, width, 4, 2, 1, bias=False)), nn.LeakyReLU(0.2, inplace=True)]
         # width x (image_size / 2) x (image_size / 2)
         in_ch = width
         for level in range(1, depth):
             out_ch = width * _multiplier(level)
-            layers.append(sn(Conv2d(in_ch, out_ch, 4, 2, 1, bias=False)))
+            layers.append(sn(nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=False)))
             if not spectral_norm:  # spectral norm replaces batch norm as D's regulariser
                 layers.append(nn.BatchNorm2d(out_ch))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             # out_ch x (image_size / 2**(level+1)) x (image_size / 2**(level+1))
             in_ch = out_ch
-        layers.append(sn(Conv2d(in_ch, 1, 4, 1, 0, bias=False)))
+        layers.append(sn(nn.Conv2d(in_ch, 1, 4, 1, 0, bias=False)))
         # 1 x 1 x 1: one logit per image
         self.main = nn.Sequential(*layers)
 

@@ -46,7 +46,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from gan_assets.model.config import ConfigError, TrainConfig
-from gan_assets.model.train import DivergenceError, TrainResult, images_to_tensor, resolve_device, train_gan
+from gan_assets.model.device import resolve_device
+from gan_assets.model.train import DivergenceError, TrainResult, images_to_tensor, train_gan
 
 LOG = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class _QueueLog:
 
 def plan_backend(config: TrainConfig) -> tuple[str, str]:
     """(backend, device type) for ``config``: NCCL with one GPU per rank, else gloo on CPU."""
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, "gan_config.device")
     if device.type != "cuda":
         return "gloo", "cpu"
     if device.index is not None:

@@ -1,16 +1,21 @@
-"""Conv2d / ConvTranspose2d with CPU fast paths for the DCGAN layers that oneDNN runs slowly.
+"""CPU training fast paths for the DCGAN convolutions that oneDNN runs slowly.
 
-Plain PyTorch. The classes are torch's (same parameters, same state-dict keys, same results to
-float rounding); on CPU, while autograd records, the layers oneDNN runs slowly (one-channel
+Plain PyTorch, used by CPU training only: :func:`use_cpu_fast_paths` swaps a network's torch
+convolutions for the subclasses below (same parameters, same state-dict keys, same results to
+float rounding). On CPU, while autograd records, the layers oneDNN runs slowly (one-channel
 edges, 8 x 8 <-> 4 x 4, 1 x 1 <-> 4 x 4) run as matrix products over patch rows, with
 hand-written backward passes that compute only the gradients autograd asks for. Everything else
-(CUDA, inference, 16 x 16 and larger maps) is torch's own layer.
+(CUDA, inference, 16 x 16 and larger maps) is torch's own layer; the models are built, stored and
+sampled with torch's classes.
 
-The patch-row form is channels-last by nature: :func:`set_memory_format` puts a network in
-channels-last (the CPU training default, see ``train.StepOptions``) and tells these layers to
-hand out activations and gradients in that layout, so no layer reorders its neighbours' tensors.
-``benchmarks/bench_train.py`` measures the whole step; per-layer figures below are forward +
-backward, batch 64, channels-last, one AVX2 core.
+The patch-row form is channels-last by nature: the layers are told the network's layout so they
+hand out activations and gradients in it, and no layer reorders its neighbours' tensors.
+
+``train.StepOptions.cpu_fast_paths`` is the switch (off on CPU while torch's own layers measure
+faster); ``benchmarks/bench_train.py`` prints fast paths / torch's layers for the same step, and
+``docs/scaling.md`` keeps the figures. To drop the fast paths: delete this file and its tests
+(the fast-path tests in ``test_model.py``), the import in ``train.py`` and, in
+``GanTrainer._for_step``, the call (return ``network``); ``cpu_fast_paths`` can then go too.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ def patch_rows(x: torch.Tensor) -> torch.Tensor:
 
     ``x`` (N x C x H x W, any layout) -> (N * H/2 * W/2) x (16 * C), columns ordered (ky, kx, c).
     Gathered from a padded channels-last copy, so every patch row is 4 runs of 4C contiguous
-    floats: 4-5x faster than ``F.unfold`` plus the transpose a single matrix product needs.
+    floats: faster than ``F.unfold`` plus the transpose a single matrix product needs.
     """
     n, c, h, w = x.shape
     padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # N x (H+2) x (W+2) x C, contiguous
@@ -91,8 +96,8 @@ class _PatchConv(torch.autograd.Function):
 
     Backward: grad_W = grad^T @ rows and grad_x = fold(grad @ W), each only when autograd asks
     for it (D's real and detached-fake passes need only the weight's, G's step only the input's).
-    Used where oneDNN is slow: one input channel (D's first layer, about 3x) and 8 x 8 -> 4 x 4
-    (16 output pixels per image, about 1.35x).
+    Used where oneDNN is slow: one input channel (D's first layer) and 8 x 8 -> 4 x 4
+    (16 output pixels per image).
     """
 
     @staticmethod
@@ -123,8 +128,7 @@ class _PatchConv(torch.autograd.Function):
 class _PatchConvTranspose(torch.autograd.Function):
     """4 x 4 stride-2 transposed convolution (C x O x 4 x 4 weight): x @ W gives every output
     pixel's taps, :func:`fold_patch_rows` sums them; backward runs :func:`patch_rows` on the
-    gradient. Used for one output channel (G's last layer, about 1.7x oneDNN) and 4 x 4 -> 8 x 8
-    (about 1.3x).
+    gradient. Used where oneDNN is slow: one output channel (G's last layer) and 4 x 4 -> 8 x 8.
     """
 
     @staticmethod
@@ -142,7 +146,6 @@ class _PatchConvTranspose(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:  # type: ignore[override]
         pixels, matrix = ctx.saved_tensors
         n, c, h, w = ctx.input_shape
-        out_ch = grad.shape[1]
         rows = patch_rows(grad)  # (N * H * W) x (16 * O)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
@@ -207,3 +210,17 @@ def set_memory_format(module: nn.Module, memory_format: torch.memory_format) -> 
         if isinstance(layer, (Conv2d, ConvTranspose2d)):
             layer.memory_format = memory_format
     return module
+
+
+def use_cpu_fast_paths(module: nn.Module, memory_format: torch.memory_format) -> nn.Module:
+    """Swap ``module``'s torch convolutions for the fast-path classes, in ``memory_format``.
+
+    Only the class changes (the subclasses add no state), so parameters, optimiser state and the
+    stored state dict are the same objects and keys as before.
+    """
+    for layer in module.modules():
+        if type(layer) is nn.Conv2d:
+            layer.__class__ = Conv2d
+        elif type(layer) is nn.ConvTranspose2d:
+            layer.__class__ = ConvTranspose2d
+    return set_memory_format(module, memory_format)

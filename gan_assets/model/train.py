@@ -34,8 +34,9 @@ from torch import nn
 from gan_assets.model.augment import DiffAugment
 from gan_assets.model.config import TrainConfig
 from gan_assets.model.dcgan import build_discriminator, build_generator, parameter_count
+from gan_assets.model.device import resolve_device
 from gan_assets.model.ema import ModelEMA
-from gan_assets.model.layers import set_memory_format
+from gan_assets.model.layers import use_cpu_fast_paths
 
 LOG = logging.getLogger(__name__)
 
@@ -85,33 +86,24 @@ class StepOptions:
     cuda_graph: bool = False
     compile: bool = False
     fused_adam: bool = True
+    # model/layers.py's patch-row convolutions for the layers oneDNN runs slowly (CPU autograd only).
+    cpu_fast_paths: bool = False
 
     @classmethod
     def for_device(cls, device: torch.device, *, distributed: bool = False) -> "StepOptions":
         if device.type == "cuda":
-            # Measured on one H200, batch 256 (benchmarks/gpu_check.py): bf16 + channels_last +
-            # graph replay 59k img/s at 64x64 (eager 25k: launch-bound) and 18.2k at 128x128;
-            # torch.compile on top was no faster (57k, and 11.3k at 128 where it must drop
-            # channels_last to avoid an Inductor stride assert), so it stays off.
+            # bf16 + channels_last + graph replay was the fastest measured (benchmarks/gpu_check.py,
+            # figures in docs/scaling.md): eager steps are launch-bound at these sizes, and
+            # torch.compile on top was no faster (at 128 px it must drop channels_last to avoid an
+            # Inductor stride assert), so it stays off.
             # Graph capture of a DDP-wrapped step is fragile (bucket hooks, NCCL on side streams):
             # distributed runs stay eager.
             return cls(channels_last=True, autocast_dtype=torch.bfloat16, cuda_graph=not distributed,
                        compile=False)
-        # CPU (AVX2, fp32): channels_last, with model.layers' patch-row fast paths producing that
-        # layout, measured 1.1x the same step in NCHW (benchmarks/bench_train.py --variants):
-        # oneDNN's channels-last kernels skip the reorders its NCHW backward does.
-        return cls(channels_last=True)
-
-
-def resolve_device(requested: str | None) -> torch.device:
-    """'auto' -> CUDA when present, else CPU; an explicit CUDA device must exist."""
-    requested = (requested or "auto").strip()
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={requested!r} asks for CUDA but torch sees no GPU; use device='auto' or 'cpu'")
-    return device
+        # CPU (fp32): channels_last measured faster than NCHW (oneDNN's channels-last kernels skip
+        # the reorders its NCHW backward does); model.layers' fast paths off, since torch's own
+        # layers measured faster with torch 2.13 (benchmarks/bench_train.py; docs/scaling.md).
+        return cls(channels_last=True, cpu_fast_paths=False)
 
 
 def derive_seed(seed: int, *labels: object) -> int:
@@ -202,8 +194,8 @@ class GanTrainer:
             generator = build_generator(config)
             discriminator = build_discriminator(config)
         memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
-        self.generator = set_memory_format(generator.to(self.device), memory_format)
-        self.discriminator = set_memory_format(discriminator.to(self.device), memory_format)
+        self.generator = self._for_step(generator, memory_format)
+        self.discriminator = self._for_step(discriminator, memory_format)
         self.ema = ModelEMA(self.generator, config.ema_decay) if config.ema else None
         self.parameter_counts = {"generator": parameter_count(generator), "discriminator": parameter_count(discriminator)}
 
@@ -232,7 +224,11 @@ class GanTrainer:
         self._static_losses: torch.Tensor | None = None
         self.steps_done = 0
 
-    # ---- the step ----------------------------------------------------------------------
+    def _for_step(self, network: nn.Module, memory_format: torch.memory_format) -> nn.Module:
+        """``network`` on the step's device and layout, with the CPU fast paths when they are on."""
+        network = network.to(self.device, memory_format=memory_format)
+        return use_cpu_fast_paths(network, memory_format) if self.options.cpu_fast_paths else network
+
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.options.autocast_dtype is None:
             return contextlib.nullcontext()
@@ -344,14 +340,6 @@ class GanTrainer:
             return self.ema.state_dict_cpu()
         return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.generator.state_dict().items()}
 
-    def eval_generator(self) -> nn.Module:
-        """The generator used for samples: the EMA copy (with current batch-norm statistics) or G."""
-        if self.ema is not None:
-            self.ema.sync_buffers()
-            return self.ema.module
-        return self.generator
-
-    # ---- the loop ------------------------------------------------------------------------
     def fit(
         self,
         data: torch.Tensor,
@@ -445,7 +433,7 @@ def train_gan(
     """
     log = logger or LOG
     t0 = time.perf_counter()
-    torch_device = resolve_device(device or config.device)
+    torch_device = resolve_device(device or config.device, "gan_config.device")
     data = images_to_tensor(images, config.image_size)
     trainer = GanTrainer(config, torch_device, rank=rank, world_size=world_size, wrap_model=wrap_model)
     schedule = batch_schedule(len(data), config.batch_size, config.steps, config.seed)

@@ -1,14 +1,20 @@
-"""Geometry of small line charts; the HTML template draws them as inline SVG.
+"""Geometry of small line charts: the HTML template draws it as inline SVG, :func:`chart_png`
+as a PNG (for the Dagster UI's metadata, which shows images but not SVG).
 
-Only numbers are computed here (pixel coordinates, ticks, labels); the markup lives in the
+Only numbers are computed here (pixel coordinates, ticks, labels); the SVG markup lives in the
 jinja2 template so that nothing is assembled by string concatenation.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from gan_assets.storage.images import png_bytes
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd")
 STATUS_COLORS = {"passed": "#2ca02c", "failed": "#ff7f0e", "rejected": "#d62728",
@@ -121,3 +127,50 @@ def line_chart(
         "x_ticks": x_ticks,
         "hlines": [{"y": py(v), "label": f"{name} {_fmt(v)}"} for name, v in hlines if math.isfinite(v)],
     }
+
+
+def loss_chart(loss_history: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Discriminator and generator loss against the training step (non-finite points are gaps)."""
+    history = loss_history or {}
+    steps = [float(s) for s in history.get("step") or []]
+    loss_d = list(history.get("loss_d") or [])[: len(steps)]
+    loss_g = list(history.get("loss_g") or [])[: len(steps)]
+    if len(loss_d) != len(steps) or len(loss_g) != len(steps):
+        steps = steps[: min(len(loss_d), len(loss_g))]
+        loss_d, loss_g = loss_d[: len(steps)], loss_g[: len(steps)]
+    return line_chart(steps, [("loss D", loss_d), ("loss G", loss_g)], title="Training losses", max_markers=0)
+
+
+def chart_png(chart: Mapping[str, Any]) -> bytes:
+    """A :func:`line_chart` drawn as a PNG: the same lines, ticks and legend as the SVG."""
+    plot = chart["plot"]
+    image = Image.new("RGB", (chart["width"], chart["height"]), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((plot["left"], 4), chart["title"], fill="#222222")
+    if chart["empty"]:
+        draw.text((plot["left"], chart["height"] // 2), "no data", fill="#777777")
+        return png_bytes(np.asarray(image))
+    for tick in chart["y_ticks"]:
+        draw.line([plot["left"], tick["y"], plot["right"], tick["y"]], fill="#eeeeee")
+        draw.text((2, tick["y"] - 6), tick["label"], fill="#555555")
+    for tick in chart["x_ticks"]:
+        draw.text((tick["x"] - 8, plot["bottom"] + 6), tick["label"], fill="#555555")
+    for line in chart["hlines"]:
+        draw.line([plot["left"], line["y"], plot["right"], line["y"]], fill="#999999")
+    draw.line([plot["left"], plot["bottom"], plot["right"], plot["bottom"]], fill="#999999")
+    draw.line([plot["left"], plot["top"], plot["left"], plot["bottom"]], fill="#999999")
+    count = len(chart["series"])
+    for index, series in enumerate(chart["series"]):
+        points = [tuple(float(v) for v in point.split(",")) for point in series["points"].split()]
+        if len(points) == 1:
+            x, y = points[0]
+            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=series["color"])
+        elif points:
+            draw.line(points, fill=series["color"], width=2)
+        for marker in series["markers"]:
+            draw.ellipse([marker["x"] - 3, marker["y"] - 3, marker["x"] + 3, marker["y"] + 3], fill=marker["color"])
+        legend_x = plot["right"] - 110 * (count - index)
+        draw.rectangle([legend_x, 8, legend_x + 8, 16], fill=series["color"])
+        draw.text((legend_x + 12, 4), series["name"], fill="#222222")
+    return png_bytes(np.asarray(image))
+

@@ -12,20 +12,20 @@ import json
 import logging
 import math
 import re
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from gan_assets import __version__
+from gan_assets.dicom.reasons import count_reasons, reason_examples
 from gan_assets.metrics.evaluation import STATUSES, FidScore
 from gan_assets.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 REPORT_ASSET = "monthly_report"
 FID_ASSET = "fid_score"
 _PARTITION_RE = re.compile(r"^\d{4}-\d{2}-01$")
@@ -68,8 +68,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-# ---- schema -------------------------------------------------------------------------------
-
 @functools.cache
 def report_schema() -> dict[str, Any]:
     """The JSON schema of report.json (``gan_assets/report/report.schema.json``)."""
@@ -89,8 +87,6 @@ def validate_report(report: Mapping[str, Any]) -> None:
         raise ReportError(f"report.json breaks its schema at {where}: {first.message} ({len(errors)} error(s))")
 
 
-# ---- inputs -> sections ---------------------------------------------------------------------
-
 def data_counts(manifest: pd.DataFrame, decode_rejects: list[Mapping[str, Any]] | None = None,
                 landing_zone: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Files seen, accepted and rejected (by reason), and modalities of the accepted files.
@@ -106,19 +102,7 @@ def data_counts(manifest: pd.DataFrame, decode_rejects: list[Mapping[str, Any]] 
         raise ReportError(f"dicom_manifest lacks column(s) {sorted(missing)}; re-materialize dicom_manifest")
     status = manifest["status"].astype(str)
     ok = manifest[status == "ok"]
-    rejected = manifest[status != "ok"]
-    code_column = "reason_code" if "reason_code" in manifest.columns else "reason"
-    entries = [
-        (str(row[code_column]) or "unspecified", str(row["reason"]))
-        for row in rejected.to_dict("records")
-    ]
-    entries += [(str(r.get("reason_code") or r.get("reason") or "unspecified"), str(r.get("reason", "")))
-                for r in (decode_rejects or [])]
-    counts: dict[str, int] = {}
-    examples: dict[str, str] = {}
-    for code, sentence in entries:
-        counts[code] = counts.get(code, 0) + 1
-        examples.setdefault(code, sentence)
+    rejected = [*manifest[status != "ok"].to_dict("records"), *(decode_rejects or [])]
     accepted = int(len(ok)) - len(decode_rejects or [])
     modalities = ok["modality"].astype(str).replace("", "unknown").value_counts()
     extra = {"landing_zone": dict(landing_zone)} if landing_zone is not None else {}
@@ -127,8 +111,8 @@ def data_counts(manifest: pd.DataFrame, decode_rejects: list[Mapping[str, Any]] 
         "files_seen": int(len(manifest)),
         "accepted": accepted,
         "rejected": int(len(manifest)) - accepted,
-        "rejects_by_reason": dict(sorted(counts.items())),
-        "reject_examples": dict(sorted(examples.items())),
+        "rejects_by_reason": count_reasons(rejected),
+        "reject_examples": reason_examples(rejected),
         "modalities": {str(k): int(v) for k, v in sorted(modalities.items())},
     }
 
@@ -208,26 +192,6 @@ def loss_summary(loss_history: Mapping[str, Sequence[float]] | None) -> dict[str
     }
 
 
-@functools.cache
-def code_version() -> dict[str, Any]:
-    """Package version and ``git describe`` of the checkout when there is one (fail-soft)."""
-    from gan_assets import __version__
-
-    git = None
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--tags"],
-            cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5, check=False,
-        )
-        if out.returncode == 0 and out.stdout.strip():
-            git = out.stdout.strip()
-    except (OSError, subprocess.SubprocessError) as err:  # no git, or not a checkout: still report
-        log.debug("git describe unavailable: %s", err)
-    return {"package": __version__, "git": git}
-
-
-# ---- trend across months -------------------------------------------------------------------
-
 def _read_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
     try:
         value = json.loads(store.get(key).decode())
@@ -285,8 +249,6 @@ def read_trend(store: ObjectStore, partition: str, current: FidScore) -> list[di
     return [points[m] for m in sorted(points)][-TREND_MONTHS:]
 
 
-# ---- the report -----------------------------------------------------------------------------
-
 def verdict(evaluation: Mapping[str, Any], status: str) -> str:
     """One sentence a person reads first."""
     fid, threshold = evaluation.get("fid"), evaluation.get("threshold")
@@ -318,10 +280,14 @@ def build_report(
     trend: Sequence[dict[str, Any]],
     timings: Mapping[str, Any],
     objects: Mapping[str, str],
+    code_version: str,
     lineage: Mapping[str, Any] | None = None,
     generated_at: _dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Assemble report.json from the month's artifacts (validated against the schema).
+
+    ``code_version`` is the report asset's code version (``assets.common.code_version``): it
+    covers every module the pipeline's assets import, so it names the code without asking git.
 
     ``lineage`` names what the delivered images come from: the promoted model (weights hash and
     object), the data (month fingerprint, images hash, training-window hash), the code version of
@@ -388,7 +354,7 @@ def build_report(
         "attempts": _jsonable(list(attempts)),
         "trend": _jsonable(list(trend)),
         "timings": _jsonable(dict(timings)),
-        "code_version": code_version(),
+        "code_version": {"package": __version__, "code": code_version},
         "objects": dict(objects),
     }
     if lineage is not None:

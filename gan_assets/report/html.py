@@ -8,8 +8,8 @@ from typing import Any
 
 import jinja2
 
-from gan_assets.report.charts import STATUS_COLORS, line_chart
-from gan_assets.report.images import data_uri
+from gan_assets.report.charts import STATUS_COLORS, line_chart, loss_chart
+from gan_assets.storage.images import data_uri
 
 TEMPLATE = "report.html.j2"
 
@@ -53,18 +53,6 @@ def trend_charts(trend: list[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[s
         title="KID by month", x_labels=months, point_status=status,
     )
     return fid, kid
-
-
-def loss_chart(loss_history: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Discriminator and generator loss against the training step."""
-    history = loss_history or {}
-    steps = [float(s) for s in history.get("step") or []]
-    loss_d = list(history.get("loss_d") or [])[: len(steps)]
-    loss_g = list(history.get("loss_g") or [])[: len(steps)]
-    if len(loss_d) != len(steps) or len(loss_g) != len(steps):
-        steps = steps[: min(len(loss_d), len(loss_g))]
-        loss_d, loss_g = loss_d[: len(steps)], loss_g[: len(steps)]
-    return line_chart(steps, [("loss D", loss_d), ("loss G", loss_g)], title="Training losses", max_markers=0)
 
 
 def render_report_html(

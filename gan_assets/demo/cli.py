@@ -30,7 +30,7 @@ def landing_zone_spec(location: str | None = None) -> SourceSpec:
 
 
 def _add_data_parser(sub: argparse._SubParsersAction) -> None:
-    from gan_assets.dicom.demo_data import DEFAULT_FILES_PER_MONTH, DEFAULT_MONTHS
+    from gan_assets.demo.data import DEFAULT_FILES_PER_MONTH, DEFAULT_MONTHS
 
     data = sub.add_parser("data", help="write the synthetic DICOM landing zone (real files, a few bad ones)")
     data.add_argument("--out", default=None, help="landing zone: a folder or s3://bucket/prefix (default: "
@@ -48,7 +48,7 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_data(args: argparse.Namespace) -> int:
-    from gan_assets.dicom.demo_data import landing_zone_has_files, publish_landing_zone
+    from gan_assets.demo.data import landing_zone_has_files, publish_landing_zone
 
     spec = landing_zone_spec(args.out)
     if args.if_missing and landing_zone_has_files(spec):
@@ -79,7 +79,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     """Ingest the training window, run gan_pipeline for the month, retrain as the sensor would."""
     import dagster as dg
 
-    from gan_assets.dicom.demo_data import landing_zone_has_files, publish_landing_zone
+    from gan_assets.demo.data import landing_zone_has_files, publish_landing_zone
     from gan_assets.partitions import TRAINING_WINDOW_MONTHS, monthly_partitions
 
     spec = landing_zone_spec()
@@ -201,7 +201,7 @@ def _run_dev(args: argparse.Namespace) -> int:
     """Write the demo zone if it is empty, then become `dagster dev` with stoppable signals."""
     import signal
 
-    from gan_assets.dicom.demo_data import landing_zone_has_files, publish_landing_zone
+    from gan_assets.demo.data import landing_zone_has_files, publish_landing_zone
 
     spec = landing_zone_spec()
     if not landing_zone_has_files(spec):
@@ -232,6 +232,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return int(args.handler(args) or 0)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

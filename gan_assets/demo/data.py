@@ -34,8 +34,8 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import BasicTextSRStorage
 
+from gan_assets.demo.phantom import SliceSpec, ct_dataset, make_identity
 from gan_assets.dicom.landing_zone import LandingZone, SourceSpec
-from gan_assets.dicom.phantom import SliceSpec, ct_dataset, make_identity
 
 logger = logging.getLogger(__name__)
 
