@@ -12,7 +12,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -432,63 +432,114 @@ def instance() -> Iterator[dg.DagsterInstance]:
         yield test_instance
 
 
-def test_dagster_marks_only_the_changed_month_stale(tmp_path: Path, instance: dg.DagsterInstance,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.decode())
-    zone, artifacts = tmp_path / "zone", tmp_path / "artifacts"
-    _month_zone(zone)
-    resources = ingest_resources(zone, artifacts)
-    for partition in ("2026-02-01", "2026-03-01"):
-        assert dg.materialize(ingest_assets(), partition_key=partition, instance=instance, resources=resources).success
-    graph = [dg.AssetsDefinition(specs=[dicom_source]), landing_zone_index, dicom_manifest, preprocessed_images]
+@dataclass
+class StaleStory:
+    """Two months ingested; a new March file; March re-run; a February file rewritten. What
+    Dagster's stale-status resolver said after each step, and what the index update recorded."""
+    fresh_at_start: dict[tuple[str, str], StaleStatus]
+    new_file_meta: dict[str, Any]
+    index: pa.Table
+    observations: list[Any]
+    current_source_version: Any
+    after_new_file: dict[tuple[str, str], StaleStatus]
+    causes: list[tuple[Any, Any, Any]]
+    after_rerun: dict[tuple[str, str], StaleStatus]
+    rerun_manifest_rows: int
+    rewrite_meta: dict[str, Any]
+    after_rewrite: dict[tuple[str, str], StaleStatus]
+
+
+def _statuses(instance: dg.DagsterInstance, graph: list[Any]) -> dict[tuple[str, str], StaleStatus]:
+    """Every ingest asset's stale status for February and March, keyed by (asset, partition)."""
     resolver = get_stale_status_resolver(instance, graph)
-    for partition in ("2026-02-01", "2026-03-01"):
-        assert resolver.get_status(dicom_manifest.key, partition) == StaleStatus.FRESH
-        assert resolver.get_status(preprocessed_images.key, partition) == StaleStatus.FRESH
+    return {(asset.key.to_user_string(), partition): resolver.get_status(asset.key, partition)
+            for asset in (dicom_manifest, preprocessed_images) for partition in ("2026-02-01", "2026-03-01")}
 
-    _write(zone, "mar/c.dcm", dicom_bytes(_slice(dt.date(2026, 3, 5), 5)))
-    result = dg.materialize(ingest_assets(), selection=[landing_zone_index], instance=instance, resources=resources)
-    assert result.success
-    meta = result.asset_materializations_for_node("landing_zone_index")[0].metadata
-    assert meta["files_read"].value == 1 and meta["files_new"].value == 1 and meta["files_unchanged"].value == 4
-    assert meta["months_changed"].value == ["2026-03"]
 
-    index = _load(artifacts, "landing_zone_index.parquet")
-    assert isinstance(index, pa.Table) and index.num_rows == 5
-    observations = [e.event_specific_data.asset_observation for e in result.get_asset_observation_events()]
+@pytest.fixture(scope="module")
+def stale_story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StaleStory]:
+    tmp_path = tmp_path_factory.mktemp("stale")
+    with dg.instance_for_test() as instance, pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.decode())
+        zone, artifacts = tmp_path / "zone", tmp_path / "artifacts"
+        _month_zone(zone)
+        resources = ingest_resources(zone, artifacts)
+        for partition in ("2026-02-01", "2026-03-01"):
+            assert dg.materialize(ingest_assets(), partition_key=partition, instance=instance, resources=resources).success
+        graph = [dg.AssetsDefinition(specs=[dicom_source]), landing_zone_index, dicom_manifest, preprocessed_images]
+        fresh_at_start = _statuses(instance, graph)
+
+        _write(zone, "mar/c.dcm", dicom_bytes(_slice(dt.date(2026, 3, 5), 5)))
+        result = dg.materialize(ingest_assets(), selection=[landing_zone_index], instance=instance, resources=resources)
+        assert result.success
+        new_file_meta = {k: v.value for k, v in result.asset_materializations_for_node("landing_zone_index")[0].metadata.items()}
+        index = _load(artifacts, "landing_zone_index.parquet")
+        observations = [e.event_specific_data.asset_observation for e in result.get_asset_observation_events()]
+        current = instance.get_latest_data_version_record(dicom_source.key, True, "2026-03-01")
+        after_new_file = _statuses(instance, graph)
+        causes = [(c.reason, c.dependency.asset_key, c.dependency.partition_key) for c in
+                  get_stale_status_resolver(instance, graph).get_stale_causes(dicom_manifest.key, "2026-03-01")]
+
+        # Re-running March settles it.
+        assert dg.materialize(ingest_assets(), partition_key="2026-03-01", instance=instance, resources=resources).success
+        after_rerun = _statuses(instance, graph)
+        rerun_manifest_rows = len(_load(artifacts, "dicom_manifest/2026-03-01.parquet"))
+
+        # A February file rewritten (other image, later mtime).
+        _write(zone, "feb/a.dcm", dicom_bytes(_slice(dt.date(2026, 2, 3), 9)))
+        _bump_mtime(zone / "feb/a.dcm")
+        result = dg.materialize(ingest_assets(), selection=[landing_zone_index], instance=instance, resources=resources)
+        rewrite_meta = {k: v.value for k, v in result.asset_materializations_for_node("landing_zone_index")[0].metadata.items()}
+        yield StaleStory(fresh_at_start, new_file_meta, index, observations, current, after_new_file, causes,
+                         after_rerun, rerun_manifest_rows, rewrite_meta, _statuses(instance, graph))
+
+
+def test_both_months_start_fresh(stale_story: StaleStory) -> None:
+    assert set(stale_story.fresh_at_start.values()) == {StaleStatus.FRESH}
+    assert len(stale_story.fresh_at_start) == 4
+
+
+def test_a_new_file_is_the_only_one_read_and_its_month_the_only_one_changed(stale_story: StaleStory) -> None:
+    meta = stale_story.new_file_meta
+    assert meta["files_read"] == 1 and meta["files_new"] == 1 and meta["files_unchanged"] == 4
+    assert meta["months_changed"] == ["2026-03"]
+    assert isinstance(stale_story.index, pa.Table) and stale_story.index.num_rows == 5
+
+
+def test_the_index_observes_dicom_source_for_the_changed_month_only(stale_story: StaleStory) -> None:
+    observations = stale_story.observations
     assert [(o.asset_key, o.partition) for o in observations] == [(dicom_source.key, "2026-03-01")]
-    assert observations[0].tags[DATA_VERSION_TAG] == month_fingerprints(index)["2026-03"]
+    assert observations[0].tags[DATA_VERSION_TAG] == month_fingerprints(stale_story.index)["2026-03"]
     assert observations[0].metadata["files"].value == 3
 
-    resolver = get_stale_status_resolver(instance, graph)
-    current = instance.get_latest_data_version_record(dicom_source.key, True, "2026-03-01")
-    assert current is not None and current.asset_observation.data_version == month_fingerprints(index)["2026-03"]
-    assert resolver.get_status(dicom_manifest.key, "2026-03-01") == StaleStatus.STALE
-    causes = resolver.get_stale_causes(dicom_manifest.key, "2026-03-01")
-    assert [(c.reason, c.dependency.asset_key, c.dependency.partition_key) for c in causes] == [
-        ("has a new dependency data version", dicom_source.key, "2026-03-01")]
-    # preprocessed_images reads the month's files too (a direct dependency on dicom_source): it
-    # shows the same cause. Dagster 1.13 does not propagate staleness further down.
-    assert resolver.get_status(preprocessed_images.key, "2026-03-01") == StaleStatus.STALE
-    assert resolver.get_status(dicom_manifest.key, "2026-02-01") == StaleStatus.FRESH
-    assert resolver.get_status(preprocessed_images.key, "2026-02-01") == StaleStatus.FRESH
 
-    # Re-running March settles it; nothing to report on the next index update.
-    assert dg.materialize(ingest_assets(), partition_key="2026-03-01", instance=instance, resources=resources).success
-    resolver = get_stale_status_resolver(instance, graph)
-    assert resolver.get_status(dicom_manifest.key, "2026-03-01") == StaleStatus.FRESH
-    manifest = _load(artifacts, "dicom_manifest/2026-03-01.parquet")
-    assert len(manifest) == 3
+def test_the_changed_month_is_stale_because_its_source_has_a_new_data_version(stale_story: StaleStory) -> None:
+    current = stale_story.current_source_version
+    assert current is not None and current.asset_observation.data_version == month_fingerprints(stale_story.index)["2026-03"]
+    assert stale_story.after_new_file[("dicom_manifest", "2026-03-01")] == StaleStatus.STALE
+    assert stale_story.causes == [("has a new dependency data version", dicom_source.key, "2026-03-01")]
 
-    # A February file rewritten (other image, later mtime): now February alone is out of date.
-    _write(zone, "feb/a.dcm", dicom_bytes(_slice(dt.date(2026, 2, 3), 9)))
-    _bump_mtime(zone / "feb/a.dcm")
-    result = dg.materialize(ingest_assets(), selection=[landing_zone_index], instance=instance, resources=resources)
-    meta = result.asset_materializations_for_node("landing_zone_index")[0].metadata
-    assert (meta["files_read"].value, meta["files_changed"].value, meta["months_changed"].value) == (1, 1, ["2026-02"])
-    resolver = get_stale_status_resolver(instance, graph)
-    assert resolver.get_status(dicom_manifest.key, "2026-02-01") == StaleStatus.STALE
-    assert resolver.get_status(dicom_manifest.key, "2026-03-01") == StaleStatus.FRESH
+
+def test_preprocessed_images_reads_the_files_too_and_shows_the_same_staleness(stale_story: StaleStory) -> None:
+    # A direct dependency on dicom_source. Dagster 1.13 does not propagate staleness further down.
+    assert stale_story.after_new_file[("preprocessed_images", "2026-03-01")] == StaleStatus.STALE
+
+
+def test_the_unchanged_month_stays_fresh(stale_story: StaleStory) -> None:
+    assert stale_story.after_new_file[("dicom_manifest", "2026-02-01")] == StaleStatus.FRESH
+    assert stale_story.after_new_file[("preprocessed_images", "2026-02-01")] == StaleStatus.FRESH
+
+
+def test_rerunning_the_stale_month_makes_it_fresh_with_the_new_file(stale_story: StaleStory) -> None:
+    assert stale_story.after_rerun[("dicom_manifest", "2026-03-01")] == StaleStatus.FRESH
+    assert stale_story.rerun_manifest_rows == 3
+
+
+def test_a_rewritten_file_makes_its_month_alone_stale(stale_story: StaleStory) -> None:
+    meta = stale_story.rewrite_meta
+    assert (meta["files_read"], meta["files_changed"], meta["months_changed"]) == (1, 1, ["2026-02"])
+    assert stale_story.after_rewrite[("dicom_manifest", "2026-02-01")] == StaleStatus.STALE
+    assert stale_story.after_rewrite[("dicom_manifest", "2026-03-01")] == StaleStatus.FRESH
 
 
 def test_manifest_refuses_an_index_built_with_another_policy(tmp_path: Path, instance: dg.DagsterInstance,
