@@ -11,8 +11,11 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import logging
 import os
 import socket
+import sys
+import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -415,12 +418,63 @@ def run_haystacks(instance: Any, result: Any, artifacts: Path) -> dict[str, str]
 def assert_nothing_leaked(haystacks: dict[str, str], needles: set[str], caplog: Any, capfd: Any) -> None:
     """Add the run's Python logs and captured output to ``haystacks``, then require no needle in any."""
     captured = capfd.readouterr()
-    haystacks["python logging"] = caplog.text
-    haystacks["stdout+stderr"] = captured.out + captured.err
+    assert_no_needles(haystacks, needles, caplog.text, captured.out + captured.err)
+
+
+def assert_no_needles(haystacks: dict[str, str], needles: set[str], log_text: str, output: str) -> None:
+    """Add the run's Python log text and its stdout + stderr to ``haystacks``, then require no needle in any."""
+    haystacks["python logging"] = log_text
+    haystacks["stdout+stderr"] = output
     # The search covers what ingest printed: the logs must hold its lines at all.
     assert "preprocessed_images" in haystacks["python logging"] + haystacks["stdout+stderr"]
     leaks = [(where, needle) for where, text in haystacks.items() for needle in needles if needle in text]
     assert leaks == []
+
+
+@dataclasses.dataclass
+class CapturedOutput:
+    log_text: str = ""
+    output: str = ""
+
+
+@contextlib.contextmanager
+def capture_logs_and_output(levels: dict[str, int]) -> Iterator[CapturedOutput]:
+    """Python logging (``levels``: logger name to level, "" the root) and all that reaches stdout and
+    stderr, Python's streams and file descriptors 1 and 2 alike: caplog and capfd for a fixture
+    wider than one test. The text is there once the block has ended."""
+    captured = CapturedOutput()
+    log_stream = io.StringIO()
+    handler = logging.StreamHandler(log_stream)
+    handler.setFormatter(logging.Formatter("%(levelname)-8s %(name)s:%(filename)s:%(lineno)d %(message)s"))
+    saved_levels = {name: logging.getLogger(name or None).level for name in levels}
+    for name, level in levels.items():
+        logging.getLogger(name or None).setLevel(level)
+    logging.getLogger().addHandler(handler)
+    sink = tempfile.TemporaryFile()
+    stream = io.TextIOWrapper(sink, encoding="utf-8", errors="replace", write_through=True)
+    saved_streams = (sys.stdout, sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_fds = (os.dup(1), os.dup(2))
+    try:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        sys.stdout = sys.stderr = stream
+        yield captured
+    finally:
+        stream.flush()
+        sys.stdout, sys.stderr = saved_streams
+        for fd, saved in zip((1, 2), saved_fds):
+            os.dup2(saved, fd)
+            os.close(saved)
+        logging.getLogger().removeHandler(handler)
+        for name, level in saved_levels.items():
+            logging.getLogger(name or None).setLevel(level)
+        sink.seek(0)
+        captured.output = sink.read().decode("utf-8", errors="replace")
+        stream.detach()
+        sink.close()
+        captured.log_text = log_stream.getvalue()
 
 
 # The hostile month's files are dated (mtime) inside January 2026.

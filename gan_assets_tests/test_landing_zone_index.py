@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import boto3
 import dagster as dg
 import pyarrow as pa
 import pydicom
@@ -47,7 +49,8 @@ from gan_assets.storage import decode
 from gan_assets_tests.factories import (
     PATH_MARKER,
     TEST_MAX_DECODED,
-    assert_nothing_leaked,
+    assert_no_needles,
+    capture_logs_and_output,
     dicom_bytes,
     hostile_cases,
     hostile_ct,
@@ -565,10 +568,26 @@ def test_manifest_refuses_an_index_built_with_another_policy(tmp_path: Path, ins
 HOSTILE_S3 = ("frames_huge", "window_1e308", "deflate_bomb", "not_dicom", "burned_yes_no", "header_only", "float_nan")
 
 
-def test_hostile_files_on_s3_month_completes_and_nothing_leaks(
-        tmp_path: Path, s3_bucket: str, s3_client: Any, moto_endpoint: str, instance: dg.DagsterInstance,
-        caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.decode())
+@dataclass
+class HostileS3Month:
+    """A hostile month in a bucket, ingested once: what was planted, and all the run left behind."""
+    expected: dict[str, str]
+    needles: set[str]
+    zone_head: str
+    result: dg.ExecuteInProcessResult
+    codes: dict[str, str]
+    one_place_per_file: bool
+    index: pa.Table
+    bundle: Any
+    haystacks: dict[str, str]
+    captured: Any
+
+
+@pytest.fixture(scope="module")
+def hostile_s3_month(tmp_path_factory: pytest.TempPathFactory, moto_endpoint: str) -> Iterator[HostileS3Month]:
+    s3_client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3_bucket = f"gan-test-{uuid.uuid4().hex[:12]}"  # as the s3_bucket fixture names one
+    s3_client.create_bucket(Bucket=s3_bucket)
     folder = f"{PATH_MARKER}_DOE^JOHN_123456"
     expected: dict[str, str] = {}
     datasets: list[Dataset] = []
@@ -586,40 +605,63 @@ def test_hostile_files_on_s3_month_completes_and_nothing_leaks(
         rel = f"{folder}/{PATH_MARKER}_{name}.dcm"
         s3_client.put_object(Bucket=s3_bucket, Key=f"zone/{rel}", Body=build(ds))
         expected[rel] = code
-    capfd.readouterr()
     needles = planted_needles(datasets, [Path(rel).stem for rel in expected] + [folder])
     head = s3_client.get_object(Bucket=s3_bucket, Key=f"zone/{folder}/good_0.dcm")["Body"].read().decode("latin-1")
-    assert sum(needle in head for needle in needles) >= 8  # the search can find what was planted
 
+    tmp_path = tmp_path_factory.mktemp("hostile_s3")
     artifacts = tmp_path / "artifacts"
     resources = {**ingest_resources(tmp_path / "unused", artifacts, max_decoded_bytes=TEST_MAX_DECODED),
                  "dicom_source": DicomSource(location=f"s3://{s3_bucket}/zone", endpoint_url=moto_endpoint,
                                              region_name="us-east-1", pseudonym_key=KEY.decode())}
-    caplog.clear()
-    caplog.set_level(logging.INFO)
-    caplog.set_level(logging.DEBUG, logger="gan_assets")
     # moto's server runs in this process and logs every request line (with the key) through
     # werkzeug: that is the test's stand-in for S3, not ingest.
-    caplog.set_level(logging.WARNING, logger="werkzeug")
-    result = dg.materialize(ingest_assets(), partition_key="2026-01-01", instance=instance, resources=resources,
-                            raise_on_error=False)
-    assert result.success
+    levels = {"": logging.INFO, "gan_assets": logging.DEBUG, "werkzeug": logging.WARNING}
+    with dg.instance_for_test() as instance, pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.decode())
+        with capture_logs_and_output(levels) as captured:
+            result = dg.materialize(ingest_assets(), partition_key="2026-01-01", instance=instance,
+                                    resources=resources, raise_on_error=False)
+        haystacks = run_haystacks(instance, result, artifacts) if result.success else {}
 
     manifest = _load(artifacts, "dicom_manifest/2026-01-01.parquet")
     codes = {row["file_ref"]: ("" if row["status"] == "ok" else row["reason_code"]) for row in manifest.to_dict("records")}
     index = _load(artifacts, "landing_zone_index.parquet")
     unassigned = {row["file_ref"]: row["reason_code"] for row in unassigned_rows(index, {"2026-01"})}
-    assert not set(codes) & set(unassigned)  # one place per file
+    one_place_per_file = not set(codes) & set(unassigned)
     codes.update(unassigned)
     bundle = _load(artifacts, "preprocessed_images/2026-01-01.npz")
     for reject in bundle.attrs["rejected_at_decode"]:
         codes[reject["file_ref"]] = reject["reason_code"]
-    by_ref = {file_ref(rel, KEY): rel for rel in expected}
-    assert sorted(index.column("file_ref").to_pylist()) == sorted(by_ref)
-    assert {by_ref[ref]: code for ref, code in codes.items()} == expected
-    assert len(bundle.arrays["ids"]) == sum(code == "" for code in expected.values())
+    yield HostileS3Month(expected, needles, head, result, codes, one_place_per_file, index, bundle, haystacks, captured)
 
-    assert_nothing_leaked(run_haystacks(instance, result, artifacts), needles, caplog, capfd)
+
+def test_the_planted_values_can_be_found_in_the_s3_zone(hostile_s3_month: HostileS3Month) -> None:
+    assert sum(needle in hostile_s3_month.zone_head for needle in hostile_s3_month.needles) >= 8
+
+
+def test_a_hostile_s3_month_completes(hostile_s3_month: HostileS3Month) -> None:
+    assert hostile_s3_month.result.success
+
+
+def test_each_s3_file_has_one_index_row_and_one_place(hostile_s3_month: HostileS3Month) -> None:
+    by_ref = {file_ref(rel, KEY): rel for rel in hostile_s3_month.expected}
+    assert sorted(hostile_s3_month.index.column("file_ref").to_pylist()) == sorted(by_ref)
+    assert hostile_s3_month.one_place_per_file  # the month's manifest, or unassigned
+
+
+def test_each_hostile_s3_file_gets_its_expected_reason(hostile_s3_month: HostileS3Month) -> None:
+    by_ref = {file_ref(rel, KEY): rel for rel in hostile_s3_month.expected}
+    assert {by_ref[ref]: code for ref, code in hostile_s3_month.codes.items()} == hostile_s3_month.expected
+
+
+def test_only_the_usable_s3_files_are_trained_on(hostile_s3_month: HostileS3Month) -> None:
+    expected = hostile_s3_month.expected
+    assert len(hostile_s3_month.bundle.arrays["ids"]) == sum(code == "" for code in expected.values())
+
+
+def test_nothing_planted_leaks_from_a_hostile_s3_month(hostile_s3_month: HostileS3Month) -> None:
+    captured = hostile_s3_month.captured
+    assert_no_needles(hostile_s3_month.haystacks, hostile_s3_month.needles, captured.log_text, captured.output)
 
 
 def test_decoding_reuses_the_index_listing_and_still_checks_each_file(tmp_path: Path,
