@@ -44,7 +44,7 @@ from gan_assets.model.history import PromotedModel, promote, save_attempt
 from gan_assets.partitions import monthly_partitions
 from gan_assets.resources import FidExtractor
 from gan_assets.sensors import retrain_on_fid_failure
-from gan_assets.storage import ArrayBundle, LocalObjectStore, ObjectStore, TensorBundle, encode, store_from_uri
+from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle, encode, store_from_uri
 from gan_assets.storage.digest import state_dict_sha256
 from gan_assets.storage.images import encoding_attrs, pack_images
 
@@ -160,29 +160,51 @@ def gate_that_sees() -> Iterator[None]:
         yield
 
 
-def seed_unused_extractor(root: Path, months: list[str]) -> None:
+def seed_artifact(root: Path | ObjectStore, asset: str, partition: str | None, value: Any) -> None:
+    """Store ``value`` as ``asset``'s object for ``partition`` (None: an unpartitioned asset), in the
+    format and at the place its owner stores it, so that the IO manager loads it as the owner's output.
+
+    Every seeder below writes through here: the one place that knows how upstream artifacts are stored.
+    ``root``: a folder, or an ObjectStore (an S3 prefix, say).
+    """
+    store = root if isinstance(root, ObjectStore) else store_from_uri(str(root))
+    ext, data = encode(value)
+    store.put(f"{asset}/{partition}.{ext}" if partition is not None else f"{asset}.{ext}", data)
+
+
+def seed_images(root: Path | ObjectStore, partition: str, images: np.ndarray, *, ids: Any = None,
+                **attrs: Any) -> ArrayBundle:
+    """preprocessed_images of ``partition`` as ingest stores it: ``images`` (N x H x W in [-1, 1]) packed
+    to uint8, their ids (``{partition}-{i}`` unless given), the encoding attrs, image_size, partition
+    and any further ``attrs``."""
+    count, size = len(images), images.shape[-1]
+    bundle = ArrayBundle(
+        arrays={"images": pack_images(images),
+                "ids": np.array(list(ids) if ids is not None else [f"{partition}-{i}" for i in range(count)],
+                                dtype=np.str_)},
+        attrs={**encoding_attrs(), "image_size": size, "partition": partition, **attrs},
+    )
+    seed_artifact(root, "preprocessed_images", partition, bundle)
+    return bundle
+
+
+def seed_unused_extractor(root: Path | ObjectStore, months: list[str]) -> None:
     """Store fid_feature_extractor's placeholder (kind is not 'domain') for ``months`` under ``root``.
 
     For tests that score with ``fid_extractor.kind='random_conv'`` and stand in for the upstream
     assets: fid_score reads this input, and ignores it for that kind.
     """
-    from gan_assets.storage import LocalObjectStore, TensorBundle, encode
-
-    store = LocalObjectStore(root)
     for month in months:
-        ext, data = encode(TensorBundle(tensors={}, attrs={"unused": True, "kind": "random_conv", "partition": month}))
-        store.put(f"fid_feature_extractor/{month}.{ext}", data)
+        seed_artifact(root, "fid_feature_extractor", month,
+                      TensorBundle(tensors={}, attrs={"unused": True, "kind": "random_conv", "partition": month}))
 
 
-def seed_zone_index(root: Any) -> None:
+def seed_zone_index(root: Path | ObjectStore) -> None:
     """An empty landing_zone_index where ingest stores it, for tests that seed a month's upstream
-    objects by hand (the report reads the zone's counts from it). ``root``: a folder or an ObjectStore."""
+    objects by hand (the report reads the zone's counts from it)."""
     from gan_assets.dicom.index import empty_index
-    from gan_assets.storage import LocalObjectStore, ObjectStore, encode
 
-    store = root if isinstance(root, ObjectStore) else LocalObjectStore(root)
-    ext, data = encode(empty_index())
-    store.put(f"landing_zone_index.{ext}", data)
+    seed_artifact(root, "landing_zone_index", None, empty_index())
 
 
 UPSTREAM = ("dicom_manifest", "preprocessed_images", "trained_generator", "fid_score")
@@ -234,10 +256,7 @@ def seed_month(root: Path | ObjectStore, partition: str, *, modality: str = "MR"
     yy, xx = np.mgrid[0:32, 0:32] / 31.0
     real = np.stack([np.sin(3 * xx * (i % 5 + 1) + yy * (i % 3)) * 0.8 + rng.normal(0, 0.05, (32, 32))
                      for i in range(n)])
-    preprocessed = ArrayBundle(
-        arrays={"images": pack_images(real), "ids": np.array([f"img{i:03d}" for i in range(n)], dtype=np.str_)},
-        attrs={**encoding_attrs(), "image_size": 32, "partition": partition},
-    )
+    preprocessed = seed_images(store, partition, real, ids=[f"img{i:03d}" for i in range(n)])
     torch.manual_seed(seed)
     config = tiny_train_config()
     generator = build_generator(config)
@@ -264,9 +283,8 @@ def seed_month(root: Path | ObjectStore, partition: str, *, modality: str = "MR"
         "dicom_manifest": manifest,
         "fid_score": fid_score if fid_score is not None else fid_score_value(partition),
     }
-    for asset, value in values.items():
-        ext, data = encode(value)
-        store.put(f"{asset}/{partition}.{ext}", data)
+    for asset in ("trained_generator", "dicom_manifest", "fid_score"):
+        seed_artifact(store, asset, partition, values[asset])
     seed_zone_index(store)
     # The model history as trained_generator and a passing fid_score leave it.
     attempt = int(trained.attrs["attempt"])
@@ -299,7 +317,6 @@ def seed_preprocessed_images(root: Path, months: list[str], n: int = N_IMAGES, s
     ``oriented`` adds what an honest gate needs to see anything: a bright band at the top (so
     upside-down images differ) and fine texture (so blurred images differ).
     """
-    store = LocalObjectStore(root)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     for index, month in enumerate(months):
         rng = np.random.default_rng(100 + index)
@@ -314,21 +331,14 @@ def seed_preprocessed_images(root: Path, months: list[str], n: int = N_IMAGES, s
             else:
                 image = blob * 1.8 - 0.9 + rng.normal(0, 0.04, blob.shape)
             images.append(np.clip(image, -1, 1))
-        bundle = ArrayBundle(
-            arrays={"images": pack_images(np.stack(images)),
-                    "ids": np.array([f"{month}-{i:03d}" for i in range(n)], dtype=np.str_)},
-            attrs={**encoding_attrs(), "image_size": size, "partition": month, "n_images": n},
-        )
-        ext, data = encode(bundle)
-        store.put(f"preprocessed_images/{month}.{ext}", data)
+        seed_images(root, month, np.stack(images), ids=[f"{month}-{i:03d}" for i in range(n)], n_images=n)
         # The month's manifest, as ingest writes it: generated_samples and the report read it.
         manifest = pd.DataFrame([{column: "" for column in MANIFEST_COLUMNS} | {
             "id": f"{month}-{i:03d}", "month": month, "modality": "MR", "rows": size, "columns": size,
             "frames": 1, "samples_per_pixel": 1, "bits_allocated": 16, "file_bytes": 4096,
             "transfer_syntax": "1.2.840.10008.1.2.1", "photometric": "MONOCHROME2", "status": "ok",
         } for i in range(n)], columns=list(MANIFEST_COLUMNS))
-        ext, data = encode(manifest)
-        store.put(f"dicom_manifest/{month}.{ext}", data)
+        seed_artifact(root, "dicom_manifest", month, manifest)
     seed_unused_extractor(root, months)
     seed_zone_index(root)
 

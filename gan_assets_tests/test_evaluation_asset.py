@@ -22,11 +22,12 @@ from gan_assets.model.config import EvaluationConfig, TrainConfig
 from gan_assets.model.dcgan import build_generator
 from gan_assets.partitions import monthly_partitions
 from gan_assets.resources import CloudWatchMetrics, FidExtractor, Notifier
-from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
-from gan_assets.storage.images import encoding_attrs, pack_images
+from gan_assets.storage import LocalObjectStore, TensorBundle, decode
 from gan_assets.storage.digest import state_dict_sha256
 from gan_assets_tests.factories import (
     fid_score_value,
+    seed_artifact,
+    seed_images,
     seed_unused_extractor,
     seed_zone_index,
     tiny_config_resources,
@@ -52,18 +53,14 @@ def real_images(count: int, seed: int) -> np.ndarray:
 
 def seed_upstream(root: Path, months: dict[str, int], generator_month: str) -> TrainConfig:
     """preprocessed_images per month, a dicom_manifest and a trained_generator, as the owners store them."""
-    store = LocalObjectStore(root)
     for index, (month, count) in enumerate(months.items()):
         ids = np.array([f"pid-{month[:7]}-{i:03d}" for i in range(count)], dtype=np.str_)
-        bundle = ArrayBundle(arrays={"images": pack_images(real_images(count, index)), "ids": ids},
-                             attrs={**encoding_attrs(), "image_size": 32, "partition": month})
-        store.put(f"preprocessed_images/{month}.npz", encode(bundle)[1])
+        seed_images(root, month, real_images(count, index), ids=ids)
         manifest = pd.DataFrame({"id": ids, "modality": "CT", "rows": 32, "columns": 32, "frames": 1,
                                  "transfer_syntax": "1.2.840.10008.1.2.1", "photometric": "MONOCHROME2",
                                  "status": "ok", "reason": ""})
-        ext, data = encode(manifest)
-        store.put(f"dicom_manifest/{month}.{ext}", data)
-    seed_zone_index(store)
+        seed_artifact(root, "dicom_manifest", month, manifest)
+    seed_zone_index(root)
     config = tiny_train_config()
     torch.manual_seed(0)
     generator = build_generator(config)
@@ -73,7 +70,7 @@ def seed_upstream(root: Path, months: dict[str, int], generator_month: str) -> T
         "loss_history": {"step": [2, 4], "loss_d": [1.3, 1.2], "loss_g": [0.8, 0.9]},
         "timings": {"train_seconds": 0.1}, "device": "cpu",
     }
-    store.put(f"trained_generator/{generator_month}.pt", encode(TensorBundle(generator.state_dict(), attrs))[1])
+    seed_artifact(root, "trained_generator", generator_month, TensorBundle(generator.state_dict(), attrs))
     seed_unused_extractor(root, list(months))
     return config
 

@@ -30,6 +30,7 @@ from gan_assets_tests.factories import (
     SOURCE_IDS,
     delivery_resources,
     fid_score_value,
+    seed_artifact,
     seed_month,
     tiny_train_config,
     upstream_specs,
@@ -91,8 +92,7 @@ def test_samples_come_from_the_promoted_weights_checked_by_hash(artifacts_dir: P
     torch.manual_seed(99)
     later = TensorBundle(tensors=build_generator(tiny_train_config()).state_dict(),
                          attrs={**seeded["trained_generator"].attrs, "attempt": 2})
-    ext, data = encode(later)
-    store.put(f"trained_generator/{partition}.{ext}", data)
+    seed_artifact(store, "trained_generator", partition, later)
     save_attempt(store, partition, 2, "laterrun", later)
     assert len(list_attempts(store, partition)) == 2
     materialize_samples(artifacts_dir, partition)

@@ -19,10 +19,10 @@ from gan_assets.jobs import retrain_job
 from gan_assets.model.artifact import generator_from_bundle, sample_images
 from gan_assets.model.history import list_attempts
 from gan_assets.partitions import monthly_partitions
-from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
+from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode
 from gan_assets.storage.digest import state_dict_sha256
-from gan_assets.storage.images import encoding_attrs, grid_png, pack_images
-from gan_assets_tests.factories import tiny_config_resources, tiny_train_config
+from gan_assets.storage.images import grid_png
+from gan_assets_tests.factories import seed_images, tiny_config_resources, tiny_train_config
 
 UPSTREAM = dg.AssetSpec("preprocessed_images", partitions_def=monthly_partitions)
 
@@ -33,14 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def seed_month(root: Path, partition: str, n: int, size: int = 32) -> np.ndarray:
     """Write a preprocessed_images partition exactly as the ingest stage stores it."""
     rng = np.random.default_rng(len(partition) + n)
-    packed = pack_images(rng.uniform(-1, 1, (n, size, size)).astype(np.float32))
-    bundle = ArrayBundle(
-        arrays={"images": packed, "ids": np.array([f"{partition}-{i}" for i in range(n)], dtype=np.str_)},
-        attrs={**encoding_attrs(), "image_size": size, "partition": partition},
-    )
-    ext, data = encode(bundle)
-    LocalObjectStore(root).put(f"preprocessed_images/{partition}.{ext}", data)
-    return packed
+    return seed_images(root, partition, rng.uniform(-1, 1, (n, size, size)).astype(np.float32)).arrays["images"]
 
 
 def materialize(root: Path, partition: str, **config: object) -> dg.ExecuteInProcessResult:
