@@ -34,6 +34,8 @@ setup(
         # Imported by the package directly (they also come with dagster, which may change that).
         "pydantic>=2",
         "universal_pathlib>=0.2",
+        # Weights are stored as safetensors: a format that cannot carry code, unlike torch's pickle.
+        "safetensors>=0.4",
     ],
     extras_require={
         # Decoders for JPEG lossless, JPEG-LS and HTJ2K transfer syntaxes.

@@ -18,11 +18,11 @@ from pydantic import Field, PrivateAttr
 from upath import UPath
 
 from gan_assets.storage import ObjectStore, decode, encode, known_extensions, store_from_uri
-from gan_assets.storage.stores import ObjectNotFoundError
+from gan_assets.storage.stores import ArtifactIntegrityError, ObjectNotFoundError, sha256_hex
 
 # Formats the IO manager writes for typed values; on a tie between several under one stem,
 # loads prefer them in this order. Blobs (png, html, ...) under the same stem are sidecars.
-_LOAD_PREFERENCE = ("npz", "pt", "json", "parquet", "npy")
+_LOAD_PREFERENCE = ("npz", "safetensors", "json", "parquet", "npy")
 
 
 class TypedObjectIOManager(UPathIOManager):
@@ -36,7 +36,7 @@ class TypedObjectIOManager(UPathIOManager):
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
-        self._written: dict[str, tuple[str, int, str]] = {}  # stem -> (uri, bytes, extension)
+        self._written: dict[str, tuple[str, int, str, str]] = {}  # stem -> (uri, bytes, extension, sha256)
         super().__init__(base_path=UPath("/"))
 
     @staticmethod
@@ -70,11 +70,20 @@ class TypedObjectIOManager(UPathIOManager):
         key = f"{self._stem(path)}.{ext}"
         uri = self.store.put(key, data)
         context.log.debug(f"Wrote {len(data)} bytes to {uri}")
-        self._written[self._stem(path)] = (uri, len(data), ext)
+        self._written[self._stem(path)] = (uri, len(data), ext, sha256_hex(data))
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
         key = self._find_key(self._stem(path))
-        return decode(key.rsplit(".", 1)[1], self.store.get(key), where=self.store.uri(key))
+        try:
+            data = self.store.get(key)
+        except ArtifactIntegrityError as err:
+            asset = context.asset_key.to_user_string() if context.has_asset_key else "this output"
+            partition = f" partition {path.name}" if context.has_asset_partitions else ""
+            raise ArtifactIntegrityError(
+                f"{asset}{partition} failed its integrity check and was not loaded: {err}. "
+                f"Re-materialize {asset}{partition} (the event log holds the SHA-256 it was written with)"
+            ) from err
+        return decode(key.rsplit(".", 1)[1], data, where=self.store.uri(key))
 
     def path_exists(self, path: UPath) -> bool:
         try:
@@ -99,13 +108,14 @@ class TypedObjectIOManager(UPathIOManager):
         written = self._written.pop(self._stem(self._get_path_for_output(context)), None)
         if written is None:
             return {}
-        uri, size, ext = written
+        uri, size, ext, digest = written
         # "path" replaces UPathIOManager's store-relative path with the object's real location.
         return {
             "path": dg.MetadataValue.path(uri),
             "uri": dg.MetadataValue.path(uri),
             "stored_bytes": dg.MetadataValue.int(size),
             "format": dg.MetadataValue.text(ext),
+            "sha256": dg.MetadataValue.text(digest),
         }
 
     def _get_path_for_output(self, context: dg.OutputContext) -> UPath:

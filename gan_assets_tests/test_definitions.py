@@ -83,7 +83,7 @@ def test_s3_deployment_stores_in_the_bucket(
     result = dg.materialize([probe], partition_key="2026-02-01", resources={"io_manager": resources["io_manager"]})
     assert result.success
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
-    assert keys == ["deploy-test/probe/2026-02-01.npz"]
+    assert keys == ["deploy-test/probe/.2026-02-01.npz.sha256", "deploy-test/probe/2026-02-01.npz"]
     store = resources["artifact_store"].object_store()
     assert store.uri("x/y.png") == f"s3://{s3_bucket}/deploy-test/x/y.png"
     assert store.get("probe/2026-02-01.npz")[:2] == b"PK"  # an .npz is a zip archive

@@ -121,7 +121,7 @@ def test_domain_features_and_fingerprint_follow_the_weights() -> None:
 
 
 def _round_trip(tensors: dict[str, torch.Tensor], attrs: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    bundle = decode("pt", encode(TensorBundle(tensors=tensors, attrs=attrs))[1])
+    bundle = decode("safetensors", encode(TensorBundle(tensors=tensors, attrs=attrs))[1])
     return bundle.tensors, bundle.attrs
 
 
@@ -188,7 +188,7 @@ def materialize(root: Path, partition: str, kind: str = "domain") -> dg.ExecuteI
 
 
 def stored(root: Path, partition: str) -> TensorBundle:
-    bundle = decode("pt", (root / "fid_feature_extractor" / f"{partition}.pt").read_bytes())
+    bundle = decode("safetensors", (root / "fid_feature_extractor" / f"{partition}.safetensors").read_bytes())
     assert isinstance(bundle, TensorBundle)
     return bundle
 

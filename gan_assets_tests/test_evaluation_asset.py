@@ -68,7 +68,7 @@ def seed_upstream(root: Path, months: dict[str, int], generator_month: str) -> T
         "loss_history": {"step": [2, 4], "loss_d": [1.3, 1.2], "loss_g": [0.8, 0.9]},
         "timings": {"train_seconds": 0.1}, "device": "cpu",
     }
-    store.put(f"trained_generator/{generator_month}.pt", encode(TensorBundle(generator.state_dict(), attrs))[1])
+    store.put(f"trained_generator/{generator_month}.safetensors", encode(TensorBundle(generator.state_dict(), attrs))[1])
     seed_unused_extractor(root, list(months))
     return config
 
@@ -215,7 +215,7 @@ def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Pa
     assert materialized(passing) == {"fid_score", "generated_samples", "monthly_report"}
     assert store.list("generated_samples/") and store.list("monthly_report/")
     promoted = json.loads(store.get(f"trained_generator/{partition}.history/promoted.json"))
-    weights = decode("pt", store.get(f"trained_generator/{partition}.pt"))
+    weights = decode("safetensors", store.get(f"trained_generator/{partition}.safetensors"))
     assert promoted["weights_sha256"] == state_dict_sha256(weights.tensors) and promoted["scoring_run_id"] == passing.run_id
     report = json.loads(store.get(f"monthly_report/{partition}.json"))
     assert report["lineage"]["model"]["weights_sha256"] == promoted["weights_sha256"]
@@ -227,6 +227,23 @@ def _failed_partitions(instance: dg.DagsterInstance, asset: str) -> set[str]:
 
     value = get_and_update_asset_status_cache_value(instance, dg.AssetKey(asset), monthly_partitions)
     return set(value.deserialize_failed_partition_subsets(monthly_partitions).get_partition_keys()) if value else set()
+
+
+def test_a_corrupted_generator_is_not_scored(tmp_path: Path) -> None:
+    """Weights changed after training (one bit of one float) fail to load; nothing is scored."""
+    root = tmp_path / "artifacts"
+    partition = "2026-02-01"
+    seed_upstream(root, MONTHS, partition)
+    weights = root / "trained_generator" / f"{partition}.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 0x01]))  # still a valid safetensors file
+    result = dg.materialize([*specs("preprocessed_images", "trained_generator", "fid_feature_extractor"), fid_score],
+                            partition_key=partition, resources=resources(root), raise_on_error=False)
+    assert not result.success and materialized(result) == set()
+    error = result.get_step_failure_events()[0].step_failure_data.error.to_string()
+    assert f"trained_generator partition {partition} failed its integrity check" in error
+    assert f"Re-materialize trained_generator partition {partition}" in error
+    assert not LocalObjectStore(root).exists(f"fid_score/{partition}.json")
 
 
 def test_the_check_explains_each_status() -> None:

@@ -245,7 +245,7 @@ def test_io_manager_leaves_no_temp_files_locally(tmp_path: Path) -> None:
     value = sample_values()["array_bundle"]
     for _ in range(2):  # write, then overwrite in place
         assert dg.materialize([_producer("bundle", value)], resources=backend.resources).success
-    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == ["bundle.npz"]
+    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == [".bundle.npz.sha256", "bundle.npz"]
 
 
 # ---------------------------------------------------------------- artifact store beside the IO manager

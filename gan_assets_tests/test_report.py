@@ -84,7 +84,7 @@ def test_report_json_html_and_two_point_trend(artifacts_dir: Path) -> None:
     lineage = report["lineage"]
     weights_sha = state_dict_sha256(seeded["trained_generator"].tensors)
     assert lineage["model"]["weights_sha256"] == weights_sha and lineage["model"]["attempt"] == 1
-    assert lineage["model"]["weights"].endswith(".pt") and ".history/attempt-01-" in lineage["model"]["weights"]
+    assert lineage["model"]["weights"].endswith(".safetensors") and ".history/attempt-01-" in lineage["model"]["weights"]
     assert lineage["data"]["images_sha256"] == arrays_sha256(seeded["preprocessed_images"].arrays)
     assert lineage["data"]["training_window_sha256"] == "seeded-window"
     assert lineage["code_versions"]["reporting"] == reporting.CODE_VERSION
@@ -127,7 +127,7 @@ def test_report_json_html_and_two_point_trend(artifacts_dir: Path) -> None:
     assert metadata["fid"].value == 47.5 and metadata["months_in_trend"].value == 2
     assert metadata["report_json"].value.endswith("monthly_report/2026-02-01.json")
     assert "| 2026-01 | passed | 61.25 |" in metadata["summary"].value
-    assert sorted(p.name for p in (artifacts_dir / "monthly_report").iterdir()) == [
+    assert sorted(p.name for p in (artifacts_dir / "monthly_report").iterdir() if not p.name.startswith(".")) == [
         "2026-01-01.html", "2026-01-01.json", "2026-02-01.html", "2026-02-01.json",
     ]
 

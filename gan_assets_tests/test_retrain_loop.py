@@ -160,7 +160,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, artifacts: Path, *, images: int =
 
 
 def stored_generator_config(artifacts: Path) -> dict[str, Any]:
-    bundle = decode("pt", (artifacts / "trained_generator" / f"{MONTH}.pt").read_bytes())
+    bundle = decode("safetensors", (artifacts / "trained_generator" / f"{MONTH}.safetensors").read_bytes())
     assert isinstance(bundle, TensorBundle)
     return bundle.attrs["config"]
 

@@ -25,6 +25,7 @@ from gan_assets.model.mutation import POLICY_ENV_VAR
 from gan_assets.partitions import monthly_partitions
 from gan_assets.resources import GanConfig, Notifier
 from gan_assets.sensors import FID_SCORE_KEY, decide_retrain, retrain_on_fid_failure
+from gan_assets.storage import LocalObjectStore
 
 TINY = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8, batch_size=8,
             steps=4, log_every=2, num_samples=8, fid_num_fake=16)
@@ -227,8 +228,7 @@ def test_the_cursor_moves_only_past_the_events_handled(
 def test_config_falls_back_to_the_stored_fid_score_artifact(instance: dg.DagsterInstance, tmp_path: Path) -> None:
     defs = make_defs(tmp_path)
     used = TrainConfig(**TINY).replace(lr_g=3e-4).to_dict()
-    (tmp_path / "fid_score").mkdir()
-    (tmp_path / "fid_score" / f"{MONTH}.json").write_text(json.dumps({"attempt": 1, "config": used}))
+    LocalObjectStore(tmp_path).put(f"fid_score/{MONTH}.json", json.dumps({"attempt": 1, "config": used}).encode())
     instance.report_runless_asset_event(dg.AssetMaterialization(
         asset_key=FID_SCORE_KEY, partition=MONTH,
         metadata={"passed": False, "attempt": 1, "max_attempts": 3, "fid": 500.0, "threshold": 200.0},

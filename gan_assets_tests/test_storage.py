@@ -37,7 +37,7 @@ PNG_BYTES = bytes.fromhex("89504e470d0a1a0a") + b"\x00\x00\x00\rIHDR" + bytes(ra
 
 
 class Opaque:
-    """A custom class: has no open format, so it must never be stored (or smuggled in a .pt)."""
+    """A custom class: has no open format, so it must never be stored (or smuggled in a pickle)."""
 
     def __init__(self) -> None:
         self.secret = 42
@@ -89,7 +89,7 @@ VALUE_NAMES = list(sample_values())
 EXPECTED_EXTENSION = {
     "array_bundle": "npz",
     "ndarray": "npy",
-    "tensor_bundle": "pt",
+    "tensor_bundle": "safetensors",
     "json_dict": "json",
     "json_list": "json",
     "dataframe": "parquet",
@@ -283,18 +283,19 @@ TAMPERED: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
     "npz_is_a_single_npy": ("npz", lambda good: _npz_single_npy()),
     "npy_truncated": ("npy", lambda good: good[: len(good) - 9]),
     "npy_pickled": ("npy", lambda good: b"\x80\x04\x95" + good[3:]),
-    "pt_truncated": ("pt", lambda good: good[: len(good) // 2]),
-    "pt_custom_class": ("pt", lambda good: _saved_pt({"tensors": {"w": Opaque()}, "attrs_json": "{}"})),
-    "pt_custom_class_at_top": ("pt", lambda good: _saved_pt(Opaque())),
-    "pt_not_a_bundle": ("pt", lambda good: _saved_pt(torch.zeros(3))),
-    "pt_non_tensor_entry": ("pt", lambda good: _saved_pt({"tensors": {"w": [1, 2]}, "attrs_json": "{}"})),
+    "safetensors_truncated": ("safetensors", lambda good: good[: len(good) // 2]),
+    "safetensors_no_header": ("safetensors", lambda good: good[:5]),
+    "safetensors_header_garbled": ("safetensors", lambda good: good[:8] + b"{garbage" + good[16:]),
+    "safetensors_header_too_long": ("safetensors", lambda good: (10**9).to_bytes(8, "little") + good[8:]),
+    "safetensors_is_a_pickle": ("safetensors", lambda good: _saved_pt({"tensors": {"w": Opaque()}})),
     "json_garbled": ("json", lambda good: good[:-3]),
     "json_not_utf8": ("json", lambda good: b"\xff\xfe{"),
     "parquet_truncated": ("parquet", lambda good: good[: len(good) // 2]),
     "parquet_garbage": ("parquet", lambda good: b"PAR1" + b"\x00garbage" * 20 + b"PAR1"),
 }
 
-GOOD_VALUE_FOR_EXTENSION = {"npz": "array_bundle", "npy": "ndarray", "pt": "tensor_bundle", "json": "json_dict", "parquet": "dataframe"}
+GOOD_VALUE_FOR_EXTENSION = {"npz": "array_bundle", "npy": "ndarray", "safetensors": "tensor_bundle", "json": "json_dict",
+                            "parquet": "dataframe"}
 
 
 @pytest.mark.parametrize("case", list(TAMPERED))
@@ -310,9 +311,9 @@ def test_tampered_objects_give_a_clear_error_naming_the_uri(tmp_path: Path, case
     assert f".{ext}" in str(caught.value)
 
 
-def test_pt_with_pickled_custom_object_is_refused_by_the_safe_loader() -> None:
+def test_torch_pickles_are_never_loaded() -> None:
     data = _saved_pt({"tensors": {"w": torch.zeros(1)}, "attrs_json": "{}", "extra": Opaque()})
-    with pytest.raises(StorageFormatError, match=r"s3://b/k\.pt.*safe loader \(weights_only=True\)"):
+    with pytest.raises(StorageFormatError, match=r"s3://b/k\.pt: \.pt \(torch pickle\) objects are no longer loaded.*re-materialize"):
         decode("pt", data, where="s3://b/k.pt")
 
 
@@ -345,7 +346,7 @@ def test_unknown_extension_is_a_format_error() -> None:
 def test_local_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path)
     store.put("asset/2026-01-01.json", b'{"v": 1}')
-    assert sorted(p.name for p in (tmp_path / "asset").iterdir()) == ["2026-01-01.json"]
+    assert sorted(p.name for p in (tmp_path / "asset").iterdir()) == [".2026-01-01.json.sha256", "2026-01-01.json"]
     assert (tmp_path / "asset/2026-01-01.json").stat().st_mode & 0o777 == 0o644
 
 
@@ -363,7 +364,7 @@ def test_failed_local_write_keeps_the_old_object(tmp_path: Path, monkeypatch: py
         store.put("asset/2026-01-01.json", b'{"v": 2, "partial": "no"}')
     monkeypatch.undo()
     assert store.get("asset/2026-01-01.json") == b'{"v": 1}'
-    assert os.listdir(tmp_path / "asset") == ["2026-01-01.json"]  # the temp file is gone
+    assert sorted(os.listdir(tmp_path / "asset")) == [".2026-01-01.json.sha256", "2026-01-01.json"]  # no temp file
     assert store.list("asset/") == ["asset/2026-01-01.json"]
 
 

@@ -65,8 +65,8 @@ def test_materializes_over_the_window_and_weights_reload_exactly(artifacts_dir: 
     result = materialize(artifacts_dir, "2026-03-01")
     assert result.success
 
-    stored = (artifacts_dir / "trained_generator" / "2026-03-01.pt").read_bytes()
-    bundle = decode("pt", stored)  # torch.load(weights_only=True) inside
+    stored = (artifacts_dir / "trained_generator" / "2026-03-01.safetensors").read_bytes()
+    bundle = decode("safetensors", stored)  # no pickle: safetensors.torch.load inside
     assert isinstance(bundle, TensorBundle)
     attrs = bundle.attrs
     assert attrs["config"] == TrainConfig(**TINY).to_dict()
@@ -80,7 +80,7 @@ def test_materializes_over_the_window_and_weights_reload_exactly(artifacts_dir: 
 
     # A fresh generator from the stored bundle reproduces the fixed-noise grid shown in the UI.
     generator = generator_from_bundle(bundle)
-    again = generator_from_bundle(decode("pt", stored))
+    again = generator_from_bundle(decode("safetensors", stored))
     samples = sample_images(generator, 64, seed=attrs["fixed_noise_seed"])
     assert np.array_equal(samples, sample_images(again, 64, seed=attrs["fixed_noise_seed"]))
     materialization = result.asset_materializations_for_node("trained_generator")[0]
@@ -98,7 +98,7 @@ def test_materializes_over_the_window_and_weights_reload_exactly(artifacts_dir: 
     # and the hash is the materialization's data version.
     history = list_attempts(LocalObjectStore(artifacts_dir), "2026-03-01")
     assert history == [attrs["history_key"]] and f"attempt-02-{result.run_id[:8]}" in history[0]
-    kept = decode("pt", (artifacts_dir / history[0]).read_bytes())
+    kept = decode("safetensors", (artifacts_dir / history[0]).read_bytes())
     assert state_dict_sha256(kept.tensors) == attrs["weights_sha256"] == state_dict_sha256(bundle.tensors)
     assert metadata["weights_sha256"].value == attrs["weights_sha256"]
     assert materialization.tags["dagster/data_version"] == attrs["weights_sha256"][:32]

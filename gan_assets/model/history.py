@@ -2,7 +2,7 @@
 
 ``trained_generator/{month}.{ext}`` (the asset's value) is always the latest attempt. Beside it,
 ``trained_generator/{month}.history/`` keeps each attempt under a key that names it,
-``attempt-02-1a2b3c4d.pt`` (attempt number, first 8 characters of the training run id), with
+``attempt-02-1a2b3c4d.safetensors`` (attempt number, first 8 characters of the training run id), with
 its score once scored (``attempt-02-1a2b3c4d.score.json``), and ``promoted.json``: the attempt
 whose score passed the gate, with the weights' SHA-256. What is delivered (generated samples,
 the report) comes from the promoted weights, loaded by that key and checked against that hash.

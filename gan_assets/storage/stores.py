@@ -9,6 +9,7 @@ boto3's managed transfer, which S3 only makes visible once every part has been c
 
 from __future__ import annotations
 
+import hashlib
 import io
 import mimetypes
 import os
@@ -22,27 +23,89 @@ class ObjectNotFoundError(FileNotFoundError):
     """No object at the key; the message names the URI."""
 
 
+SHA256_SUFFIX = ".sha256"
+
+
+def sha256_key(key: str) -> str:
+    """Where the SHA-256 of ``key`` is recorded: a hidden ``.{name}.sha256`` beside it."""
+    folder, _, name = key.replace("\\", "/").strip("/").rpartition("/")
+    return f"{folder}/.{name}{SHA256_SUFFIX}" if folder else f".{name}{SHA256_SUFFIX}"
+
+
+class ArtifactIntegrityError(ValueError):
+    """A stored object's bytes differ from the SHA-256 recorded when it was written."""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 class ObjectStore(ABC):
-    """Bytes under string keys (``a/b/c.ext``); ``uri`` names an object for people and metadata."""
+    """Bytes under string keys (``a/b/c.ext``); ``uri`` names an object for people and metadata.
 
-    @abstractmethod
+    Every object is tamper-evident: ``put`` records the SHA-256 of the bytes in a hidden sidecar
+    (``a/.b.ext.sha256`` for ``a/b.ext``) and ``get`` refuses bytes that differ from it. The hash sits beside the object
+    rather than only in the event log because objects written outside any materialization
+    (attempt history, feature caches, the promoted-model record) have no event to hold it; a torn
+    write of the pair fails closed, with the same error, never loading unrecorded bytes.
+    """
+
     def put(self, key: str, data: bytes) -> str:
-        """Store atomically; return the object's URI."""
+        """Store atomically with its SHA-256; return the object's URI."""
+        uri = self._write(key, data)
+        self._write(sha256_key(key), sha256_hex(data).encode())
+        return uri
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes, verified against their recorded SHA-256.
+
+        ObjectNotFoundError (naming the URI) when there is no object; ArtifactIntegrityError when
+        the bytes are not the ones written.
+        """
+        data = self._read(key)
+        try:
+            recorded = self._read(sha256_key(key)).decode("ascii", "replace").strip()
+        except ObjectNotFoundError:
+            recorded = ""
+        actual = sha256_hex(data)
+        if recorded != actual:
+            what = f"its recorded SHA-256 is {recorded[:16]}" if recorded else "no SHA-256 was recorded for it"
+            raise ArtifactIntegrityError(
+                f"{self.uri(key)} has SHA-256 {actual[:16]} but {what}: the object was changed or replaced "
+                "after it was written, so it is not loaded. Re-materialize the asset partition that wrote it")
+        return data
+
+    def sha256(self, key: str) -> str:
+        """The SHA-256 recorded for ``key`` when it was written."""
+        return self._read(sha256_key(key)).decode("ascii", "replace").strip()
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys of objects (not their hash sidecars) that start with ``prefix`` (sorted)."""
+        return [key for key in self._list(prefix)
+                if not (key.rpartition("/")[2].startswith(".") and key.endswith(SHA256_SUFFIX))]
+
+    def delete(self, key: str) -> None:
+        """Remove the object and its hash; a missing object is not an error."""
+        self._delete(key)
+        self._delete(sha256_key(key))
 
     @abstractmethod
-    def get(self, key: str) -> bytes:
-        """The object's bytes; ObjectNotFoundError (naming the URI) when there is none."""
+    def _write(self, key: str, data: bytes) -> str:
+        """Store bytes atomically; return the object's URI."""
+
+    @abstractmethod
+    def _read(self, key: str) -> bytes:
+        """The raw bytes; ObjectNotFoundError when there is no object."""
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
-    def delete(self, key: str) -> None:
-        """Remove the object; a missing object is not an error."""
+    def _delete(self, key: str) -> None: ...
 
     @abstractmethod
-    def list(self, prefix: str) -> list[str]:
-        """Keys that start with ``prefix`` (sorted)."""
+    def _list(self, prefix: str) -> list[str]:
+        """Every key that starts with ``prefix`` (sorted)."""
 
     @abstractmethod
     def modified(self, key: str) -> float:
@@ -82,7 +145,7 @@ class LocalObjectStore(ObjectStore):
     def uri(self, key: str) -> str:
         return str(self._path(key))
 
-    def put(self, key: str, data: bytes) -> str:
+    def _write(self, key: str, data: bytes) -> str:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -100,7 +163,7 @@ class LocalObjectStore(ObjectStore):
             raise
         return str(path)
 
-    def get(self, key: str) -> bytes:
+    def _read(self, key: str) -> bytes:
         path = self._path(key)
         try:
             return path.read_bytes()
@@ -110,7 +173,7 @@ class LocalObjectStore(ObjectStore):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def delete(self, key: str) -> None:
+    def _delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
     def modified(self, key: str) -> float:
@@ -120,7 +183,7 @@ class LocalObjectStore(ObjectStore):
         except FileNotFoundError as err:
             raise ObjectNotFoundError(f"no stored object at {path}") from err
 
-    def list(self, prefix: str) -> list[str]:
+    def _list(self, prefix: str) -> list[str]:
         prefix = prefix.replace("\\", "/").lstrip("/")
         folder, _, stem = prefix.rpartition("/")
         base = self.root / folder if folder else self.root
@@ -168,7 +231,7 @@ class S3ObjectStore(ObjectStore):
         response = getattr(err, "response", None) or {}
         return response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
-    def put(self, key: str, data: bytes) -> str:
+    def _write(self, key: str, data: bytes) -> str:
         from boto3.s3.transfer import TransferConfig
 
         threshold = self.MULTIPART_THRESHOLD
@@ -181,7 +244,7 @@ class S3ObjectStore(ObjectStore):
         )
         return self.uri(key)
 
-    def get(self, key: str) -> bytes:
+    def _read(self, key: str) -> bytes:
         from botocore.exceptions import ClientError
 
         try:
@@ -213,10 +276,10 @@ class S3ObjectStore(ObjectStore):
             raise
         return head["LastModified"].timestamp()
 
-    def delete(self, key: str) -> None:
+    def _delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
-    def list(self, prefix: str) -> list[str]:
+    def _list(self, prefix: str) -> list[str]:
         full = self._key(prefix) if prefix.strip("/") else (self.prefix + "/" if self.prefix else "")
         if prefix.endswith("/") and not full.endswith("/"):
             full += "/"
