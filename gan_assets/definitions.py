@@ -24,12 +24,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from gan_assets.assets import evaluation, generation, ingest, reporting, training
-from gan_assets.io_managers import (
-    LocalArtifactStore,
-    LocalOpenFormatIOManager,
-    S3ArtifactStore,
-    S3OpenFormatIOManager,
-)
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.jobs import gan_pipeline, index_job, retrain_job
 from gan_assets.resources import (
     CloudWatchMetrics,
@@ -96,12 +91,8 @@ def _shared_resources() -> dict[str, Any]:
 def resources_for(deployment: str) -> dict[str, Any]:
     """The resource dict of one deployment (``local`` or ``s3``)."""
     if deployment == "local":
-        root = os.environ.get("GAN_ASSETS_ARTIFACTS_DIR", os.path.abspath("artifacts"))
-        return {
-            **_shared_resources(),
-            "io_manager": LocalOpenFormatIOManager(base_dir=root),
-            "artifact_store": LocalArtifactStore(base_dir=root),
-        }
+        storage = ArtifactStorage(root=os.environ.get("GAN_ASSETS_ARTIFACTS_DIR", os.path.abspath("artifacts")))
+        return {**_shared_resources(), "io_manager": storage, "artifact_store": storage}
     if deployment == "s3":
         s3 = S3Resource(
             endpoint_url=os.environ.get("GAN_ASSETS_S3_ENDPOINT_URL") or None,
@@ -111,12 +102,8 @@ def resources_for(deployment: str) -> dict[str, Any]:
         if not bucket:
             raise ValueError("GAN_ASSETS_ENV=s3 needs GAN_ASSETS_S3_BUCKET (and optionally GAN_ASSETS_S3_PREFIX)")
         prefix = os.environ.get("GAN_ASSETS_S3_PREFIX", "gan-assets")
-        return {
-            **_shared_resources(),
-            "s3": s3,
-            "io_manager": S3OpenFormatIOManager(s3_resource=s3, s3_bucket=bucket, s3_prefix=prefix),
-            "artifact_store": S3ArtifactStore(s3_resource=s3, s3_bucket=bucket, s3_prefix=prefix),
-        }
+        storage = ArtifactStorage(root=f"s3://{bucket}/{prefix}", s3=s3)
+        return {**_shared_resources(), "s3": s3, "io_manager": storage, "artifact_store": storage}
     raise ValueError(f"GAN_ASSETS_ENV={deployment!r} is not one of {DEPLOYMENTS}")
 
 

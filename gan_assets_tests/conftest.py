@@ -52,6 +52,24 @@ def s3_client(moto_endpoint: str) -> Any:
 
 
 @pytest.fixture
+def s3_settings(moto_endpoint: str) -> Any:
+    """The storage core's settings for the moto server, credentials included (none from the environment)."""
+    from gan_assets.storage import S3Settings
+
+    return S3Settings(endpoint_url=moto_endpoint, region_name="us-east-1",
+                      access_key_id="testing", secret_access_key="testing")
+
+
+@pytest.fixture
+def s3_resource(moto_endpoint: str) -> Any:
+    """dagster-aws's S3Resource for the moto server, with explicit credentials."""
+    from dagster_aws.s3 import S3Resource
+
+    return S3Resource(endpoint_url=moto_endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+@pytest.fixture
 def one_torch_thread() -> Iterator[None]:
     """Tiny models: a second intra-op thread only adds spin-waiting on a shared 2-core machine."""
     import torch
@@ -102,9 +120,9 @@ def seed_unused_extractor(root: Path, months: list[str]) -> None:
     For tests that score with ``fid_extractor.kind='random_conv'`` and stand in for the upstream
     assets: fid_score reads this input, and ignores it for that kind.
     """
-    from gan_assets.storage import LocalObjectStore, TensorBundle, encode
+    from gan_assets.storage import TensorBundle, encode, store_from_uri
 
-    store = LocalObjectStore(root)
+    store = store_from_uri(str(root))
     for month in months:
         ext, data = encode(TensorBundle(tensors={}, attrs={"unused": True, "kind": "random_conv", "partition": month}))
         store.put(f"fid_feature_extractor/{month}.{ext}", data)
@@ -114,9 +132,9 @@ def seed_zone_index(root: Any) -> None:
     """An empty landing_zone_index where ingest stores it, for tests that seed a month's upstream
     objects by hand (the report reads the zone's counts from it). ``root``: a folder or an ObjectStore."""
     from gan_assets.dicom.index import empty_index
-    from gan_assets.storage import LocalObjectStore, ObjectStore, encode
+    from gan_assets.storage import ObjectStore, encode, store_from_uri
 
-    store = root if isinstance(root, ObjectStore) else LocalObjectStore(root)
+    store = root if isinstance(root, ObjectStore) else store_from_uri(str(root))
     ext, data = encode(empty_index())
     store.put(f"landing_zone_index.{ext}", data)
 
@@ -156,12 +174,12 @@ def ingest_assets() -> list[Any]:
 
 def ingest_resources(zone: Path | str, artifacts: Path, image_size: int = 32, **preprocess: Any) -> dict[str, Any]:
     """Local resources for ingest_assets(); preprocess_config runs in-process unless told otherwise."""
-    from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
+    from gan_assets.io_managers import ArtifactStorage
     from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
 
     return {
-        "io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts)),
-        "artifact_store": LocalArtifactStore(base_dir=str(artifacts)),
+        "io_manager": ArtifactStorage(root=str(artifacts)),
+        "artifact_store": ArtifactStorage(root=str(artifacts)),
         "dicom_source": DicomSource(location=str(zone)),
         "preprocess_config": PreprocessConfig(**{"workers": 1, **preprocess}),
         "gan_config": GanConfig(image_size=image_size),

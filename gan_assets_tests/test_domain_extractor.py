@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gan_assets.assets.evaluation import fid_feature_extractor
-from gan_assets.io_managers import LocalOpenFormatIOManager
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.metrics.controls import build_controls, split_reference
 from gan_assets.metrics.domain_encoder import (
     PRETEXT_CLASSES,
@@ -25,7 +25,7 @@ from gan_assets.metrics.extractors import DomainExtractor, ExtractorError, Rando
 from gan_assets.metrics.frechet import frechet_distance_features
 from gan_assets.partitions import monthly_partitions
 from gan_assets.resources import FidExtractor, GanConfig
-from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
+from gan_assets.storage import ArrayBundle, TensorBundle, decode, encode, store_from_uri
 from gan_assets.storage.images import encoding_attrs, pack_images
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -174,14 +174,14 @@ def seed_month(root: Path, partition: str, n: int, seed: int, size: int = 32) ->
         attrs={**encoding_attrs(), "image_size": size, "partition": partition},
     )
     ext, data = encode(bundle)
-    LocalObjectStore(root).put(f"preprocessed_images/{partition}.{ext}", data)
+    store_from_uri(str(root)).put(f"preprocessed_images/{partition}.{ext}", data)
 
 
 def materialize(root: Path, partition: str, kind: str = "domain") -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [UPSTREAM, fid_feature_extractor],
         partition_key=partition,
-        resources={"io_manager": LocalOpenFormatIOManager(base_dir=str(root)),
+        resources={"io_manager": ArtifactStorage(root=str(root)),
                    "gan_config": GanConfig(image_size=32),
                    "fid_extractor": FidExtractor(kind=kind, domain_steps=4)},
     )

@@ -15,13 +15,13 @@ import torch
 from gan_assets.assets.evaluation import fid_score, fid_within_threshold
 from gan_assets.assets.generation import generated_samples
 from gan_assets.assets.reporting import monthly_report
-from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.metrics.cache import CACHE_PREFIX
 from gan_assets.model.config import TrainConfig
 from gan_assets.model.dcgan import build_generator
 from gan_assets.partitions import monthly_partitions
 from gan_assets.resources import CloudWatchMetrics, FidExtractor, GanConfig, Notifier
-from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
+from gan_assets.storage import ArrayBundle, TensorBundle, decode, encode, store_from_uri
 from gan_assets.storage.images import encoding_attrs, pack_images
 from gan_assets.storage.digest import state_dict_sha256
 from gan_assets_tests.conftest import seed_unused_extractor, seed_zone_index
@@ -47,7 +47,7 @@ def real_images(count: int, seed: int) -> np.ndarray:
 
 def seed_upstream(root: Path, months: dict[str, int], generator_month: str) -> TrainConfig:
     """preprocessed_images per month, a dicom_manifest and a trained_generator, as the owners store them."""
-    store = LocalObjectStore(root)
+    store = store_from_uri(str(root))
     for index, (month, count) in enumerate(months.items()):
         ids = np.array([f"pid-{month[:7]}-{i:03d}" for i in range(count)], dtype=np.str_)
         bundle = ArrayBundle(arrays={"images": pack_images(real_images(count, index)), "ids": ids},
@@ -79,8 +79,8 @@ def resources(root: Path, **gan_overrides: Any) -> dict[str, Any]:
         # The random conv net: these tests are about the asset, not the features (test_domain_extractor.py).
         "fid_extractor": FidExtractor(kind="random_conv", feature_dim=32, kid_subsets=5, kid_subset_size=8,
                                       batch_size=16),
-        "io_manager": LocalOpenFormatIOManager(base_dir=str(root)),
-        "artifact_store": LocalArtifactStore(base_dir=str(root)),
+        "io_manager": ArtifactStorage(root=str(root)),
+        "artifact_store": ArtifactStorage(root=str(root)),
         "cloudwatch": CloudWatchMetrics(),
         "notifier": Notifier(),
     }
@@ -109,7 +109,7 @@ def test_fid_score_json_metadata_cache_and_check(tmp_path: Path) -> None:
     first = dg.materialize(assets, partition_key=partition, instance=instance, raise_on_error=False,
                            resources=resources(root, threshold_rule="absolute", fid_threshold=1e6, min_separation=1.0))
     assert not first.success and materialized(first) == {"fid_score"}  # the blocking check failed
-    store = LocalObjectStore(root)
+    store = store_from_uri(str(root))
     stored = json.loads(store.get(f"fid_score/{partition}.json"))
     assert FID_KEYS <= set(stored)
     # Scored with the held-out half of the month, as many images as each control.
@@ -199,7 +199,7 @@ def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Pa
     assert observed["status"].value == "rejected" and observed["attempt"].value == 3
     assert observed["threshold"].value == 1e-12 and observed["fid"].value > 1e-12
     assert partition in _failed_partitions(instance, "fid_score")  # what the partitions view shows
-    store = LocalObjectStore(root)
+    store = store_from_uri(str(root))
     stored = json.loads(store.get(f"fid_score/{partition}.json"))
     assert stored["passed"] is False and stored["status"] == "rejected"
     assert stored["memorization"]["training_partitions"] == [partition]
@@ -243,7 +243,7 @@ def test_a_corrupted_generator_is_not_scored(tmp_path: Path) -> None:
     error = result.get_step_failure_events()[0].step_failure_data.error.to_string()
     assert f"trained_generator partition {partition} failed its integrity check" in error
     assert f"Re-materialize trained_generator partition {partition}" in error
-    assert not LocalObjectStore(root).exists(f"fid_score/{partition}.json")
+    assert not store_from_uri(str(root)).exists(f"fid_score/{partition}.json")
 
 
 def test_the_check_explains_each_status() -> None:

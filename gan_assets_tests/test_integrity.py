@@ -14,17 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from dagster_aws.s3 import S3Resource
 
-from gan_assets.io_managers import (
-    LocalArtifactStore,
-    LocalOpenFormatIOManager,
-    S3ArtifactStore,
-    S3OpenFormatIOManager,
-)
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.partitions import monthly_partitions
-from gan_assets.storage import ArrayBundle, Blob, TensorBundle, encode
-from gan_assets.storage.stores import ArtifactIntegrityError, LocalObjectStore
+from gan_assets.storage import ArrayBundle, ArtifactIntegrityError, Blob, TensorBundle, encode, store_from_uri
 
 MONTH = "2026-02-01"
 VALUES: dict[str, Any] = {
@@ -41,16 +34,11 @@ VALUES: dict[str, Any] = {
 
 def _resources(backend: str, tmp_path: Path, request: Any = None) -> tuple[dict[str, Any], Any]:
     if backend == "local":
-        root = str(tmp_path / "artifacts")
-        io_manager = LocalOpenFormatIOManager(base_dir=root)
-        return {"io_manager": io_manager, "artifact_store": LocalArtifactStore(base_dir=root)}, io_manager.object_store()
-    endpoint, bucket = request.getfixturevalue("moto_endpoint"), request.getfixturevalue("s3_bucket")
-    s3 = S3Resource(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                    aws_secret_access_key="testing")
-    io_manager = S3OpenFormatIOManager(s3_resource=s3, s3_bucket=bucket, s3_prefix="gan")
-    return ({"io_manager": io_manager,
-             "artifact_store": S3ArtifactStore(s3_resource=s3, s3_bucket=bucket, s3_prefix="gan")},
-            io_manager.object_store())
+        storage = ArtifactStorage(root=str(tmp_path / "artifacts"))
+    else:
+        storage = ArtifactStorage(root=f"s3://{request.getfixturevalue('s3_bucket')}/gan",
+                                  s3=request.getfixturevalue("s3_resource"))
+    return {"io_manager": storage, "artifact_store": storage}, storage.object_store()
 
 
 def _raw_bytes(uri: str, request: pytest.FixtureRequest) -> tuple[bytes, Any]:
@@ -143,7 +131,7 @@ def test_an_edited_manifest_row_is_not_trusted(tmp_path: Path) -> None:
 
 
 def test_an_object_without_a_recorded_hash_is_refused(tmp_path: Path) -> None:
-    store = LocalObjectStore(tmp_path)
+    store = store_from_uri(str(tmp_path))
     store.put("asset/2026-01-01.json", b"{}")
     assert store.sha256("asset/2026-01-01.json") == hashlib.sha256(b"{}").hexdigest()
     (tmp_path / "asset/.2026-01-01.json.sha256").unlink()

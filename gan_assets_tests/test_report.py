@@ -15,11 +15,9 @@ import jsonschema
 import pytest
 from PIL import Image
 
-from dagster_aws.s3 import S3Resource
-
 from gan_assets.assets.generation import generated_samples
 from gan_assets.assets.reporting import monthly_report
-from gan_assets.io_managers import S3ArtifactStore, S3OpenFormatIOManager
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.report.charts import line_chart
 from gan_assets.report.document import ReportError, report_schema, validate_report
 from gan_assets.assets import reporting
@@ -167,20 +165,21 @@ def test_attempts_from_the_event_log_and_rejected_months_in_the_trend(artifacts_
     assert "lr_g: 0.0002 &rarr; 0.0001" in html and "initial config" in html
 
 
-def test_report_on_s3_reads_the_trend_from_the_bucket(moto_endpoint: str, s3_bucket: str, s3_client: Any) -> None:
+def test_report_on_s3_reads_the_trend_from_the_bucket(s3_resource: Any, s3_settings: Any, s3_bucket: str,
+                                                      s3_client: Any) -> None:
     prefix = "gan"
-    store = store_from_uri(f"s3://{s3_bucket}/{prefix}", s3_client)
+    store = store_from_uri(f"s3://{s3_bucket}/{prefix}", s3_settings)
     seed_month(store, "2026-05-01", fid_score=fid_score_value("2026-05-01", fid=150.0, passed=False, attempt=3,
                                                              status="rejected"))
     seed_month(store, "2026-06-01", fid_score=fid_score_value("2026-06-01", fid=70.0))
-    s3 = S3Resource(endpoint_url=moto_endpoint, region_name="us-east-1")
+    storage = ArtifactStorage(root=f"s3://{s3_bucket}/{prefix}", s3=s3_resource)
     with dg.DagsterInstance.ephemeral() as instance:
         dg.materialize(
             [*upstream_specs(), generated_samples, monthly_report],
             selection=["generated_samples", "monthly_report"], partition_key="2026-06-01", instance=instance,
             resources={
-                "io_manager": S3OpenFormatIOManager(s3_resource=s3, s3_bucket=s3_bucket, s3_prefix=prefix),
-                "artifact_store": S3ArtifactStore(s3_resource=s3, s3_bucket=s3_bucket, s3_prefix=prefix),
+                "io_manager": storage,
+                "artifact_store": storage,
                 "gan_config": tiny_gan_config(write_sample_dicoms=True, num_samples=2),
             },
         )

@@ -20,13 +20,13 @@ import pytest
 
 from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG
 from gan_assets.dicom.scan import MANIFEST_COLUMNS
-from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.jobs import retrain_job
 from gan_assets.model.config import TrainConfig
 from gan_assets.model.mutation import POLICY_ENV_VAR
 from gan_assets.resources import FidExtractor
 from gan_assets.sensors import retrain_on_fid_failure
-from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
+from gan_assets.storage import ArrayBundle, TensorBundle, decode, encode, store_from_uri
 from gan_assets.storage.images import encoding_attrs, pack_images
 from gan_assets_tests.conftest import seed_unused_extractor, seed_zone_index
 
@@ -47,7 +47,7 @@ def seed_preprocessed_images(root: Path, months: list[str], n: int = N_IMAGES, s
     ``oriented`` adds what an honest gate needs to see anything: a bright band at the top (so
     upside-down images differ) and fine texture (so blurred images differ).
     """
-    store = LocalObjectStore(root)
+    store = store_from_uri(str(root))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     for index, month in enumerate(months):
         rng = np.random.default_rng(100 + index)
@@ -92,8 +92,8 @@ def loop_defs(artifacts: Path) -> dg.Definitions:
         sensors=[retrain_on_fid_failure],
         resources={
             **definitions.resources_for("local"),
-            "io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts)),
-            "artifact_store": LocalArtifactStore(base_dir=str(artifacts)),
+            "io_manager": ArtifactStorage(root=str(artifacts)),
+            "artifact_store": ArtifactStorage(root=str(artifacts)),
             "gan_config": definitions.gan_config_from_env(),
             # The honest gate on the random conv net: these images were made for it to see.
             "fid_extractor": FidExtractor(kind="random_conv"),

@@ -18,14 +18,14 @@ import pytest
 
 from gan_assets import sensors
 from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG, PARENT_RUN_TAG, run_attempt
-from gan_assets.io_managers import LocalArtifactStore
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.jobs import retrain_job
 from gan_assets.model.config import TrainConfig, config_diff
 from gan_assets.model.mutation import POLICY_ENV_VAR
 from gan_assets.partitions import monthly_partitions
 from gan_assets.resources import GanConfig, Notifier
 from gan_assets.sensors import FID_SCORE_KEY, decide_retrain, retrain_on_fid_failure
-from gan_assets.storage import LocalObjectStore
+from gan_assets.storage import store_from_uri
 
 TINY = dict(image_size=32, latent_dim=16, generator_width=8, discriminator_width=8, batch_size=8,
             steps=4, log_every=2, num_samples=8, fid_num_fake=16)
@@ -108,7 +108,7 @@ def make_defs(artifacts: Path, webhook_url: str | None = None) -> dg.Definitions
         resources={
             "gan_config": GanConfig(**TINY),
             "notifier": Notifier(webhook_url=webhook_url, ui_base_url="http://ui.test"),
-            "artifact_store": LocalArtifactStore(base_dir=str(artifacts)),
+            "artifact_store": ArtifactStorage(root=str(artifacts)),
         },
     )
 
@@ -228,7 +228,7 @@ def test_the_cursor_moves_only_past_the_events_handled(
 def test_config_falls_back_to_the_stored_fid_score_artifact(instance: dg.DagsterInstance, tmp_path: Path) -> None:
     defs = make_defs(tmp_path)
     used = TrainConfig(**TINY).replace(lr_g=3e-4).to_dict()
-    LocalObjectStore(tmp_path).put(f"fid_score/{MONTH}.json", json.dumps({"attempt": 1, "config": used}).encode())
+    store_from_uri(str(tmp_path)).put(f"fid_score/{MONTH}.json", json.dumps({"attempt": 1, "config": used}).encode())
     instance.report_runless_asset_event(dg.AssetMaterialization(
         asset_key=FID_SCORE_KEY, partition=MONTH,
         metadata={"passed": False, "attempt": 1, "max_attempts": 3, "fid": 500.0, "threshold": 200.0},

@@ -14,7 +14,7 @@ import pytest
 
 from gan_assets.assets.common import TRAINING_TAG
 from gan_assets.assets.training import pack_window, trained_generator
-from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.jobs import retrain_job
 from gan_assets.model.artifact import generator_from_bundle, sample_images
 from gan_assets.model.config import TrainConfig
@@ -22,7 +22,7 @@ from gan_assets.model.history import list_attempts
 from gan_assets.partitions import monthly_partitions
 from gan_assets.report.images import grid_png
 from gan_assets.resources import GanConfig
-from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
+from gan_assets.storage import ArrayBundle, TensorBundle, decode, encode, store_from_uri
 from gan_assets.storage.digest import state_dict_sha256
 from gan_assets.storage.images import encoding_attrs, pack_images
 
@@ -43,7 +43,7 @@ def seed_month(root: Path, partition: str, n: int, size: int = 32) -> np.ndarray
         attrs={**encoding_attrs(), "image_size": size, "partition": partition},
     )
     ext, data = encode(bundle)
-    LocalObjectStore(root).put(f"preprocessed_images/{partition}.{ext}", data)
+    store_from_uri(str(root)).put(f"preprocessed_images/{partition}.{ext}", data)
     return packed
 
 
@@ -51,8 +51,8 @@ def materialize(root: Path, partition: str, **config: object) -> dg.ExecuteInPro
     return dg.materialize(
         [UPSTREAM, trained_generator],
         partition_key=partition,
-        resources={"io_manager": LocalOpenFormatIOManager(base_dir=str(root)),
-                   "artifact_store": LocalArtifactStore(base_dir=str(root)),
+        resources={"io_manager": ArtifactStorage(root=str(root)),
+                   "artifact_store": ArtifactStorage(root=str(root)),
                    "gan_config": GanConfig(**{**TINY, **config})},
         tags={"gan/attempt": "2"},
         raise_on_error=False,
@@ -96,14 +96,14 @@ def test_materializes_over_the_window_and_weights_reload_exactly(artifacts_dir: 
     assert np.isfinite(metadata["final_loss_d"].value)
     # The attempt is kept in the month's history under a key naming it, with the weights' hash,
     # and the hash is the materialization's data version.
-    history = list_attempts(LocalObjectStore(artifacts_dir), "2026-03-01")
+    history = list_attempts(store_from_uri(str(artifacts_dir)), "2026-03-01")
     assert history == [attrs["history_key"]] and f"attempt-02-{result.run_id[:8]}" in history[0]
     kept = decode("safetensors", (artifacts_dir / history[0]).read_bytes())
     assert state_dict_sha256(kept.tensors) == attrs["weights_sha256"] == state_dict_sha256(bundle.tensors)
     assert metadata["weights_sha256"].value == attrs["weights_sha256"]
     assert materialization.tags["dagster/data_version"] == attrs["weights_sha256"][:32]
     again_run = materialize(artifacts_dir, "2026-03-01", seed=7)
-    assert len(list_attempts(LocalObjectStore(artifacts_dir), "2026-03-01")) == 2  # the first attempt survives
+    assert len(list_attempts(store_from_uri(str(artifacts_dir)), "2026-03-01")) == 2  # the first attempt survives
     assert again_run.success
     # the same packed bytes give the same fingerprint (what a reader checks against)
     _, same = pack_window({"2026-01-01": ArrayBundle({"images": january}),
@@ -144,8 +144,8 @@ def test_a_diverged_training_enters_the_retrain_loop(artifacts_dir: Path, monkey
     seed_month(artifacts_dir, "2026-03-01", 12)
     defs = dg.Definitions(
         assets=[UPSTREAM, trained_generator], jobs=[retrain_job], sensors=[retrain_on_fid_failure],
-        resources={"io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts_dir)),
-                   "artifact_store": LocalArtifactStore(base_dir=str(artifacts_dir)),
+        resources={"io_manager": ArtifactStorage(root=str(artifacts_dir)),
+                   "artifact_store": ArtifactStorage(root=str(artifacts_dir)),
                    "gan_config": GanConfig(**TINY), "notifier": Notifier()})
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize([UPSTREAM, trained_generator], partition_key="2026-03-01", instance=instance,
@@ -167,7 +167,7 @@ def test_a_diverged_training_enters_the_retrain_loop(artifacts_dir: Path, monkey
         assert request.tags["gan/attempt"] == "2" and "diverged in training" in request.tags["gan/reason"]
         assert request.partition_key == "2026-03-01"
         # The attempt's record is in the month's history.
-        scores = [k for k in LocalObjectStore(artifacts_dir).list("trained_generator/2026-03-01.history/")
+        scores = [k for k in store_from_uri(str(artifacts_dir)).list("trained_generator/2026-03-01.history/")
                   if k.endswith(".score.json")]
         assert len(scores) == 1 and json.loads((artifacts_dir / scores[0]).read_text())["status"] == "diverged"
 
