@@ -57,6 +57,7 @@ from gan_assets.dicom.batch import preprocess_month, resolve_workers, scan_month
 from gan_assets.dicom.demo_data import generate_landing_zone  # noqa: E402
 from gan_assets.dicom.index import month_rows, update_index  # noqa: E402
 from gan_assets.dicom.landing_zone import LandingZone, SourceSpec  # noqa: E402
+from gan_assets.storage import S3Settings  # noqa: E402
 from gan_assets.dicom.preprocess import PreprocessOptions  # noqa: E402
 from gan_assets.dicom.scan import ScanOptions  # noqa: E402
 
@@ -147,7 +148,7 @@ def bench_storage(storage: str, history: Path, arrival: Path, workdir: Path, mon
             zone = LandingZone(spec)
         else:
             moto, endpoint = start_moto()
-            spec = SourceSpec("s3://bench/zone", endpoint_url=endpoint)
+            spec = SourceSpec("s3://bench/zone", S3Settings(endpoint_url=endpoint))
             zone = LandingZone(spec)
             zone.client.create_bucket(Bucket="bench")
             started = time.perf_counter()

@@ -93,6 +93,21 @@ def s3_settings(s3: S3Resource) -> S3Settings:
     )
 
 
+class ReadsS3(dg.ConfigurableResource):
+    """A resource that reaches S3 with the deployment's one ``S3Resource`` (the landing zone does).
+
+    Declared here, in a module without postponed annotations, so that Dagster sees the real
+    ``ResourceDependency`` type when a subclass lives in a module that has them.
+    """
+
+    s3: dg.ResourceDependency[S3Resource] = Field(
+        default_factory=S3Resource,
+        description="S3 endpoint, region and credentials for s3:// locations (shared with the artifact storage).")
+
+    def s3_settings(self) -> S3Settings:
+        return s3_settings(self.s3)
+
+
 @dataclass
 class _Encoded:
     """A value already serialised by the codec (encoded once, then written by its format's manager)."""
