@@ -22,9 +22,10 @@ from gan_assets.metrics import (
     real_floor,
 )
 from gan_assets.metrics.frechet import _psd_factor
-from gan_assets.metrics.cache import cache_key, real_features_cached
+from gan_assets.metrics.cache import real_features_cached
 from gan_assets.storage import store_from_uri
 from gan_assets.storage.images import pack_images
+from gan_assets.storage.layout import real_features_key
 
 
 def sqrtm_frechet(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
@@ -275,7 +276,7 @@ def test_real_feature_cache_hits_and_notices_new_images(tmp_path: Path) -> None:
     extractor = RandomConvExtractor(feature_dim=32, seed=0)
     packed = pack_images(np.random.default_rng(13).uniform(-1, 1, (6, 32, 32)))
     first = real_features_cached(store, "2026-02-01", extractor, packed)
-    assert not first.cache_hit and first.key == cache_key(extractor.fingerprint_id(32), "2026-02-01")
+    assert not first.cache_hit and first.key == real_features_key(extractor.fingerprint_id(32), "2026-02-01")
     second = real_features_cached(store, "2026-02-01", RandomConvExtractor(feature_dim=32, seed=0), packed)
     assert second.cache_hit
     np.testing.assert_array_equal(first.features, second.features)

@@ -130,15 +130,21 @@ def test_report_json_html_and_two_point_trend(artifacts_dir: Path) -> None:
     ]
 
 
+def rejected_verdict(instance: dg.DagsterInstance, partition: str, fid: float) -> None:
+    """A rejected month as fid_score records it: a verdict observation (the blocking check stopped its report)."""
+    instance.report_runless_asset_event(dg.AssetObservation(
+        asset_key="fid_score", partition=partition,
+        metadata={"fid": fid, "kid_mean": 0.07, "threshold": 100.0, "passed": False, "attempt": 3,
+                  "max_attempts": 3, "status": "rejected"}))
+
+
 def test_attempts_from_the_event_log_and_rejected_months_in_the_trend(artifacts_dir: Path) -> None:
     store_root = artifacts_dir
-    # March was rejected: its fid_score artifact exists, the blocking check stopped its report.
-    seed_month(store_root, "2026-03-01", fid_score=fid_score_value(
-        "2026-03-01", fid=180.0, passed=False, attempt=3, status="rejected"))
     partition = "2026-04-01"
     diff = {"lr_d": [0.0002, 0.0001], "lr_g": [0.0002, 0.0001]}
     seed_month(store_root, partition, fid_score=fid_score_value(partition, fid=88.0, attempt=2, config_diff=diff))
     with dg.DagsterInstance.ephemeral() as instance:
+        rejected_verdict(instance, "2026-03-01", fid=180.0)
         # The two fid_score materializations of April as the evaluation stage records them.
         for attempt, fid, passed, config_diff in ((1, 140.0, False, {}), (2, 88.0, True, diff)):
             instance.report_runless_asset_event(dg.AssetMaterialization(
@@ -165,15 +171,14 @@ def test_attempts_from_the_event_log_and_rejected_months_in_the_trend(artifacts_
     assert "lr_g: 0.0002 &rarr; 0.0001" in html and "initial config" in html
 
 
-def test_report_on_s3_reads_the_trend_from_the_bucket(s3_resource: Any, s3_settings: Any, s3_bucket: str,
+def test_report_on_s3_reads_the_trend_from_the_event_log(s3_resource: Any, s3_settings: Any, s3_bucket: str,
                                                       s3_client: Any) -> None:
     prefix = "gan"
     store = store_from_uri(f"s3://{s3_bucket}/{prefix}", s3_settings)
-    seed_month(store, "2026-05-01", fid_score=fid_score_value("2026-05-01", fid=150.0, passed=False, attempt=3,
-                                                             status="rejected"))
     seed_month(store, "2026-06-01", fid_score=fid_score_value("2026-06-01", fid=70.0))
     storage = ArtifactStorage(root=f"s3://{s3_bucket}/{prefix}", s3=s3_resource)
     with dg.DagsterInstance.ephemeral() as instance:
+        rejected_verdict(instance, "2026-05-01", fid=150.0)
         dg.materialize(
             [*upstream_specs(), generated_samples, monthly_report],
             selection=["generated_samples", "monthly_report"], partition_key="2026-06-01", instance=instance,

@@ -225,17 +225,22 @@ def test_the_cursor_moves_only_past_the_events_handled(
     assert third == []
 
 
-def test_config_falls_back_to_the_stored_fid_score_artifact(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+def test_config_falls_back_to_the_months_earlier_fid_score_event(instance: dg.DagsterInstance, tmp_path: Path) -> None:
     defs = make_defs(tmp_path)
     used = TrainConfig(**TINY).replace(lr_g=3e-4).to_dict()
-    store_from_uri(str(tmp_path)).put(f"fid_score/{MONTH}.json", json.dumps({"attempt": 1, "config": used}).encode())
+    other = TrainConfig(**TINY).replace(lr_g=5e-4).to_dict()
+    # A stored fid_score object is never read around Dagster: only the event log counts.
+    store_from_uri(str(tmp_path)).put(f"fid_score/{MONTH}.json", json.dumps({"attempt": 1, "config": other}).encode())
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=FID_SCORE_KEY, partition=MONTH, metadata={"attempt": 1, "config": used}))
+    _, cursor = tick(defs, instance, None)  # an event without 'passed' is skipped
     instance.report_runless_asset_event(dg.AssetMaterialization(
         asset_key=FID_SCORE_KEY, partition=MONTH,
         metadata={"passed": False, "attempt": 1, "max_attempts": 3, "fid": 500.0, "threshold": 200.0},
     ))
-    (request,), _ = tick(defs, instance, None)
+    (request,), _ = tick(defs, instance, cursor)
     config = request.run_config["resources"]["gan_config"]["config"]
-    assert (config["lr_g"], config["steps"]) == (3e-4, 6)  # the stored config, mutated
+    assert (config["lr_g"], config["steps"]) == (3e-4, 6)  # the recorded config, mutated
     assert PARENT_RUN_TAG not in request.tags  # a runless event has no parent run
 
 
