@@ -68,6 +68,7 @@ def test_config_overrides_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         gan_config_from_env()
 
 
+@pytest.mark.usefixtures("aws_env")  # a deployment reads the standard AWS chain
 def test_s3_deployment_stores_in_the_bucket(
     monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, s3_bucket: str, s3_client
 ) -> None:

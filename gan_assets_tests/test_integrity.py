@@ -8,7 +8,6 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import boto3
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -45,8 +44,7 @@ def _raw_bytes(uri: str, request: pytest.FixtureRequest) -> tuple[bytes, Any]:
     """The stored bytes and a function that overwrites them, bypassing the storage layer."""
     if uri.startswith("s3://"):
         bucket, _, key = uri[len("s3://"):].partition("/")
-        client = boto3.client("s3", endpoint_url=request.getfixturevalue("moto_endpoint"), region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        client = request.getfixturevalue("s3_client")
         data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
         return data, lambda new: client.put_object(Bucket=bucket, Key=key, Body=new)
     path = Path(uri)

@@ -118,7 +118,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture
 def prod_instance(
     postgres_server: PostgresServer, moto_endpoint: str, s3_bucket: str, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, aws_env: None,
 ) -> Iterator[Any]:
     """deploy/dagster.yaml, unedited, with its env vars pointing at the test servers."""
     import boto3
