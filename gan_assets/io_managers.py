@@ -39,6 +39,7 @@ from gan_assets.storage import (
     ObjectNotFoundError,
     ObjectStore,
     S3Settings,
+    StorageFormatError,
     TensorBundle,
     decode,
     encode,
@@ -189,7 +190,7 @@ class OpenFormatIOManager(dg.IOManager):
             for candidates in (TYPED_FORMATS, tuple(e for e in known_extensions() if e not in TYPED_FORMATS)):
                 found = [ext for ext in candidates if self.store.exists(f"{stem}.{ext}")]
                 if len(found) > 1:
-                    raise ObjectNotFoundError(
+                    raise StorageFormatError(
                         f"{self.store.uri(stem)} is stored in several formats ({', '.join(found)}): the asset changed "
                         f"type. Declare the input's type (e.g. ArrayBundle) or delete the stale object")
                 if found:
