@@ -123,6 +123,27 @@ def _where(context: dg.InputContext, partition: Optional[str]) -> str:
     return f"{asset} partition {partition}" if partition else asset
 
 
+def materialized_sha256(context: dg.InputContext, partition: Optional[str]) -> Optional[tuple[str, str]]:
+    """(SHA-256, run id) that the input's latest materialization recorded, if the instance holds one.
+
+    The event log is the trust anchor that lives apart from the bucket: bytes replaced together
+    with their sidecar hash still differ from it. Objects stored by hand, or loads outside a run,
+    have no such record and rely on the sidecar alone.
+    """
+    if not context.has_asset_key:
+        return None
+    try:
+        instance = context.instance
+    except dg.DagsterInvariantViolationError:
+        return None
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[partition] if partition else None),
+        limit=1).records
+    event = records[0].asset_materialization if records else None
+    value = event.metadata.get("sha256") if event is not None else None
+    return (str(value.value), records[0].run_id or "none") if value is not None else None
+
+
 class FormatIOManager(dg.UPathIOManager):
     """The UPathIOManager of one open format: ``{root}/{asset_key}/{partition}.{ext}``."""
 
@@ -145,15 +166,22 @@ class FormatIOManager(dg.UPathIOManager):
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
         key = self.store.key_of(path)
+        partition = path.name[: -len(self.extension)] if context.has_asset_partitions else None
+        where = _where(context, partition)
         try:
             data = self.store.get(key)
         except ArtifactIntegrityError as err:
-            partition = path.name[: -len(self.extension)] if context.has_asset_partitions else None
-            where = _where(context, partition)
             raise ArtifactIntegrityError(
                 f"{where} failed its integrity check and was not loaded: {err}. Re-materialize {where} "
                 "(its materialization metadata holds the SHA-256 it was written with)"
             ) from err
+        recorded = materialized_sha256(context, partition)
+        actual = sha256_hex(data)
+        if recorded is not None and recorded[0] != actual:
+            raise ArtifactIntegrityError(
+                f"{where} failed its integrity check and was not loaded: {path} has SHA-256 {actual[:16]} but its "
+                f"latest materialization (run {recorded[1][:8]}) recorded {recorded[0][:16]}; the object was replaced "
+                f"after it was materialized. Re-materialize {where}")
         return decode(self.extension[1:], data, where=str(path))
 
     def unlink(self, path: UPath) -> None:

@@ -128,6 +128,34 @@ def test_an_edited_manifest_row_is_not_trusted(tmp_path: Path) -> None:
     assert seen == {}
 
 
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_bytes_replaced_with_their_sidecar_are_caught_by_the_event_log(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest,
+) -> None:
+    """Whoever rewrites an object and its sidecar together (through the store) still differs from
+    the SHA-256 the materialization recorded in the instance's event log."""
+    resources, store = _resources(backend, tmp_path, request)
+    seen: dict[str, Any] = {}
+    manifest = VALUES["parquet"]
+    artifact, reader = _assets(manifest, seen)
+    key = f"imaging/artifact/{MONTH}.parquet"
+    with dg.DagsterInstance.ephemeral() as instance:
+        written = dg.materialize([artifact], partition_key=MONTH, resources=resources, instance=instance)
+        edited = manifest.copy()
+        edited.loc[2, "status"] = "ok"
+        store.put(key, encode(edited)[1])  # object and sidecar agree with each other
+        result = dg.materialize([artifact, reader], selection=[reader], partition_key=MONTH, resources=resources,
+                                instance=instance, raise_on_error=False)
+        text = _failure_text(result)
+        assert f"imaging/artifact partition {MONTH} failed its integrity check" in text
+        assert f"latest materialization (run {written.run_id[:8]}) recorded" in text
+        assert f"Re-materialize imaging/artifact partition {MONTH}" in text
+        assert seen == {}
+    # Control: an instance without that materialization has only the sidecar, which agrees.
+    assert dg.materialize([artifact, reader], selection=[reader], partition_key=MONTH, resources=resources).success
+    assert seen[MONTH]["status"].tolist() == ["ok", "ok", "ok"]
+
+
 def test_an_object_without_a_recorded_hash_is_refused(tmp_path: Path) -> None:
     store = store_from_uri(str(tmp_path))
     store.put("asset/2026-01-01.json", b"{}")
