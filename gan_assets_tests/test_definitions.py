@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gan_assets.definitions import defs, gan_config_from_env, resources_for
+from gan_assets.io_managers import s3_settings
 from gan_assets.partitions import monthly_partitions
 from gan_assets.storage import ArrayBundle
 
@@ -88,3 +89,7 @@ def test_s3_deployment_stores_in_the_bucket(
     store = resources["artifact_store"].object_store()
     assert store.uri("x/y.png") == f"s3://{s3_bucket}/deploy-test/x/y.png"
     assert store.get("probe/2026-02-01.npz")[:2] == b"PK"  # an .npz is a zip archive
+    # One storage resource under both keys, and the landing zone reaches S3 with the same settings.
+    assert resources["io_manager"] is resources["artifact_store"]
+    settings = s3_settings(resources["io_manager"].s3)
+    assert settings.endpoint_url == moto_endpoint and resources["dicom_source"].source_spec().s3 == settings
