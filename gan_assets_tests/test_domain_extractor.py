@@ -104,7 +104,7 @@ def test_domain_features_and_fingerprint_follow_the_weights() -> None:
     # Any side: native up to max_side, area-downsampled above it (as in training).
     assert extractor.extract(oriented_family(3, seed=4, side=48)).shape == (3, TINY.feature_dim)
     assert extractor.input_size_for(48) == 48 and extractor.input_size_for(256) == TINY.max_side
-    # A stored and reloaded bundle (torch.load(weights_only=True)) is the same extractor.
+    # A stored and reloaded bundle (safetensors) is the same extractor.
     tensors, attrs = weights_to_tensors(weights)
     reloaded = weights_from_tensors(*_round_trip(tensors, attrs))
     again = DomainExtractor(reloaded)
