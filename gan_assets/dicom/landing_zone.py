@@ -249,7 +249,8 @@ class LandingZone:
         if not self.spec.is_s3:
             with self._open_local(entry) as handle:
                 return handle.read()
-        return self.fs.cat_file(self._s3_path(entry.relative_path))
+        # A range from 0 is one GET; without one, s3fs first asks for the size (a HEAD).
+        return self.fs.cat_file(self._s3_path(entry.relative_path), start=0)
 
     def content_digest(self, entry: FileEntry) -> str:
         """A digest of the file's content: SHA-256 of the bytes locally, the ETag on S3 (no extra GET).
