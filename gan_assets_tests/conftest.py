@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -55,14 +54,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# moto accepts any credentials; they are passed to each client and resource, never set for the
+# whole process, so no test can reach a real AWS account with a developer's own credentials.
+MOTO_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto's S3/CloudWatch server, started once per session on a free loopback port."""
     from moto.server import ThreadedMotoServer
 
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -76,13 +77,40 @@ def moto_endpoint() -> Iterator[str]:
 def s3_bucket(moto_endpoint: str) -> str:
     """A fresh bucket on the moto server (a new name per test keeps tests independent)."""
     name = f"gan-test-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS).create_bucket(Bucket=name)
     return name
 
 
 @pytest.fixture
 def s3_client(moto_endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS)
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's credentials in the environment for one test, for code that reads the standard AWS
+    chain on purpose (a deployment built from the environment, the CloudWatch sink)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture
+def s3_settings(moto_endpoint: str) -> Any:
+    """The storage core's settings for the moto server, credentials included (none from the environment)."""
+    from gan_assets.storage import S3Settings
+
+    return S3Settings(endpoint_url=moto_endpoint, region_name="us-east-1",
+                      access_key_id=MOTO_CREDENTIALS["aws_access_key_id"],
+                      secret_access_key=MOTO_CREDENTIALS["aws_secret_access_key"])
+
+
+@pytest.fixture
+def s3_resource(moto_endpoint: str) -> Any:
+    """dagster-aws's S3Resource for the moto server, with explicit credentials."""
+    from dagster_aws.s3 import S3Resource
+
+    return S3Resource(endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS)
 
 
 @pytest.fixture
@@ -136,9 +164,9 @@ def seed_unused_extractor(root: Path, months: list[str]) -> None:
     For tests that score with ``fid_extractor.kind='random_conv'`` and stand in for the upstream
     assets: fid_score reads this input, and ignores it for that kind.
     """
-    from gan_assets.storage import LocalObjectStore, TensorBundle, encode
+    from gan_assets.storage import TensorBundle, encode, store_from_uri
 
-    store = LocalObjectStore(root)
+    store = store_from_uri(str(root))
     for month in months:
         ext, data = encode(TensorBundle(tensors={}, attrs={"unused": True, "kind": "random_conv", "partition": month}))
         store.put(f"fid_feature_extractor/{month}.{ext}", data)
@@ -148,9 +176,9 @@ def seed_zone_index(root: Any) -> None:
     """An empty landing_zone_index where ingest stores it, for tests that seed a month's upstream
     objects by hand (the report reads the zone's counts from it). ``root``: a folder or an ObjectStore."""
     from gan_assets.dicom.index import empty_index
-    from gan_assets.storage import LocalObjectStore, ObjectStore, encode
+    from gan_assets.storage import ObjectStore, encode, store_from_uri
 
-    store = root if isinstance(root, ObjectStore) else LocalObjectStore(root)
+    store = root if isinstance(root, ObjectStore) else store_from_uri(str(root))
     ext, data = encode(empty_index())
     store.put(f"landing_zone_index.{ext}", data)
 
@@ -166,6 +194,8 @@ def stored_object_texts(path: Path) -> list[str]:
 
     data = path.read_bytes()
     texts = [data.decode("latin-1")]
+    if path.suffix == ".sha256":  # the recorded hash of an object beside it: hex text only
+        return texts
     value = decode(path.suffix[1:], data, where=str(path))
     if isinstance(value, ArrayBundle):
         texts.append(json.dumps(value.attrs))
@@ -188,12 +218,12 @@ def ingest_assets() -> list[Any]:
 
 def ingest_resources(zone: Path | str, artifacts: Path, image_size: int = 32, **preprocess: Any) -> dict[str, Any]:
     """Local resources for ingest_assets(); preprocess_config runs in-process unless told otherwise."""
-    from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
+    from gan_assets.io_managers import ArtifactStorage
     from gan_assets.resources import GanConfig, PreprocessConfig, dicom_source_from_env
 
     return {
-        "io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts)),
-        "artifact_store": LocalArtifactStore(base_dir=str(artifacts)),
+        "io_manager": ArtifactStorage(root=str(artifacts)),
+        "artifact_store": ArtifactStorage(root=str(artifacts)),
         # As a deployment builds it: the pseudonym key is the one a test sets in the environment.
         "dicom_source": dicom_source_from_env(str(zone)),
         "preprocess_config": PreprocessConfig(**{"workers": 1, **preprocess}),

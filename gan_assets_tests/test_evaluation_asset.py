@@ -15,14 +15,14 @@ import torch
 from gan_assets.assets.evaluation import fid_score, fid_within_threshold
 from gan_assets.assets.generation import generated_samples
 from gan_assets.assets.reporting import monthly_report
-from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
-from gan_assets.metrics.cache import CACHE_PREFIX
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.model.config import EvaluationConfig, TrainConfig
 from gan_assets.model.dcgan import build_generator
 from gan_assets.partitions import monthly_partitions
 from gan_assets.resources import CloudWatchMetrics, FidExtractor, Notifier
-from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
+from gan_assets.storage import ArrayBundle, TensorBundle, decode, encode, store_from_uri
 from gan_assets.storage.images import encoding_attrs, pack_images
+from gan_assets.storage.layout import real_features_prefix
 from gan_assets.storage.digest import state_dict_sha256
 from gan_assets_tests.conftest import seed_unused_extractor, seed_zone_index, tiny_config_resources, tiny_train_config
 
@@ -45,7 +45,7 @@ def real_images(count: int, seed: int) -> np.ndarray:
 
 def seed_upstream(root: Path, months: dict[str, int], generator_month: str) -> TrainConfig:
     """preprocessed_images per month, a dicom_manifest and a trained_generator, as the owners store them."""
-    store = LocalObjectStore(root)
+    store = store_from_uri(str(root))
     for index, (month, count) in enumerate(months.items()):
         ids = np.array([f"pid-{month[:7]}-{i:03d}" for i in range(count)], dtype=np.str_)
         bundle = ArrayBundle(arrays={"images": pack_images(real_images(count, index)), "ids": ids},
@@ -66,7 +66,7 @@ def seed_upstream(root: Path, months: dict[str, int], generator_month: str) -> T
         "loss_history": {"step": [2, 4], "loss_d": [1.3, 1.2], "loss_g": [0.8, 0.9]},
         "timings": {"train_seconds": 0.1}, "device": "cpu",
     }
-    store.put(f"trained_generator/{generator_month}.pt", encode(TensorBundle(generator.state_dict(), attrs))[1])
+    store.put(f"trained_generator/{generator_month}.safetensors", encode(TensorBundle(generator.state_dict(), attrs))[1])
     seed_unused_extractor(root, list(months))
     return config
 
@@ -77,8 +77,8 @@ def resources(root: Path, **bar: Any) -> dict[str, Any]:
         # The random conv net: these tests are about the asset, not the features (test_domain_extractor.py).
         "fid_extractor": FidExtractor(kind="random_conv", feature_dim=32, kid_subsets=5, kid_subset_size=8,
                                       batch_size=16),
-        "io_manager": LocalOpenFormatIOManager(base_dir=str(root)),
-        "artifact_store": LocalArtifactStore(base_dir=str(root)),
+        "io_manager": ArtifactStorage(root=str(root)),
+        "artifact_store": ArtifactStorage(root=str(root)),
         "cloudwatch": CloudWatchMetrics(),
         "notifier": Notifier(),
     }
@@ -107,7 +107,7 @@ def test_fid_score_json_metadata_cache_and_check(tmp_path: Path) -> None:
     first = dg.materialize(assets, partition_key=partition, instance=instance, raise_on_error=False,
                            resources=resources(root, threshold_rule="absolute", fid_threshold=1e6, min_separation=1.0))
     assert not first.success and materialized(first) == {"fid_score"}  # the blocking check failed
-    store = LocalObjectStore(root)
+    store = store_from_uri(str(root))
     stored = json.loads(store.get(f"fid_score/{partition}.json"))
     assert FID_KEYS <= set(stored)
     # Scored with the held-out half of the month, as many images as each control.
@@ -129,8 +129,8 @@ def test_fid_score_json_metadata_cache_and_check(tmp_path: Path) -> None:
     assert 0.0 <= memorization["near_copy_fraction"] <= 1.0
     assert memorization["closest"][0]["nearest_training_id"].startswith(("2026-01-01/pid-", "2026-02-01/pid-"))
     assert stored["real_features"]["cache_hit"] is False
-    cached = store.list(f"{CACHE_PREFIX}/{fp['id']}/")
-    assert sorted(cached) == [f"{CACHE_PREFIX}/{fp['id']}/{m}.npz" for m in sorted(MONTHS)]
+    cached = store.list(real_features_prefix(fp["id"]))
+    assert sorted(cached) == [f"fid_score/real_features/{fp['id']}/{m}.npz" for m in sorted(MONTHS)]
 
     (event,) = first.asset_materializations_for_node("fid_score")
     md = event.metadata
@@ -204,10 +204,9 @@ def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Pa
     assert observed["status"].value == "rejected" and observed["attempt"].value == 3
     assert observed["threshold"].value == 1e-12 and observed["fid"].value > 1e-12
     assert partition in _failed_partitions(instance, "fid_score")  # what the partitions view shows
-    store = LocalObjectStore(root)
-    stored = json.loads(store.get(f"fid_score/{partition}.json"))
-    assert stored["passed"] is False and stored["status"] == "rejected"
-    assert stored["memorization"]["training_partitions"] == [partition]
+    assert observed["passed"].value is False and observed["config"].value["max_attempts"] == 3
+    store = store_from_uri(str(root))
+    assert not store.exists(f"fid_score/{partition}.json")  # a failed step stores no value
     assert not store.list("generated_samples/") and not store.list("monthly_report/")
     # The rejected attempt's score is kept beside its weights; nothing is promoted.
     assert [k for k in store.list(f"trained_generator/{partition}.history/") if k.endswith(".score.json")]
@@ -220,7 +219,7 @@ def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Pa
     assert materialized(passing) == {"fid_score", "generated_samples", "monthly_report"}
     assert store.list("generated_samples/") and store.list("monthly_report/")
     promoted = json.loads(store.get(f"trained_generator/{partition}.history/promoted.json"))
-    weights = decode("pt", store.get(f"trained_generator/{partition}.pt"))
+    weights = decode("safetensors", store.get(f"trained_generator/{partition}.safetensors"))
     assert promoted["weights_sha256"] == state_dict_sha256(weights.tensors) and promoted["scoring_run_id"] == passing.run_id
     report = json.loads(store.get(f"monthly_report/{partition}.json"))
     assert report["lineage"]["model"]["weights_sha256"] == promoted["weights_sha256"]
@@ -232,6 +231,23 @@ def _failed_partitions(instance: dg.DagsterInstance, asset: str) -> set[str]:
 
     value = get_and_update_asset_status_cache_value(instance, dg.AssetKey(asset), monthly_partitions)
     return set(value.deserialize_failed_partition_subsets(monthly_partitions).get_partition_keys()) if value else set()
+
+
+def test_a_corrupted_generator_is_not_scored(tmp_path: Path) -> None:
+    """Weights changed after training (one bit of one float) fail to load; nothing is scored."""
+    root = tmp_path / "artifacts"
+    partition = "2026-02-01"
+    seed_upstream(root, MONTHS, partition)
+    weights = root / "trained_generator" / f"{partition}.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 0x01]))  # still a valid safetensors file
+    result = dg.materialize([*specs("preprocessed_images", "trained_generator", "fid_feature_extractor"), fid_score],
+                            partition_key=partition, resources=resources(root), raise_on_error=False)
+    assert not result.success and materialized(result) == set()
+    error = result.get_step_failure_events()[0].step_failure_data.error.to_string()
+    assert f"trained_generator partition {partition} failed its integrity check" in error
+    assert f"Re-materialize trained_generator partition {partition}" in error
+    assert not store_from_uri(str(root)).exists(f"fid_score/{partition}.json")
 
 
 def test_the_check_explains_each_status() -> None:

@@ -18,7 +18,7 @@ from pydicom.uid import SecondaryCaptureImageStorage
 
 from gan_assets.assets.generation import generated_samples
 from gan_assets.dicom.secondary_capture import SyntheticSeries, secondary_capture_bytes
-from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.metrics.controls import NEGATIVE_CONTROLS
 from gan_assets.metrics.evaluation import ControlScore, FidScore, GateVerdict, MemorizationVerdict
 from gan_assets.model.artifact import generator_from_bundle, sample_images
@@ -128,8 +128,8 @@ def seed_month(root: Path | ObjectStore, partition: str, *, modality: str = "MR"
 
 def resources(root: Path, **generation: Any) -> dict[str, Any]:
     return {
-        "io_manager": LocalOpenFormatIOManager(base_dir=str(root)),
-        "artifact_store": LocalArtifactStore(base_dir=str(root)),
+        "io_manager": ArtifactStorage(root=str(root)),
+        "artifact_store": ArtifactStorage(root=str(root)),
         **tiny_config_resources(generation=generation),
     }
 

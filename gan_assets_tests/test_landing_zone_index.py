@@ -43,7 +43,7 @@ from gan_assets.dicom.preprocess import PreprocessOptions
 from gan_assets.dicom.pseudonym import file_ref, image_id
 from gan_assets.dicom.scan import ScanOptions
 from gan_assets.resources import PSEUDONYM_KEY_ENV, DicomSource, PreprocessConfig
-from gan_assets.storage import decode
+from gan_assets.storage import S3Settings, decode
 from gan_assets_tests.conftest import assert_nothing_leaked, ingest_assets, ingest_resources, run_haystacks
 from gan_assets_tests.test_hostile_zone import PATH_MARKER, TEST_MAX_DECODED, _bytes, _cases, _ct, _needles
 
@@ -336,7 +336,8 @@ def test_same_size_same_mtime_replacement_is_caught_at_decode(tmp_path: Path) ->
 
 
 def _s3_spec(bucket: str, endpoint: str, prefix: str = "zone") -> SourceSpec:
-    return SourceSpec(f"s3://{bucket}/{prefix}", endpoint_url=endpoint, region_name="us-east-1")
+    return SourceSpec(f"s3://{bucket}/{prefix}", S3Settings(endpoint_url=endpoint, region_name="us-east-1",
+                                                           access_key_id="testing", secret_access_key="testing"))
 
 
 def _same_size_other_bytes(data: bytes) -> bytes:
@@ -505,7 +506,7 @@ HOSTILE_S3 = ("frames_huge", "window_1e308", "deflate_bomb", "not_dicom", "burne
 
 
 def test_hostile_files_on_s3_month_completes_and_nothing_leaks(
-        tmp_path: Path, s3_bucket: str, s3_client: Any, moto_endpoint: str, instance: dg.DagsterInstance,
+        tmp_path: Path, s3_bucket: str, s3_client: Any, s3_resource: Any, instance: dg.DagsterInstance,
         caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.decode())
     folder = f"{PATH_MARKER}_DOE^JOHN_123456"
@@ -532,8 +533,8 @@ def test_hostile_files_on_s3_month_completes_and_nothing_leaks(
 
     artifacts = tmp_path / "artifacts"
     resources = {**ingest_resources(tmp_path / "unused", artifacts, max_decoded_bytes=TEST_MAX_DECODED),
-                 "dicom_source": DicomSource(location=f"s3://{s3_bucket}/zone", endpoint_url=moto_endpoint,
-                                             region_name="us-east-1", pseudonym_key=KEY.decode())}
+                 "dicom_source": DicomSource(location=f"s3://{s3_bucket}/zone", s3=s3_resource,
+                                             pseudonym_key=KEY.decode())}
     caplog.clear()
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.DEBUG, logger="gan_assets")

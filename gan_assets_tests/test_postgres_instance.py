@@ -118,7 +118,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture
 def prod_instance(
     postgres_server: PostgresServer, moto_endpoint: str, s3_bucket: str, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, aws_env: None,
 ) -> Iterator[Any]:
     """deploy/dagster.yaml, unedited, with its env vars pointing at the test servers."""
     import boto3
@@ -262,7 +262,7 @@ def test_a_month_runs_through_postgres(
         assert event.dagster_event.partition == (None if name == "landing_zone_index" else MONTH), name
     # The artifacts went to S3 under the configured prefix.
     keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="prod-test/")["Contents"]}
-    assert f"prod-test/trained_generator/{MONTH}.pt" in keys and f"prod-test/fid_score/{MONTH}.json" in keys
+    assert f"prod-test/trained_generator/{MONTH}.safetensors" in keys and f"prod-test/fid_score/{MONTH}.json" in keys
 
     # The daemon's side, against the same database: start the schedule, tick the sensors once.
     with _load_code_location(instance) as workspace:

@@ -20,12 +20,12 @@ import pytest
 
 from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG
 from gan_assets.dicom.scan import MANIFEST_COLUMNS
-from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.jobs import retrain_job
 from gan_assets.model.config import TrainConfig
 from gan_assets.resources import FidExtractor
 from gan_assets.sensors import retrain_on_fid_failure
-from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode, encode
+from gan_assets.storage import ArrayBundle, TensorBundle, decode, encode, store_from_uri
 from gan_assets.storage.images import encoding_attrs, pack_images
 from gan_assets_tests.conftest import seed_unused_extractor, seed_zone_index, tiny_training
 
@@ -45,7 +45,7 @@ def seed_preprocessed_images(root: Path, months: list[str], n: int = N_IMAGES, s
     ``oriented`` adds what an honest gate needs to see anything: a bright band at the top (so
     upside-down images differ) and fine texture (so blurred images differ).
     """
-    store = LocalObjectStore(root)
+    store = store_from_uri(str(root))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     for index, month in enumerate(months):
         rng = np.random.default_rng(100 + index)
@@ -90,8 +90,8 @@ def loop_defs(artifacts: Path) -> dg.Definitions:
         sensors=[retrain_on_fid_failure],
         resources={
             **definitions.resources_for("local"),
-            "io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts)),
-            "artifact_store": LocalArtifactStore(base_dir=str(artifacts)),
+            "io_manager": ArtifactStorage(root=str(artifacts)),
+            "artifact_store": ArtifactStorage(root=str(artifacts)),
             # The honest gate on the random conv net: these images were made for it to see.
             "fid_extractor": FidExtractor(kind="random_conv"),
         },
@@ -158,7 +158,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, artifacts: Path, *, images: int =
 
 
 def stored_generator_config(artifacts: Path) -> dict[str, Any]:
-    bundle = decode("pt", (artifacts / "trained_generator" / f"{MONTH}.pt").read_bytes())
+    bundle = decode("safetensors", (artifacts / "trained_generator" / f"{MONTH}.safetensors").read_bytes())
     assert isinstance(bundle, TensorBundle)
     return bundle.attrs["config"]
 
@@ -207,11 +207,12 @@ def test_an_impossible_threshold_runs_exactly_max_attempts_chained_trainings_the
     assert len(trained_generator_events(instance)) == 3
     assert stored_generator_config(artifacts)["steps"] == 9
     # The blocking check kept everything downstream from materializing; the last attempt's step
-    # failed with the verdict (the month shows failed), its score is stored all the same.
+    # failed with the verdict (the month shows failed), its score is recorded all the same.
     assert instance.get_latest_materialization_event(dg.AssetKey("generated_samples")) is None
     assert not results[-1].success and results[-1].get_step_failure_events()[0].step_key == "fid_score"
-    stored = json.loads((artifacts / "fid_score" / f"{MONTH}.json").read_text())
-    assert stored["status"] == "rejected" and stored["attempt"] == 3
+    (verdict,) = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("fid_score")), limit=10).records
+    recorded = verdict.event_log_entry.asset_observation.metadata
+    assert recorded["status"].value == "rejected" and recorded["attempt"].value == 3
 
 
 @pytest.mark.usefixtures("seeing_gate")
