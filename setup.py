@@ -34,6 +34,10 @@ setup(
         # Imported by the package directly (they also come with dagster, which may change that).
         "pydantic>=2",
         "universal_pathlib>=0.2",
+        # The s3:// filesystem behind UPath: IO managers and the landing zone read S3 through it.
+        "s3fs",
+        # Weights are stored as safetensors: a format that cannot carry code, unlike torch's pickle.
+        "safetensors>=0.4",
     ],
     extras_require={
         # Decoders for JPEG lossless, JPEG-LS and HTJ2K transfer syntaxes.

@@ -57,6 +57,7 @@ from gan_assets.dicom.index import month_rows, update_index
 from gan_assets.dicom.landing_zone import LandingZone, SourceSpec
 from gan_assets.dicom.preprocess import PreprocessOptions
 from gan_assets.dicom.scan import ScanOptions
+from gan_assets.storage import S3Settings
 
 KEY = b"bench-landing-zone"
 TARGET_RATIO = 10.0
@@ -145,7 +146,7 @@ def bench_storage(storage: str, history: Path, arrival: Path, workdir: Path, mon
             zone = LandingZone(spec)
         else:
             moto, endpoint = start_moto()
-            spec = SourceSpec("s3://bench/zone", endpoint_url=endpoint)
+            spec = SourceSpec("s3://bench/zone", S3Settings(endpoint_url=endpoint))
             zone = LandingZone(spec)
             zone.client.create_bucket(Bucket="bench")
             started = time.perf_counter()

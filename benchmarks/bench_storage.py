@@ -6,7 +6,7 @@ reads it back (encode + upload, download + decode); repetitions alternate which 
 first and the medians are reported.
 
     ours      ArrayBundle {"images": uint8 [N,64,64], "ids": str [N]} -> one .npz through
-              gan_assets.storage.S3ObjectStore (the IO manager's store)
+              gan_assets.storage.ObjectStore over s3fs (the IO manager's store)
     baseline  the seed's layout: N separate PNG objects, one put_object / get_object each
               (sequential, as the seed wrote them); a thread-pooled variant is reported too
 
@@ -32,7 +32,7 @@ import boto3
 import numpy as np
 from PIL import Image
 
-from gan_assets.storage import ArrayBundle, S3ObjectStore, decode, encode
+from gan_assets.storage import ArrayBundle, ObjectStore, S3Settings, decode, encode, store_from_uri
 from gan_assets.storage.images import encoding_attrs
 
 PARTITION = "2026-03-01"
@@ -62,13 +62,13 @@ def phantom_month(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
     return packed, ids
 
 
-def ours_write(store: S3ObjectStore, images: np.ndarray, ids: np.ndarray) -> None:
+def ours_write(store: ObjectStore, images: np.ndarray, ids: np.ndarray) -> None:
     bundle = ArrayBundle(arrays={"images": images, "ids": ids}, attrs={**encoding_attrs(), "partition": PARTITION})
     ext, data = encode(bundle)
     store.put(f"preprocessed_images/{PARTITION}.{ext}", data)
 
 
-def ours_read(store: S3ObjectStore) -> tuple[np.ndarray, np.ndarray]:
+def ours_read(store: ObjectStore) -> tuple[np.ndarray, np.ndarray]:
     key = f"preprocessed_images/{PARTITION}.npz"
     bundle = decode("npz", store.get(key), where=store.uri(key))
     return bundle["images"], bundle["ids"]
@@ -138,7 +138,7 @@ def main() -> None:
         endpoint = f"http://127.0.0.1:{port}"
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         client.create_bucket(Bucket="bench")
-        store = S3ObjectStore(client, "bench", "ours")
+        store = store_from_uri("s3://bench/ours", S3Settings(endpoint_url=endpoint, region_name="us-east-1"))
         images, ids = phantom_month(args.images, args.size)
 
         results: dict[str, dict[str, list[float]]] = {

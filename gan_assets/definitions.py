@@ -30,12 +30,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import ValidationError
 
 from gan_assets.assets import evaluation, generation, ingest, reporting, training
-from gan_assets.io_managers import (
-    LocalArtifactStore,
-    LocalOpenFormatIOManager,
-    S3ArtifactStore,
-    S3OpenFormatIOManager,
-)
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.jobs import gan_pipeline, index_job, retrain_job
 from gan_assets.resources import (
     CloudWatchMetrics,
@@ -48,6 +43,7 @@ from gan_assets.resources import (
     aws_region_from_env,
     dicom_source_from_env,
     notifier_from_env,
+    s3_from_env,
 )
 from gan_assets.schedules import monthly_pipeline_schedule
 from gan_assets.sensors import (
@@ -100,12 +96,12 @@ def fid_extractor_from_env() -> FidExtractor:
                                              FidExtractor.model_fields))
 
 
-def _shared_resources() -> dict[str, Any]:
+def _shared_resources(s3: S3Resource) -> dict[str, Any]:
     return {
         **config_resources_from_env(),
         "retrain_policy": RetrainPolicy(mutation_policy=os.environ.get("GAN_ASSETS_MUTATION_POLICY", "")),
         "preprocess_config": PreprocessConfig(),
-        "dicom_source": dicom_source_from_env(),
+        "dicom_source": dicom_source_from_env(s3=s3),
         "fid_extractor": fid_extractor_from_env(),
         "cloudwatch": CloudWatchMetrics(
             enabled=os.environ.get("GAN_ASSETS_CLOUDWATCH", "").lower() in ("1", "true", "yes"),
@@ -119,28 +115,18 @@ def _shared_resources() -> dict[str, Any]:
 
 def resources_for(deployment: str) -> dict[str, Any]:
     """The resource dict of one deployment (``local`` or ``s3``)."""
+    # One S3Resource: the artifact storage and the landing zone reach S3 with the same settings.
+    s3 = s3_from_env()
     if deployment == "local":
-        root = os.environ.get("GAN_ASSETS_ARTIFACTS_DIR", os.path.abspath("artifacts"))
-        return {
-            **_shared_resources(),
-            "io_manager": LocalOpenFormatIOManager(base_dir=root),
-            "artifact_store": LocalArtifactStore(base_dir=root),
-        }
+        storage = ArtifactStorage(root=os.environ.get("GAN_ASSETS_ARTIFACTS_DIR", os.path.abspath("artifacts")), s3=s3)
+        return {**_shared_resources(s3), "io_manager": storage, "artifact_store": storage}
     if deployment == "s3":
-        s3 = S3Resource(
-            endpoint_url=os.environ.get("GAN_ASSETS_S3_ENDPOINT_URL") or None,
-            region_name=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
-        )
         bucket = dg.EnvVar("GAN_ASSETS_S3_BUCKET").get_value()
         if not bucket:
             raise ValueError("GAN_ASSETS_ENV=s3 needs GAN_ASSETS_S3_BUCKET (and optionally GAN_ASSETS_S3_PREFIX)")
         prefix = os.environ.get("GAN_ASSETS_S3_PREFIX", "gan-assets")
-        return {
-            **_shared_resources(),
-            "s3": s3,
-            "io_manager": S3OpenFormatIOManager(s3_resource=s3, s3_bucket=bucket, s3_prefix=prefix),
-            "artifact_store": S3ArtifactStore(s3_resource=s3, s3_bucket=bucket, s3_prefix=prefix),
-        }
+        storage = ArtifactStorage(root=f"s3://{bucket}/{prefix}", s3=s3)
+        return {**_shared_resources(s3), "s3": s3, "io_manager": storage, "artifact_store": storage}
     raise ValueError(f"GAN_ASSETS_ENV={deployment!r} is not one of {DEPLOYMENTS}")
 
 

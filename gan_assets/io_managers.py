@@ -1,199 +1,257 @@
-"""Dagster shells over the storage core: a typed, pickle-free IO manager and an artifact store.
+"""Dagster's side of storage: one resource, ``ArtifactStorage``, over the storage core.
 
-Both exist in a local flavour (the embedded default) and an S3 flavour that takes dagster-aws's
-``S3Resource`` as a ``ResourceDependency`` -- the way dagster-aws builds ``S3PickleIOManager`` --
-but values are serialised by type into open formats (see ``gan_assets.storage.codecs``).
+It is the IO manager (``io_manager``: each asset's value under ``{root}/{asset_key}/{partition}.{ext}``)
+and the artifact store (``artifact_store``: previews, reports, history beside those values), for a
+root that is a local folder or ``s3://bucket/prefix``; S3 settings come from dagster-aws's
+``S3Resource``, the same one the landing zone uses. Values are stored by type in open formats
+(``gan_assets.storage.codecs``), one ``dg.UPathIOManager`` per format:
+
+| declared type                  | format       |
+|--------------------------------|--------------|
+| ArrayBundle                    | .npz         |
+| TensorBundle                   | .safetensors |
+| numpy.ndarray                  | .npy         |
+| pandas.DataFrame, pyarrow.Table| .parquet     |
+| dict, list                     | .json        |
+
+An output's format is its value's (Dagster has checked it against the declared type); an input's is its
+declared type's (``T`` or ``dict[str, T]`` for a window of partitions). An input declared
+``Any`` or ``dict[str, Any]`` finds its format by checking which of the known extensions exists
+for its first partition (HEADs, never a listing).
 """
 
 # No ``from __future__ import annotations`` here: Dagster's resource metaclass must see the
-# real ``ResourceDependency[S3Resource]`` annotation, not a string, or passing an S3Resource
-# fails pydantic validation.
-from abc import abstractmethod
-from typing import Any, Optional
+# real ``ResourceDependency[S3Resource]`` annotation, not a string.
+from dataclasses import dataclass
+from typing import Any, Optional, get_args, get_origin
 
 import dagster as dg
-from dagster._core.storage.upath_io_manager import UPathIOManager
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 from upath import UPath
 
-from gan_assets.storage import ObjectStore, decode, encode, known_extensions, store_from_uri
-from gan_assets.storage.stores import ObjectNotFoundError
+from gan_assets.storage import (
+    ArrayBundle,
+    ArtifactIntegrityError,
+    ObjectNotFoundError,
+    ObjectStore,
+    S3Settings,
+    StorageFormatError,
+    TensorBundle,
+    decode,
+    encode,
+    known_extensions,
+    store_from_uri,
+)
+from gan_assets.storage.stores import sha256_hex
 
-# Formats the IO manager writes for typed values; on a tie between several under one stem,
-# loads prefer them in this order. Blobs (png, html, ...) under the same stem are sidecars.
-_LOAD_PREFERENCE = ("npz", "pt", "json", "parquet", "npy")
+FORMAT_OF_TYPE: tuple[tuple[type, str], ...] = (
+    (ArrayBundle, "npz"),
+    (TensorBundle, "safetensors"),
+    (np.ndarray, "npy"),
+    (pd.DataFrame, "parquet"),
+    (pa.Table, "parquet"),
+    (dict, "json"),
+    (list, "json"),
+)
+TYPED_FORMATS = ("npz", "safetensors", "json", "parquet", "npy")
 
 
-class TypedObjectIOManager(UPathIOManager):
-    """UPathIOManager whose paths are keys in an ObjectStore and whose format follows the type.
+def format_of_type(typing_type: Any) -> Optional[str]:
+    """The format a declared type is stored in, or None (Any, or a type with no open format)."""
+    origin = get_origin(typing_type) or typing_type
+    if isinstance(origin, type):
+        for cls, ext in FORMAT_OF_TYPE:
+            if issubclass(origin, cls):
+                return ext
+    return None
 
-    Paths are ``/{asset_key path}/{partition}``; the extension is added by the codec at write
-    time and found again at read time, so one asset can hold any supported type.
+
+def input_format(typing_type: Any) -> Optional[str]:
+    """An input's format from its declared type: ``T``, or ``dict[str, T]`` for several partitions.
+
+    ``dict[str, Any]`` is not decided (a JSON object, or a window of anything); a bare ``dict`` is JSON.
+    """
+    if get_origin(typing_type) is dict:
+        args = get_args(typing_type)
+        inner = format_of_type(args[1]) if len(args) == 2 else None
+        return inner if inner not in (None, "json") else None
+    return format_of_type(typing_type)
+
+
+def s3_settings(s3: S3Resource) -> S3Settings:
+    """The storage core's S3 settings from dagster-aws's resource (endpoint, region, credentials)."""
+    return S3Settings(
+        endpoint_url=s3.endpoint_url or None,
+        region_name=s3.region_name or None,
+        access_key_id=s3.aws_access_key_id or None,
+        secret_access_key=s3.aws_secret_access_key or None,
+        session_token=s3.aws_session_token or None,
+        profile_name=s3.profile_name or None,
+    )
+
+
+class ReadsS3(dg.ConfigurableResource):
+    """A resource that reaches S3 with the deployment's one ``S3Resource`` (the landing zone does).
+
+    Declared here, in a module without postponed annotations, so that Dagster sees the real
+    ``ResourceDependency`` type when a subclass lives in a module that has them.
     """
 
-    extension = ""
+    s3: dg.ResourceDependency[S3Resource] = Field(
+        default_factory=S3Resource,
+        description="S3 endpoint, region and credentials for s3:// locations (shared with the artifact storage).")
+
+    def s3_settings(self) -> S3Settings:
+        return s3_settings(self.s3)
+
+
+@dataclass
+class _Encoded:
+    """A value already serialised by the codec (encoded once, then written by its format's manager)."""
+
+    extension: str
+    data: bytes
+    uri: str = ""
+
+
+def _where(context: dg.InputContext, partition: Optional[str]) -> str:
+    asset = context.asset_key.to_user_string() if context.has_asset_key else "this input"
+    return f"{asset} partition {partition}" if partition else asset
+
+
+def materialized_sha256(context: dg.InputContext, partition: Optional[str]) -> Optional[tuple[str, str]]:
+    """(SHA-256, run id) that the input's latest materialization recorded, if the instance holds one.
+
+    The event log is the trust anchor that lives apart from the bucket: bytes replaced together
+    with their sidecar hash still differ from it. Objects stored by hand, or loads outside a run,
+    have no such record and rely on the sidecar alone.
+    """
+    if not context.has_asset_key:
+        return None
+    try:
+        instance = context.instance
+    except dg.DagsterInvariantViolationError:
+        return None
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[partition] if partition else None),
+        limit=1).records
+    event = records[0].asset_materialization if records else None
+    value = event.metadata.get("sha256") if event is not None else None
+    return (str(value.value), records[0].run_id or "none") if value is not None else None
+
+
+class FormatIOManager(dg.UPathIOManager):
+    """The UPathIOManager of one open format: ``{root}/{asset_key}/{partition}.{ext}``."""
+
+    def __init__(self, store: ObjectStore, extension: str) -> None:
+        self.extension = f".{extension}"
+        self.store = store
+        super().__init__(base_path=store.root)
+
+    def dump_to_path(self, context: dg.OutputContext, obj: _Encoded, path: UPath) -> None:
+        obj.uri = self.store.put(self.store.key_of(path), obj.data)
+        context.log.debug(f"Wrote {len(obj.data)} bytes to {obj.uri}")
+
+    def get_metadata(self, context: dg.OutputContext, obj: _Encoded) -> dict[str, dg.MetadataValue]:
+        return {
+            "uri": dg.MetadataValue.path(obj.uri),
+            "stored_bytes": dg.MetadataValue.int(len(obj.data)),
+            "format": dg.MetadataValue.text(obj.extension),
+            "sha256": dg.MetadataValue.text(sha256_hex(obj.data)),
+        }
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        key = self.store.key_of(path)
+        partition = path.name[: -len(self.extension)] if context.has_asset_partitions else None
+        where = _where(context, partition)
+        try:
+            data = self.store.get(key)
+        except ArtifactIntegrityError as err:
+            raise ArtifactIntegrityError(
+                f"{where} failed its integrity check and was not loaded: {err}. Re-materialize {where} "
+                "(its materialization metadata holds the SHA-256 it was written with)"
+            ) from err
+        recorded = materialized_sha256(context, partition)
+        actual = sha256_hex(data)
+        if recorded is not None and recorded[0] != actual:
+            raise ArtifactIntegrityError(
+                f"{where} failed its integrity check and was not loaded: {path} has SHA-256 {actual[:16]} but its "
+                f"latest materialization (run {recorded[1][:8]}) recorded {recorded[0][:16]}; the object was replaced "
+                f"after it was materialized. Re-materialize {where}")
+        return decode(self.extension[1:], data, where=str(path))
+
+    def unlink(self, path: UPath) -> None:
+        self.store.delete(self.store.key_of(path))
+
+    def make_directory(self, path: UPath) -> None:
+        return None  # the store creates local folders as it writes; S3 has none
+
+
+class OpenFormatIOManager(dg.IOManager):
+    """Picks the format's UPathIOManager for each output (by value and declared type) and input."""
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
-        self._written: dict[str, tuple[str, int, str]] = {}  # stem -> (uri, bytes, extension)
-        super().__init__(base_path=UPath("/"))
-
-    @staticmethod
-    def _stem(path: UPath) -> str:
-        return path.as_posix().lstrip("/")
-
-    def _find_key(self, stem: str) -> str:
-        found: dict[str, str] = {}
-        for key in self.store.list(stem + "."):
-            ext = key[len(stem) + 1:]
-            if ext in known_extensions():
-                found[ext] = key
-        typed = [found[ext] for ext in _LOAD_PREFERENCE if ext in found]
-        if len(typed) == 1:
-            return typed[0]
-        if typed:
-            # Several typed objects under one stem: the asset changed type and the old object
-            # stayed behind (it may be an artifact_store sidecar too). The newest one is what
-            # the IO manager wrote last; on a timestamp tie the preference order decides.
-            return max(typed, key=lambda k: (self.store.modified(k), -typed.index(k)))
-        if found:
-            return found[sorted(found)[0]]  # an asset whose value is a Blob (png, html, ...)
-        raise ObjectNotFoundError(
-            f"no stored object for {self.store.uri(stem)}.*; materialize that asset partition first"
-        )
-
-    def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
-        if obj is None:
-            return
-        ext, data = encode(obj)
-        key = f"{self._stem(path)}.{ext}"
-        uri = self.store.put(key, data)
-        context.log.debug(f"Wrote {len(data)} bytes to {uri}")
-        self._written[self._stem(path)] = (uri, len(data), ext)
-
-    def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
-        key = self._find_key(self._stem(path))
-        return decode(key.rsplit(".", 1)[1], self.store.get(key), where=self.store.uri(key))
-
-    def path_exists(self, path: UPath) -> bool:
-        try:
-            self._find_key(self._stem(path))
-        except FileNotFoundError:
-            return False
-        return True
-
-    def unlink(self, path: UPath) -> None:
-        stem = self._stem(path)
-        for key in self.store.list(stem + "."):
-            if key[len(stem) + 1:] in known_extensions():  # not sidecar folders like {stem}.x/...
-                self.store.delete(key)
-
-    def make_directory(self, path: UPath) -> None:
-        return None  # stores create folders (local) or need none (S3)
-
-    def _handle_transition_to_partitioned_asset(self, context: dg.OutputContext, path: UPath) -> None:
-        return None  # paths are store keys, not files on this machine
-
-    def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict[str, dg.MetadataValue]:
-        written = self._written.pop(self._stem(self._get_path_for_output(context)), None)
-        if written is None:
-            return {}
-        uri, size, ext = written
-        # "path" replaces UPathIOManager's store-relative path with the object's real location.
-        return {
-            "path": dg.MetadataValue.path(uri),
-            "uri": dg.MetadataValue.path(uri),
-            "stored_bytes": dg.MetadataValue.int(size),
-            "format": dg.MetadataValue.text(ext),
-        }
-
-    def _get_path_for_output(self, context: dg.OutputContext) -> UPath:
-        if context.has_asset_partitions:
-            return next(iter(self._get_paths_for_partitions(context).values()))
-        return self._get_path(context)
-
-    def get_loading_input_log_message(self, path: UPath) -> str:
-        return f"Loading {self.store.uri(self._stem(path))}.*"
-
-    def get_writing_output_log_message(self, path: UPath) -> str:
-        return f"Writing {self.store.uri(self._stem(path))}.<format>"
-
-
-class _CachedStoreMixin:
-    """Builds the ObjectStore once per run (``setup_for_execution``) instead of once per call.
-
-    An S3 client costs a botocore session (hundreds of milliseconds); a run with many inputs
-    and outputs would otherwise pay that for every load and every write.
-    """
-
-    _store: Optional[ObjectStore]  # a PrivateAttr, declared on each pydantic subclass
-
-    @abstractmethod
-    def _build_store(self) -> ObjectStore: ...
-
-    def object_store(self) -> ObjectStore:
-        """The store under this resource's root: put/get/list/uri of ``{asset_key}/{partition}.{ext}``."""
-        if self._store is None:
-            self._store = self._build_store()
-        return self._store
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._store = self._build_store()
-
-
-class _ArtifactStoreBase(_CachedStoreMixin, dg.ConfigurableResource):
-    _store: Optional[ObjectStore] = PrivateAttr(default=None)
-
-
-class _OpenFormatIOManagerBase(_CachedStoreMixin, dg.ConfigurableIOManager):
-    _store: Optional[ObjectStore] = PrivateAttr(default=None)
-
-    def _inner(self) -> TypedObjectIOManager:
-        return TypedObjectIOManager(self.object_store())
+        self.by_format = {ext: FormatIOManager(store, ext) for ext in known_extensions()}
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        self._inner().handle_output(context, obj)
+        if obj is None:
+            return
+        # Dagster has checked the value against the declared type: the value's format is the type's.
+        extension, data = encode(obj)
+        self.by_format[extension].handle_output(context, _Encoded(extension, data))
 
     def load_input(self, context: dg.InputContext) -> Any:
-        return self._inner().load_input(context)
+        extension = input_format(context.dagster_type.typing_type) or self._stored_format(context)
+        return self.by_format[extension].load_input(context)
+
+    def _stored_format(self, context: dg.InputContext) -> str:
+        """The one known extension stored for the input's first present partition (HEAD requests only)."""
+        asset = "/".join(context.asset_key.path)
+        partitions = list(context.asset_partition_keys) if context.has_asset_partitions else [None]
+        for partition in partitions:
+            stem = f"{asset}/{partition}" if partition else asset
+            for candidates in (TYPED_FORMATS, tuple(e for e in known_extensions() if e not in TYPED_FORMATS)):
+                found = [ext for ext in candidates if self.store.exists(f"{stem}.{ext}")]
+                if len(found) > 1:
+                    raise StorageFormatError(
+                        f"{self.store.uri(stem)} is stored in several formats ({', '.join(found)}): the asset changed "
+                        f"type. Declare the input's type (e.g. ArrayBundle) or delete the stale object")
+                if found:
+                    return found[0]
+        allow_missing = (context.definition_metadata or {}).get("allow_missing_partitions", False)
+        if allow_missing:
+            return TYPED_FORMATS[0]  # every partition is missing: the manager returns none of them
+        raise ObjectNotFoundError(
+            f"no stored object for {self.store.uri(f'{asset}/{partitions[0]}' if partitions[0] else asset)}.*; "
+            "materialize that asset partition first")
 
 
-class LocalOpenFormatIOManager(_OpenFormatIOManagerBase):
-    """Stores every asset in open formats under a local folder (the embedded default)."""
+class ArtifactStorage(dg.ConfigurableIOManager):
+    """Stores every asset in open formats, and extra artifacts beside them, under one root.
 
-    base_dir: str = Field(description="Folder that holds {asset_key}/{partition}.{ext} objects.")
+    Use one instance as both ``io_manager`` and ``artifact_store``.
+    """
 
-    def _build_store(self) -> ObjectStore:
-        return store_from_uri(self.base_dir)
+    root: str = Field(description="A local folder, or s3://bucket/prefix; holds {asset_key}/{partition}.{ext} objects.")
+    s3: dg.ResourceDependency[S3Resource] = Field(
+        default_factory=S3Resource,
+        description="S3 endpoint, region and credentials for an s3:// root (shared with the landing zone).")
 
+    _store: Optional[ObjectStore] = PrivateAttr(default=None)
 
-class S3OpenFormatIOManager(_OpenFormatIOManagerBase):
-    """Stores every asset in open formats under s3://{s3_bucket}/{s3_prefix} via S3Resource."""
+    def object_store(self) -> ObjectStore:
+        """The store under ``root``: put/get/list/uri of ``{asset_key}/{partition}.{ext}``, hash-checked."""
+        if self._store is None:
+            self._store = store_from_uri(self.root, s3_settings(self.s3))
+        return self._store
 
-    s3_resource: dg.ResourceDependency[S3Resource]
-    s3_bucket: str = Field(description="Bucket that holds the artifacts.")
-    s3_prefix: str = Field(default="gan-assets", description="Key prefix inside the bucket.")
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        OpenFormatIOManager(self.object_store()).handle_output(context, obj)
 
-    def _build_store(self) -> ObjectStore:
-        return store_from_uri(f"s3://{self.s3_bucket}/{self.s3_prefix}", self.s3_resource.get_client())
-
-
-class LocalArtifactStore(_ArtifactStoreBase):
-    """Extra artifacts (previews, reports, synthetic DICOM, caches) under the same local root."""
-
-    base_dir: str = Field(description="Same folder as the IO manager's base_dir.")
-
-    def _build_store(self) -> ObjectStore:
-        return store_from_uri(self.base_dir)
-
-
-class S3ArtifactStore(_ArtifactStoreBase):
-    """Extra artifacts (previews, reports, synthetic DICOM, caches) under the same S3 root."""
-
-    s3_resource: dg.ResourceDependency[S3Resource]
-    s3_bucket: str = Field(description="Bucket that holds the artifacts.")
-    s3_prefix: str = Field(default="gan-assets", description="Key prefix inside the bucket.")
-
-    def _build_store(self) -> ObjectStore:
-        return store_from_uri(f"s3://{self.s3_bucket}/{self.s3_prefix}", self.s3_resource.get_client())
+    def load_input(self, context: dg.InputContext) -> Any:
+        return OpenFormatIOManager(self.object_store()).load_input(context)

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from gan_assets.dicom.config import PreprocessSettings
+from gan_assets.io_managers import ReadsS3
 from gan_assets.model.config import DEVICE_PATTERN, MAX_SEED, EvaluationConfig, GenerationConfig, TrainConfig
 
 # The cores below import pydicom and torch; the resources name their types only.
@@ -62,12 +64,10 @@ class RetrainPolicy(dg.ConfigurableResource):
 PSEUDONYM_KEY_ENV = "GAN_ASSETS_PSEUDONYM_KEY"
 
 
-class DicomSource(dg.ConfigurableResource):
+class DicomSource(ReadsS3):
     """The DICOM landing zone (a local folder or an s3:// prefix) and how files map to months."""
 
-    location: str = Field(description="Landing zone: a local folder, or s3://bucket/prefix (credentials from the standard AWS chain).")
-    endpoint_url: str | None = Field(default=None, description="S3 endpoint for MinIO or a local server; None = AWS.")
-    region_name: str | None = Field(default=None, description="AWS region of the bucket; None = the AWS default chain.")
+    location: str = Field(description="Landing zone: a local folder, or s3://bucket/prefix (reached with the s3 resource's settings).")
     date_tags: list[str] = Field(
         default=["StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"],
         description="A file belongs to the month of the first valid date among these tags. A file with none is "
@@ -93,26 +93,34 @@ class DicomSource(dg.ConfigurableResource):
     def source_spec(self) -> SourceSpec:
         from gan_assets.dicom.landing_zone import SourceSpec
 
-        return SourceSpec(location=self.location, endpoint_url=self.endpoint_url, region_name=self.region_name)
+        return SourceSpec(location=self.location, s3=self.s3_settings())
 
 
 LANDING_ZONE_ENV = "GAN_ASSETS_LANDING_ZONE"
 
 
-def dicom_source_from_env(location: str | None = None) -> DicomSource:
+def s3_from_env() -> S3Resource:
+    """The deployment's one S3Resource (artifact storage and landing zone): ``GAN_ASSETS_S3_ENDPOINT_URL``
+    and ``AWS_REGION``; credentials from the standard AWS chain."""
+    import os
+
+    return S3Resource(endpoint_url=os.environ.get("GAN_ASSETS_S3_ENDPOINT_URL") or None,
+                      region_name=aws_region_from_env())
+
+
+def dicom_source_from_env(location: str | None = None, s3: S3Resource | None = None) -> DicomSource:
     """The landing zone the deployment's environment names (the demo writes to the same place).
 
-    ``GAN_ASSETS_LANDING_ZONE`` (default ./data/landing_zone), with the S3 endpoint and region
-    of the artifact storage (``GAN_ASSETS_S3_ENDPOINT_URL``, ``AWS_REGION``) for s3:// zones, and
-    the pseudonym key from ``GAN_ASSETS_PSEUDONYM_KEY`` (as an EnvVar: the secret stays out of
-    the run config Dagster stores).
+    ``GAN_ASSETS_LANDING_ZONE`` (default ./data/landing_zone), reached with the artifact
+    storage's S3 settings (``s3``, else :func:`s3_from_env`) for s3:// zones, and the pseudonym
+    key from ``GAN_ASSETS_PSEUDONYM_KEY`` (as an EnvVar: the secret stays out of the run config
+    Dagster stores).
     """
     import os
 
     return DicomSource(
         location=location or os.environ.get(LANDING_ZONE_ENV) or os.path.abspath("data/landing_zone"),
-        endpoint_url=os.environ.get("GAN_ASSETS_S3_ENDPOINT_URL") or None,
-        region_name=aws_region_from_env(),
+        s3=s3 or s3_from_env(),
         pseudonym_key=dg.EnvVar(PSEUDONYM_KEY_ENV) if os.environ.get(PSEUDONYM_KEY_ENV) else "",
     )
 

@@ -77,23 +77,25 @@ def _metadata_value(metadata: dict[str, Any], name: str) -> Any:
     return getattr(value, "value", value)
 
 
-def _stored_fid_config(artifact_store: Any, partition: str, attempt: int) -> dict[str, Any] | None:
-    """The config recorded in the stored fid_score JSON, if that artifact is of this attempt."""
-    try:
-        record = json.loads(artifact_store.object_store().get(f"fid_score/{partition}.json"))
-    except (FileNotFoundError, ValueError, AttributeError):
-        return None
-    # A later attempt may have overwritten the artifact; its config is not the one that failed.
-    if int(record.get("attempt", attempt)) != attempt or not isinstance(record.get("config"), dict):
-        return None
-    return record["config"]
+def recorded_fid_config(instance: dg.DagsterInstance, partition: str, attempt: int) -> dict[str, Any] | None:
+    """The config an earlier fid_score event of this month and attempt recorded (newest first), if any."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=FID_SCORE_KEY, asset_partitions=[partition]),
+        limit=RETRAIN_EVENTS_PER_TICK, ascending=False).records
+    for record in records:
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        config = _metadata_value(metadata, "config")
+        # A later attempt's config is not the one that failed.
+        if isinstance(config, dict) and int(_metadata_value(metadata, "attempt") or 1) == attempt:
+            return config
+    return None
 
 
 def decide_retrain(
     metadata: dict[str, Any],
     partition: str | None,
     run_id: str,
-    artifact_store: Any = None,
+    recorded_config: dict[str, Any] | None = None,
     policy: MutationPolicy | None = None,
     bar: EvaluationConfig | None = None,
 ) -> RetrainDecision:
@@ -105,7 +107,8 @@ def decide_retrain(
     ladder in ``gan_assets.model.mutation``); a ``memorized`` month is mutated by the memorization
     rule instead. The request carries no evaluation value, so a retrain is judged by the same bar.
     A ``not_discriminative`` month is never retrained ("blind"): the controls showed the metric
-    cannot tell real images from garbage, and no training config changes that.
+    cannot tell real images from garbage, and no training config changes that. ``recorded_config``
+    stands in for an event without a config (see :func:`recorded_fid_config`).
     """
     bar = bar or EvaluationConfig()
     # A diverged training (trained_generator's observation) is a failed attempt with its own remedy.
@@ -114,8 +117,8 @@ def decide_retrain(
     status = "diverged" if diverged else _metadata_value(metadata, "status")
     attempt = int(_metadata_value(metadata, "attempt") or 1)
     config = _metadata_value(metadata, "config")
-    if not isinstance(config, dict) and partition is not None and artifact_store is not None:
-        config = _stored_fid_config(artifact_store, partition, attempt)
+    if not isinstance(config, dict):
+        config = recorded_config
     max_attempts = bar.max_attempts
 
     def decision(action: str, reason: str, request: dg.RunRequest | None = None) -> RetrainDecision:
@@ -135,8 +138,8 @@ def decide_retrain(
     if attempt >= max_attempts:
         return decision("rejected", f"attempt {attempt} of {max_attempts} failed: no attempts left")
     if not isinstance(config, dict):
-        return decision("stuck", f"no config recorded for attempt {attempt} (event metadata 'config' "
-                                f"or fid_score/{partition}.json): cannot mutate it")
+        return decision("stuck", f"no config recorded for attempt {attempt} (event metadata 'config', here or "
+                                 "in an earlier fid_score event of the month): cannot mutate it")
     next_attempt = attempt + 1
     cause: MutationCause = "diverged" if diverged else ("memorized" if status == "memorized" else "quality")
     try:
@@ -198,7 +201,6 @@ def _read_cursor(raw: str | None) -> dict[str, int]:
 
 
 def _retrain_on_fid_failure(context: dg.SensorEvaluationContext, notifier: Notifier,
-                            artifact_store: dg.ResourceParam[ArtifactStoreResource],
                             evaluation_config: EvaluationBar, retrain_policy: RetrainPolicy) -> dg.SensorResult:
     """Handle every fid_score materialization, rejection verdict and diverged training since the cursor, oldest first."""
     # A malformed mutation policy fails the tick (red in the UI) before any event is consumed,
@@ -234,7 +236,11 @@ def _retrain_on_fid_failure(context: dg.SensorEvaluationContext, notifier: Notif
         if newest.get(record.partition_key) != record.storage_id:
             context.log.info(f"{where}: superseded by a newer event of the same month")
             continue
-        decision = decide_retrain(metadata, record.partition_key, record.run_id, artifact_store, policy, bar)
+        recorded = None
+        if not isinstance(_metadata_value(metadata, "config"), dict) and record.partition_key:
+            recorded = recorded_fid_config(context.instance, record.partition_key,
+                                           int(_metadata_value(metadata, "attempt") or 1))
+        decision = decide_retrain(metadata, record.partition_key, record.run_id, recorded, policy, bar)
         run_url = notifier.run_url(record.run_id) if record.run_id else ""
         if decision.action == "retrain" and decision.run_request is not None:
             context.log.info(f"{where}: {decision.reason}")

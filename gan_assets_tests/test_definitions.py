@@ -10,6 +10,7 @@ import pytest
 
 from gan_assets.definitions import CONFIG_RESOURCES, config_resources_from_env, defs, resources_for
 from gan_assets.dicom.pseudonym import LOCAL_DEFAULT_KEY
+from gan_assets.io_managers import s3_settings
 from gan_assets.partitions import monthly_partitions
 from gan_assets.storage import ArrayBundle
 
@@ -115,6 +116,7 @@ def test_the_pseudonym_key_is_an_env_var_not_a_value_in_config(monkeypatch: pyte
     assert resources_for("local")["dicom_source"].key() == LOCAL_DEFAULT_KEY.encode()
 
 
+@pytest.mark.usefixtures("aws_env")  # a deployment reads the standard AWS chain
 def test_s3_deployment_stores_in_the_bucket(
     monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, s3_bucket: str, s3_client
 ) -> None:
@@ -130,7 +132,11 @@ def test_s3_deployment_stores_in_the_bucket(
     result = dg.materialize([probe], partition_key="2026-02-01", resources={"io_manager": resources["io_manager"]})
     assert result.success
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
-    assert keys == ["deploy-test/probe/2026-02-01.npz"]
+    assert keys == ["deploy-test/probe/.2026-02-01.npz.sha256", "deploy-test/probe/2026-02-01.npz"]
     store = resources["artifact_store"].object_store()
     assert store.uri("x/y.png") == f"s3://{s3_bucket}/deploy-test/x/y.png"
     assert store.get("probe/2026-02-01.npz")[:2] == b"PK"  # an .npz is a zip archive
+    # One storage resource under both keys, and the landing zone reaches S3 with the same settings.
+    assert resources["io_manager"] is resources["artifact_store"]
+    settings = s3_settings(resources["io_manager"].s3)
+    assert settings.endpoint_url == moto_endpoint and resources["dicom_source"].source_spec().s3 == settings

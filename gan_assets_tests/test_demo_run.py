@@ -114,6 +114,6 @@ def test_the_whole_demo_runs_on_s3(tmp_path: Path, moto_endpoint: str, s3_bucket
     keys = {obj["Key"] for obj in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="artifacts/")["Contents"]}
     assert {score_key, "artifacts/preprocessed_images/2026-01-01.npz", "artifacts/dicom_manifest/2026-03-01.parquet",
             "artifacts/landing_zone_index.parquet",
-            "artifacts/fid_feature_extractor/2026-03-01.pt"} <= keys
+            "artifacts/fid_feature_extractor/2026-03-01.safetensors"} <= keys
     assert f"s3://{s3_bucket}/artifacts/fid_score/2026-03-01.json" in run.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # artifacts went to S3 only

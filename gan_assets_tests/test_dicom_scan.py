@@ -128,12 +128,12 @@ def test_scan_month_counts_duplicates_and_decode_rejects(tmp_path: Path) -> None
     assert scan_month(spec, "2026-07", ScanOptions(), key=KEY, workers=1).rows == []
 
 
-def test_s3_landing_zone(tmp_path: Path, s3_bucket: str, s3_client: Any, moto_endpoint: str) -> None:
+def test_s3_landing_zone(tmp_path: Path, s3_bucket: str, s3_client: Any, s3_settings: Any) -> None:
     root = tmp_path / "lz"
     generate_landing_zone(root, seed=1, files_per_month=4, months=["2026-01"], sizes=(32,), workers=1)
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         s3_client.put_object(Bucket=s3_bucket, Key=f"incoming/{path.relative_to(root).as_posix()}", Body=path.read_bytes())
-    spec = SourceSpec(f"s3://{s3_bucket}/incoming", endpoint_url=moto_endpoint, region_name="us-east-1")
+    spec = SourceSpec(f"s3://{s3_bucket}/incoming", s3_settings)
     local = scan_month(SourceSpec(str(root)), "2026-01", ScanOptions(), key=KEY, workers=1)
     # On S3 the arrival month is the upload time, so only files dated by their header match.
     remote = scan_month(spec, "2026-01", ScanOptions(), key=KEY, workers=1)

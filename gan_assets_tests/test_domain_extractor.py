@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gan_assets.assets.evaluation import fid_feature_extractor
-from gan_assets.io_managers import LocalOpenFormatIOManager
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.metrics.controls import build_controls, split_reference
 from gan_assets.metrics.domain_encoder import (
     PRETEXT_CLASSES,
@@ -105,7 +105,7 @@ def test_domain_features_and_fingerprint_follow_the_weights() -> None:
     # Any side: native up to max_side, area-downsampled above it (as in training).
     assert extractor.extract(oriented_family(3, seed=4, side=48)).shape == (3, TINY.feature_dim)
     assert extractor.input_size_for(48) == 48 and extractor.input_size_for(256) == TINY.max_side
-    # A stored and reloaded bundle (torch.load(weights_only=True)) is the same extractor.
+    # A stored and reloaded bundle (safetensors) is the same extractor.
     tensors, attrs = weights_to_tensors(weights)
     reloaded = weights_from_tensors(*_round_trip(tensors, attrs))
     again = DomainExtractor(reloaded)
@@ -122,7 +122,7 @@ def test_domain_features_and_fingerprint_follow_the_weights() -> None:
 
 
 def _round_trip(tensors: dict[str, torch.Tensor], attrs: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    bundle = decode("pt", encode(TensorBundle(tensors=tensors, attrs=attrs))[1])
+    bundle = decode("safetensors", encode(TensorBundle(tensors=tensors, attrs=attrs))[1])
     return bundle.tensors, bundle.attrs
 
 
@@ -176,14 +176,14 @@ def materialize(root: Path, partition: str, kind: str = "domain") -> dg.ExecuteI
     return dg.materialize(
         [UPSTREAM, fid_feature_extractor],
         partition_key=partition,
-        resources={"io_manager": LocalOpenFormatIOManager(base_dir=str(root)),
+        resources={"io_manager": ArtifactStorage(root=str(root)),
                    "gan_config": GanConfig(image_size=32),
                    "fid_extractor": FidExtractor(kind=kind, domain_steps=4)},
     )
 
 
 def stored(root: Path, partition: str) -> TensorBundle:
-    bundle = decode("pt", (root / "fid_feature_extractor" / f"{partition}.pt").read_bytes())
+    bundle = decode("safetensors", (root / "fid_feature_extractor" / f"{partition}.safetensors").read_bytes())
     assert isinstance(bundle, TensorBundle)
     return bundle
 

@@ -16,13 +16,13 @@ import torch
 from gan_assets.assets.evaluation import fid_score, fid_within_threshold
 from gan_assets.assets.generation import generated_samples
 from gan_assets.assets.reporting import monthly_report
-from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
-from gan_assets.metrics.cache import CACHE_PREFIX
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.model.config import EvaluationConfig, TrainConfig
 from gan_assets.model.dcgan import build_generator
 from gan_assets.partitions import monthly_partitions
 from gan_assets.resources import CloudWatchMetrics, FidExtractor, Notifier
-from gan_assets.storage import LocalObjectStore, TensorBundle, decode
+from gan_assets.storage import TensorBundle, decode, store_from_uri
+from gan_assets.storage.layout import real_features_prefix
 from gan_assets.storage.digest import state_dict_sha256
 from gan_assets_tests.factories import (
     fid_score_value,
@@ -81,8 +81,8 @@ def resources(root: Path, **bar: Any) -> dict[str, Any]:
         # The random conv net: these tests are about the asset, not the features (test_domain_extractor.py).
         "fid_extractor": FidExtractor(kind="random_conv", feature_dim=32, kid_subsets=5, kid_subset_size=8,
                                       batch_size=16),
-        "io_manager": LocalOpenFormatIOManager(base_dir=str(root)),
-        "artifact_store": LocalArtifactStore(base_dir=str(root)),
+        "io_manager": ArtifactStorage(root=str(root)),
+        "artifact_store": ArtifactStorage(root=str(root)),
         "cloudwatch": CloudWatchMetrics(),
         "notifier": Notifier(),
     }
@@ -126,7 +126,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> Scored:
     assets = [*specs("preprocessed_images", "trained_generator", "fid_feature_extractor"), fid_score, fid_within_threshold]
     first = dg.materialize(assets, partition_key=partition, instance=instance, raise_on_error=False,
                            resources=resources(root, threshold_rule="absolute", fid_threshold=1e6, min_separation=1.0))
-    store = LocalObjectStore(root)
+    store = store_from_uri(str(root))
     stored = json.loads(store.get(f"fid_score/{partition}.json"))
     tags = {"gan/attempt": "2", "gan/config_diff": json.dumps(RETRAIN_DIFF)}
     second = dg.materialize(
@@ -181,8 +181,8 @@ def test_memorization_is_measured_against_the_whole_training_window(scored: Scor
 def test_the_first_score_caches_each_months_real_features(scored: Scored) -> None:
     fp = scored.stored["fingerprint"]
     assert scored.stored["real_features"]["cache_hit"] is False
-    cached = scored.store.list(f"{CACHE_PREFIX}/{fp['id']}/")
-    assert sorted(cached) == [f"{CACHE_PREFIX}/{fp['id']}/{m}.npz" for m in sorted(MONTHS)]
+    cached = scored.store.list(real_features_prefix(fp["id"]))
+    assert sorted(cached) == [f"fid_score/real_features/{fp['id']}/{m}.npz" for m in sorted(MONTHS)]
 
 
 def test_the_metadata_holds_the_score_as_typed_numbers(scored: Scored) -> None:
@@ -279,10 +279,9 @@ def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Pa
     assert observed["status"].value == "rejected" and observed["attempt"].value == 3
     assert observed["threshold"].value == 1e-12 and observed["fid"].value > 1e-12
     assert partition in _failed_partitions(instance, "fid_score")  # what the partitions view shows
-    store = LocalObjectStore(root)
-    stored = json.loads(store.get(f"fid_score/{partition}.json"))
-    assert stored["passed"] is False and stored["status"] == "rejected"
-    assert stored["memorization"]["training_partitions"] == [partition]
+    assert observed["passed"].value is False and observed["max_attempts"].value == 3
+    store = store_from_uri(str(root))
+    assert not store.exists(f"fid_score/{partition}.json")  # a failed step stores no value
     assert not store.list("generated_samples/") and not store.list("monthly_report/")
     # The rejected attempt's score is kept beside its weights; nothing is promoted.
     assert [k for k in store.list(f"trained_generator/{partition}.history/") if k.endswith(".score.json")]
@@ -295,7 +294,7 @@ def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Pa
     assert materialized(passing) == {"fid_score", "generated_samples", "monthly_report"}
     assert store.list("generated_samples/") and store.list("monthly_report/")
     promoted = json.loads(store.get(f"trained_generator/{partition}.history/promoted.json"))
-    weights = decode("pt", store.get(f"trained_generator/{partition}.pt"))
+    weights = decode("safetensors", store.get(f"trained_generator/{partition}.safetensors"))
     assert promoted["weights_sha256"] == state_dict_sha256(weights.tensors) and promoted["scoring_run_id"] == passing.run_id
     report = json.loads(store.get(f"monthly_report/{partition}.json"))
     assert report["lineage"]["model"]["weights_sha256"] == promoted["weights_sha256"]
@@ -307,6 +306,23 @@ def _failed_partitions(instance: dg.DagsterInstance, asset: str) -> set[str]:
 
     value = get_and_update_asset_status_cache_value(instance, dg.AssetKey(asset), monthly_partitions)
     return set(value.deserialize_failed_partition_subsets(monthly_partitions).get_partition_keys()) if value else set()
+
+
+def test_a_corrupted_generator_is_not_scored(tmp_path: Path) -> None:
+    """Weights changed after training (one bit of one float) fail to load; nothing is scored."""
+    root = tmp_path / "artifacts"
+    partition = "2026-02-01"
+    seed_upstream(root, MONTHS, partition)
+    weights = root / "trained_generator" / f"{partition}.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 0x01]))  # still a valid safetensors file
+    result = dg.materialize([*specs("preprocessed_images", "trained_generator", "fid_feature_extractor"), fid_score],
+                            partition_key=partition, resources=resources(root), raise_on_error=False)
+    assert not result.success and materialized(result) == set()
+    error = result.get_step_failure_events()[0].step_failure_data.error.to_string()
+    assert f"trained_generator partition {partition} failed its integrity check" in error
+    assert f"Re-materialize trained_generator partition {partition}" in error
+    assert not store_from_uri(str(root)).exists(f"fid_score/{partition}.json")
 
 
 def test_the_check_explains_each_status() -> None:

@@ -1,4 +1,5 @@
-"""The typed IO managers and artifact stores through ``dg.materialize``, locally and on S3 (moto)."""
+"""The open-format IO manager and artifact store (one ArtifactStorage) through ``dg.materialize``,
+locally and on S3 (moto's server, credentials passed to the resource)."""
 
 
 from dataclasses import dataclass
@@ -8,16 +9,9 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import pytest
-from dagster_aws.s3 import S3Resource
-
-from gan_assets.io_managers import (
-    LocalArtifactStore,
-    LocalOpenFormatIOManager,
-    S3ArtifactStore,
-    S3OpenFormatIOManager,
-)
+from gan_assets.io_managers import ArtifactStorage, format_of_type, input_format
 from gan_assets.partitions import TRAINING_WINDOW_MONTHS, monthly_partitions
-from gan_assets.storage import ArrayBundle, Blob, ObjectStore, decode, encode
+from gan_assets.storage import ArrayBundle, Blob, ObjectStore, TensorBundle, decode, encode
 from gan_assets_tests.test_storage import EXPECTED_EXTENSION, VALUE_NAMES, Opaque, assert_same, sample_values
 
 
@@ -28,31 +22,21 @@ class Backend:
     store: ObjectStore  # the IO manager's own store, to look at and tamper with stored objects
 
 
+def _backend(name: str, storage: ArtifactStorage) -> Backend:
+    # One resource serves both keys: assets' values and the extra artifacts share a root.
+    return Backend(name, {"io_manager": storage, "artifact_store": storage}, storage.object_store())
+
+
 def local_backend(tmp_path: Path) -> Backend:
-    base = str(tmp_path / "artifacts")
-    io_manager = LocalOpenFormatIOManager(base_dir=base)
-    return Backend(
-        "local",
-        {"io_manager": io_manager, "artifact_store": LocalArtifactStore(base_dir=base)},
-        io_manager.object_store(),
-    )
-
-
-def s3_backend(endpoint: str, bucket: str) -> Backend:
-    s3 = S3Resource(endpoint_url=endpoint, region_name="us-east-1")
-    io_manager = S3OpenFormatIOManager(s3_resource=s3, s3_bucket=bucket, s3_prefix="gan-assets")
-    return Backend(
-        "s3",
-        {"io_manager": io_manager, "artifact_store": S3ArtifactStore(s3_resource=s3, s3_bucket=bucket, s3_prefix="gan-assets")},
-        io_manager.object_store(),
-    )
+    return _backend("local", ArtifactStorage(root=str(tmp_path / "artifacts")))
 
 
 @pytest.fixture(params=["local", "s3"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "local":
         return local_backend(tmp_path)
-    return s3_backend(request.getfixturevalue("moto_endpoint"), request.getfixturevalue("s3_bucket"))
+    bucket = request.getfixturevalue("s3_bucket")
+    return _backend("s3", ArtifactStorage(root=f"s3://{bucket}/gan-assets", s3=request.getfixturevalue("s3_resource")))
 
 
 def materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
@@ -190,7 +174,7 @@ def test_missing_partition_without_allow_missing_names_the_object(tmp_path: Path
         raise_on_error=False,
     )
     text = failure_text(result)
-    assert f"no stored object for {backend.store.root_uri}/imaging/monthly_images/2026-01-01.*" in text
+    assert f"no stored object at {backend.store.root_uri}/imaging/monthly_images/2026-01-01.npz" in text
     assert seen == {}
 
 
@@ -245,7 +229,7 @@ def test_io_manager_leaves_no_temp_files_locally(tmp_path: Path) -> None:
     value = sample_values()["array_bundle"]
     for _ in range(2):  # write, then overwrite in place
         assert dg.materialize([_producer("bundle", value)], resources=backend.resources).success
-    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == ["bundle.npz"]
+    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == [".bundle.npz.sha256", "bundle.npz"]
 
 
 # ---------------------------------------------------------------- artifact store beside the IO manager
@@ -279,7 +263,7 @@ def test_artifact_store_sidecars_share_the_root_and_do_not_shadow_the_value(back
     assert artifact_store.get("samples/2026-03-01.png") == b"\x89PNG preview"
 
 
-def test_a_changed_type_loads_the_newest_object(tmp_path: Path) -> None:
+def test_a_changed_type_is_read_by_the_declared_type(tmp_path: Path) -> None:
     backend = local_backend(tmp_path)
     returned: list[Any] = [ArrayBundle(arrays={"x": np.arange(3)})]
     seen: list[Any] = []
@@ -291,14 +275,48 @@ def test_a_changed_type_loads_the_newest_object(tmp_path: Path) -> None:
 
     @dg.asset
     def reader(changing: Any) -> None:
-        """Records what it loaded."""
+        """Records what it loaded, whatever its format."""
+        seen.append(changing)
+
+    @dg.asset
+    def typed_reader(changing: dict) -> None:
+        """Declares the JSON type."""
         seen.append(changing)
 
     assert dg.materialize([changing, reader], resources=backend.resources).success
     returned[0] = {"now": "json"}
-    assert dg.materialize([changing, reader], resources=backend.resources).success
+    assert dg.materialize([changing], resources=backend.resources).success
     assert backend.store.list("changing") == ["changing.json", "changing.npz"]  # the old .npz stays
+    assert dg.materialize([changing, typed_reader], selection=[typed_reader], resources=backend.resources).success
     assert isinstance(seen[0], ArrayBundle) and seen[1] == {"now": "json"}
+    # Undeclared, the input cannot tell which is current: a clear error, not a guess.
+    result = dg.materialize([changing, reader], selection=[reader], resources=backend.resources, raise_on_error=False)
+    assert "stored in several formats (npz, json): the asset changed type" in failure_text(result)
+
+
+def test_a_declared_output_type_must_match_the_value(tmp_path: Path) -> None:
+    backend = local_backend(tmp_path)
+
+    @dg.asset
+    def weights() -> TensorBundle:
+        """Declares weights but returns images."""
+        return ArrayBundle(arrays={"x": np.arange(3)})  # type: ignore[return-value]
+
+    result = dg.materialize([weights], resources=backend.resources, raise_on_error=False)
+    assert 'Type check failed for step output "result" - expected type "TensorBundle"' in failure_text(result)
+    assert backend.store.list("") == []  # refused before the IO manager saw it
+
+
+def test_formats_follow_declared_types() -> None:
+    import pandas as pd
+    import pyarrow as pa
+
+    assert [format_of_type(t) for t in (ArrayBundle, TensorBundle, np.ndarray, pd.DataFrame, pa.Table, dict,
+                                        dict[str, Any], list, Any, Blob, int)] == [
+        "npz", "safetensors", "npy", "parquet", "parquet", "json", "json", "json", None, None, None]
+    # A window of partitions arrives as dict[str, T]; dict[str, Any] may be JSON or a window, so it is probed.
+    assert input_format(dict[str, ArrayBundle]) == "npz" and input_format(TensorBundle) == "safetensors"
+    assert input_format(dict[str, Any]) is None and input_format(Any) is None and input_format(dict) == "json"
 
 
 def test_blob_valued_asset_round_trips(tmp_path: Path) -> None:

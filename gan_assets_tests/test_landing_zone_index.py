@@ -45,8 +45,9 @@ from gan_assets.dicom.preprocess import PreprocessOptions
 from gan_assets.dicom.pseudonym import file_ref, image_id
 from gan_assets.dicom.scan import ScanOptions
 from gan_assets.resources import PSEUDONYM_KEY_ENV, DicomSource, PreprocessConfig
-from gan_assets.storage import decode
+from gan_assets.storage import S3Settings, decode
 from gan_assets_tests.factories import (
+    MOTO_CREDENTIALS,
     PATH_MARKER,
     TEST_MAX_DECODED,
     assert_no_needles,
@@ -349,7 +350,8 @@ def test_same_size_same_mtime_replacement_is_caught_at_decode(tmp_path: Path) ->
 
 
 def _s3_spec(bucket: str, endpoint: str, prefix: str = "zone") -> SourceSpec:
-    return SourceSpec(f"s3://{bucket}/{prefix}", endpoint_url=endpoint, region_name="us-east-1")
+    return SourceSpec(f"s3://{bucket}/{prefix}", S3Settings(endpoint_url=endpoint, region_name="us-east-1",
+                                                           access_key_id="testing", secret_access_key="testing"))
 
 
 def _same_size_other_bytes(data: bytes) -> bytes:
@@ -585,7 +587,9 @@ class HostileS3Month:
 
 @pytest.fixture(scope="module")
 def hostile_s3_month(tmp_path_factory: pytest.TempPathFactory, moto_endpoint: str) -> Iterator[HostileS3Month]:
-    s3_client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    from dagster_aws.s3 import S3Resource
+
+    s3_client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS)
     s3_bucket = f"gan-test-{uuid.uuid4().hex[:12]}"  # as the s3_bucket fixture names one
     s3_client.create_bucket(Bucket=s3_bucket)
     folder = f"{PATH_MARKER}_DOE^JOHN_123456"
@@ -609,10 +613,11 @@ def hostile_s3_month(tmp_path_factory: pytest.TempPathFactory, moto_endpoint: st
     head = s3_client.get_object(Bucket=s3_bucket, Key=f"zone/{folder}/good_0.dcm")["Body"].read().decode("latin-1")
 
     tmp_path = tmp_path_factory.mktemp("hostile_s3")
+    s3_resource = S3Resource(endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS)
     artifacts = tmp_path / "artifacts"
     resources = {**ingest_resources(tmp_path / "unused", artifacts, max_decoded_bytes=TEST_MAX_DECODED),
-                 "dicom_source": DicomSource(location=f"s3://{s3_bucket}/zone", endpoint_url=moto_endpoint,
-                                             region_name="us-east-1", pseudonym_key=KEY.decode())}
+                 "dicom_source": DicomSource(location=f"s3://{s3_bucket}/zone", s3=s3_resource,
+                                             pseudonym_key=KEY.decode())}
     # moto's server runs in this process and logs every request line (with the key) through
     # werkzeug: that is the test's stand-in for S3, not ingest.
     levels = {"": logging.INFO, "gan_assets": logging.DEBUG, "werkzeug": logging.WARNING}

@@ -22,9 +22,10 @@ from gan_assets.metrics import (
     real_floor,
 )
 from gan_assets.metrics.frechet import _psd_factor
-from gan_assets.metrics.cache import cache_key, real_features_cached
-from gan_assets.storage import LocalObjectStore, store_from_uri
+from gan_assets.metrics.cache import real_features_cached
+from gan_assets.storage import store_from_uri
 from gan_assets.storage.images import pack_images
+from gan_assets.storage.layout import real_features_key
 
 
 def sqrtm_frechet(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
@@ -271,11 +272,11 @@ def test_torchscript_extractor_errors_name_the_field(tmp_path: Path) -> None:
 
 
 def test_real_feature_cache_hits_and_notices_new_images(tmp_path: Path) -> None:
-    store = LocalObjectStore(tmp_path)
+    store = store_from_uri(str(tmp_path))
     extractor = RandomConvExtractor(feature_dim=32, seed=0)
     packed = pack_images(np.random.default_rng(13).uniform(-1, 1, (6, 32, 32)))
     first = real_features_cached(store, "2026-02-01", extractor, packed)
-    assert not first.cache_hit and first.key == cache_key(extractor.fingerprint_id(32), "2026-02-01")
+    assert not first.cache_hit and first.key == real_features_key(extractor.fingerprint_id(32), "2026-02-01")
     second = real_features_cached(store, "2026-02-01", RandomConvExtractor(feature_dim=32, seed=0), packed)
     assert second.cache_hit
     np.testing.assert_array_equal(first.features, second.features)
@@ -286,9 +287,9 @@ def test_real_feature_cache_hits_and_notices_new_images(tmp_path: Path) -> None:
     assert not real_features_cached(store, "2026-02-01", RandomConvExtractor(feature_dim=32, seed=9), changed).cache_hit
 
 
-def test_real_feature_cache_on_s3(s3_bucket: str, s3_client: object) -> None:
+def test_real_feature_cache_on_s3(s3_bucket: str, s3_settings: object) -> None:
     # The same cache through the S3 store, against moto's server on 127.0.0.1.
-    store = store_from_uri(f"s3://{s3_bucket}/gan", s3_client)
+    store = store_from_uri(f"s3://{s3_bucket}/gan", s3_settings)
     extractor = RandomConvExtractor(feature_dim=16, seed=0)
     packed = pack_images(np.random.default_rng(14).uniform(-1, 1, (5, 32, 32)))
     first = real_features_cached(store, "2026-03-01", extractor, packed)

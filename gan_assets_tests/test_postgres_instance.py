@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from gan_assets_tests.factories import free_port, gate_that_sees
+from gan_assets_tests.factories import MOTO_CREDENTIALS, free_port, gate_that_sees
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY_YAML = REPO / "deploy" / "dagster.yaml"
@@ -151,7 +151,7 @@ def _prod_instance(postgres_server: PostgresServer, moto_endpoint: str, s3_bucke
 @pytest.fixture
 def prod_instance(
     postgres_server: PostgresServer, moto_endpoint: str, s3_bucket: str, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, aws_env: None,
 ) -> Iterator[Any]:
     with _prod_instance(postgres_server, moto_endpoint, s3_bucket, tmp_path, monkeypatch) as instance:
         yield instance
@@ -260,7 +260,7 @@ def month_through_postgres(postgres_server: PostgresServer, moto_endpoint: str,
     from gan_assets.demo.data import generate_landing_zone
 
     tmp_path = tmp_path_factory.mktemp("postgres_month")
-    s3_client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3_client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS)
     s3_bucket = f"gan-test-{uuid.uuid4().hex[:12]}"  # as the s3_bucket fixture names one
     s3_client.create_bucket(Bucket=s3_bucket)
     landing = tmp_path / "landing_zone"
@@ -268,6 +268,7 @@ def month_through_postgres(postgres_server: PostgresServer, moto_endpoint: str,
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         with _prod_instance(postgres_server, moto_endpoint, s3_bucket, tmp_path, monkeypatch) as instance:
             monkeypatch.setenv("GAN_ASSETS_S3_ENDPOINT_URL", moto_endpoint)
             monkeypatch.setenv("GAN_ASSETS_S3_PREFIX", "prod-test")
@@ -315,7 +316,7 @@ def test_each_asset_of_the_month_is_materialized_by_the_run(month_through_postgr
 @pytest.mark.slow
 def test_the_artifacts_go_to_s3_under_the_configured_prefix(month_through_postgres: MonthThroughPostgres) -> None:
     keys = month_through_postgres.artifact_keys
-    assert f"prod-test/trained_generator/{MONTH}.pt" in keys and f"prod-test/fid_score/{MONTH}.json" in keys
+    assert f"prod-test/trained_generator/{MONTH}.safetensors" in keys and f"prod-test/fid_score/{MONTH}.json" in keys
 
 
 @pytest.mark.slow

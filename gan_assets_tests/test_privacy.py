@@ -13,6 +13,7 @@ from gan_assets.demo.data import generate_landing_zone
 from gan_assets.demo.phantom import PHI_MARKER, phi_values
 from gan_assets.dicom.pseudonym import image_id, pseudonym_key
 from gan_assets.resources import PSEUDONYM_KEY_ENV
+from gan_assets.storage.stores import sha256_key
 from gan_assets_tests.factories import assert_nothing_leaked, ingest_assets, ingest_resources, run_haystacks
 
 
@@ -48,8 +49,8 @@ def test_no_phi_in_artifacts_metadata_or_logs(tmp_path: Path, caplog: pytest.Log
         assert result.success
         haystacks = run_haystacks(instance, result, artifacts)
     stored = sorted(p for p in artifacts.rglob("*") if p.is_file())
-    assert {p.relative_to(artifacts).as_posix() for p in stored} == {
-        "landing_zone_index.parquet", "dicom_manifest/2026-01-01.parquet", "preprocessed_images/2026-01-01.npz"}
+    objects = {"landing_zone_index.parquet", "dicom_manifest/2026-01-01.parquet", "preprocessed_images/2026-01-01.npz"}
+    assert {p.relative_to(artifacts).as_posix() for p in stored} == objects | {sha256_key(key) for key in objects}
     assert_nothing_leaked(haystacks, needles, caplog, capfd)
 
 

@@ -17,11 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dagster_aws.s3 import S3Resource
-
 from gan_assets.assets.generation import generated_samples
 from gan_assets.assets.reporting import monthly_report
-from gan_assets.io_managers import S3ArtifactStore, S3OpenFormatIOManager
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.report.charts import chart_png, line_chart, loss_chart
 from gan_assets.report.document import ReportError, report_schema, validate_report
 from gan_assets.assets import reporting
@@ -123,7 +121,7 @@ def test_lineage_leads_from_the_images_to_the_promoted_weights_data_code_and_run
     lineage, seeded, html = delivered.report["lineage"], delivered.seeded, delivered.html
     weights_sha = state_dict_sha256(seeded["trained_generator"].tensors)
     assert lineage["model"]["weights_sha256"] == weights_sha and lineage["model"]["attempt"] == 1
-    assert lineage["model"]["weights"].endswith(".pt") and ".history/attempt-01-" in lineage["model"]["weights"]
+    assert lineage["model"]["weights"].endswith(".safetensors") and ".history/attempt-01-" in lineage["model"]["weights"]
     assert lineage["data"]["images_sha256"] == arrays_sha256(seeded["preprocessed_images"].arrays)
     assert lineage["data"]["training_window_sha256"] == "seeded-window"
     assert lineage["code_versions"]["reporting"] == reporting.CODE_VERSION
@@ -189,20 +187,26 @@ def test_the_materialization_holds_numbers_uris_and_the_trend_as_a_table(deliver
 
 
 def test_the_io_manager_stores_nothing_for_the_report(delivered: Delivered) -> None:
-    assert sorted(p.name for p in (delivered.artifacts / "monthly_report").iterdir()) == [
+    assert sorted(p.name for p in (delivered.artifacts / "monthly_report").iterdir() if not p.name.startswith(".")) == [
         "2026-01-01.html", "2026-01-01.json", "2026-02-01.html", "2026-02-01.json",
     ]
 
 
+def rejected_verdict(instance: dg.DagsterInstance, partition: str, fid: float) -> None:
+    """A rejected month as fid_score records it: a verdict observation (the blocking check stopped its report)."""
+    instance.report_runless_asset_event(dg.AssetObservation(
+        asset_key="fid_score", partition=partition,
+        metadata={"fid": fid, "kid_mean": 0.07, "threshold": 100.0, "passed": False, "attempt": 3,
+                  "max_attempts": 3, "status": "rejected"}))
+
+
 def test_attempts_from_the_event_log_and_rejected_months_in_the_trend(artifacts_dir: Path) -> None:
     store_root = artifacts_dir
-    # March was rejected: its fid_score artifact exists, the blocking check stopped its report.
-    seed_month(store_root, "2026-03-01", fid_score=fid_score_value(
-        "2026-03-01", fid=180.0, passed=False, attempt=3, status="rejected"))
     partition = "2026-04-01"
     diff = {"lr_d": [0.0002, 0.0001], "lr_g": [0.0002, 0.0001]}
     seed_month(store_root, partition, fid_score=fid_score_value(partition, fid=88.0, attempt=2, config_diff=diff))
     with dg.DagsterInstance.ephemeral() as instance:
+        rejected_verdict(instance, "2026-03-01", fid=180.0)
         # The two fid_score materializations of April as the evaluation stage records them.
         for attempt, fid, passed, config_diff in ((1, 140.0, False, {}), (2, 88.0, True, diff)):
             instance.report_runless_asset_event(dg.AssetMaterialization(
@@ -229,20 +233,20 @@ def test_attempts_from_the_event_log_and_rejected_months_in_the_trend(artifacts_
     assert "lr_g: 0.0002 &rarr; 0.0001" in html and "initial config" in html
 
 
-def test_report_on_s3_reads_the_trend_from_the_bucket(moto_endpoint: str, s3_bucket: str, s3_client: Any) -> None:
+def test_report_on_s3_reads_the_trend_from_the_event_log(s3_resource: Any, s3_settings: Any, s3_bucket: str,
+                                                      s3_client: Any) -> None:
     prefix = "gan"
-    store = store_from_uri(f"s3://{s3_bucket}/{prefix}", s3_client)
-    seed_month(store, "2026-05-01", fid_score=fid_score_value("2026-05-01", fid=150.0, passed=False, attempt=3,
-                                                             status="rejected"))
+    store = store_from_uri(f"s3://{s3_bucket}/{prefix}", s3_settings)
     seed_month(store, "2026-06-01", fid_score=fid_score_value("2026-06-01", fid=70.0))
-    s3 = S3Resource(endpoint_url=moto_endpoint, region_name="us-east-1")
+    storage = ArtifactStorage(root=f"s3://{s3_bucket}/{prefix}", s3=s3_resource)
     with dg.DagsterInstance.ephemeral() as instance:
+        rejected_verdict(instance, "2026-05-01", fid=150.0)
         dg.materialize(
             [*upstream_specs(), generated_samples, monthly_report],
             selection=["generated_samples", "monthly_report"], partition_key="2026-06-01", instance=instance,
             resources={
-                "io_manager": S3OpenFormatIOManager(s3_resource=s3, s3_bucket=s3_bucket, s3_prefix=prefix),
-                "artifact_store": S3ArtifactStore(s3_resource=s3, s3_bucket=s3_bucket, s3_prefix=prefix),
+                "io_manager": storage,
+                "artifact_store": storage,
                 **tiny_config_resources(generation={"write_sample_dicoms": True, "num_samples": 2}),
             },
         )

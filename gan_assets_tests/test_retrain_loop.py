@@ -89,7 +89,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, artifacts: Path, *, images: int =
 
 
 def stored_generator_config(artifacts: Path) -> dict[str, Any]:
-    bundle = decode("pt", (artifacts / "trained_generator" / f"{MONTH}.pt").read_bytes())
+    bundle = decode("safetensors", (artifacts / "trained_generator" / f"{MONTH}.safetensors").read_bytes())
     assert isinstance(bundle, TensorBundle)
     return bundle.attrs["config"]
 
@@ -138,11 +138,12 @@ def test_an_impossible_threshold_runs_exactly_max_attempts_chained_trainings_the
     assert len(trained_generator_events(instance)) == 3
     assert stored_generator_config(artifacts)["steps"] == 9
     # The blocking check kept everything downstream from materializing; the last attempt's step
-    # failed with the verdict (the month shows failed), its score is stored all the same.
+    # failed with the verdict (the month shows failed), its score is recorded all the same.
     assert instance.get_latest_materialization_event(dg.AssetKey("generated_samples")) is None
     assert not results[-1].success and results[-1].get_step_failure_events()[0].step_key == "fid_score"
-    stored = json.loads((artifacts / "fid_score" / f"{MONTH}.json").read_text())
-    assert stored["status"] == "rejected" and stored["attempt"] == 3
+    (verdict,) = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("fid_score")), limit=10).records
+    recorded = verdict.event_log_entry.asset_observation.metadata
+    assert recorded["status"].value == "rejected" and recorded["attempt"].value == 3
 
 
 @pytest.mark.usefixtures("seeing_gate")

@@ -16,12 +16,13 @@ import pytest
 
 from gan_assets import sensors
 from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG, PARENT_RUN_TAG, run_attempt
-from gan_assets.io_managers import LocalArtifactStore
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.jobs import retrain_job
 from gan_assets.model.config import EvaluationConfig, TrainConfig, config_diff
 from gan_assets.partitions import monthly_partitions
 from gan_assets.resources import EvaluationBar, GanConfig, Notifier
 from gan_assets.sensors import FID_SCORE_KEY, decide_retrain, retrain_on_fid_failure
+from gan_assets.storage import store_from_uri
 from gan_assets_tests.factories import WebhookReceiver, tiny_config_resources, tiny_training
 
 TINY = tiny_training()
@@ -76,7 +77,7 @@ def make_defs(artifacts: Path, webhook_url: str | None = None, *, mutation_polic
         resources={
             **tiny_config_resources(evaluation=bar, mutation_policy=mutation_policy),
             "notifier": Notifier(webhook_url=webhook_url, ui_base_url="http://ui.test"),
-            "artifact_store": LocalArtifactStore(base_dir=str(artifacts)),
+            "artifact_store": ArtifactStorage(root=str(artifacts)),
         },
     )
 
@@ -193,18 +194,22 @@ def test_the_cursor_moves_only_past_the_events_handled(
     assert third == []
 
 
-def test_config_falls_back_to_the_stored_fid_score_artifact(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+def test_config_falls_back_to_the_months_earlier_fid_score_event(instance: dg.DagsterInstance, tmp_path: Path) -> None:
     defs = make_defs(tmp_path)
     used = TrainConfig(**TINY).replace(lr_g=3e-4).to_dict()
-    (tmp_path / "fid_score").mkdir()
-    (tmp_path / "fid_score" / f"{MONTH}.json").write_text(json.dumps({"attempt": 1, "config": used}))
+    other = TrainConfig(**TINY).replace(lr_g=5e-4).to_dict()
+    # A stored fid_score object is never read around Dagster: only the event log counts.
+    store_from_uri(str(tmp_path)).put(f"fid_score/{MONTH}.json", json.dumps({"attempt": 1, "config": other}).encode())
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=FID_SCORE_KEY, partition=MONTH, metadata={"attempt": 1, "config": used}))
+    _, cursor = tick(defs, instance, None)  # an event without 'passed' is skipped
     instance.report_runless_asset_event(dg.AssetMaterialization(
         asset_key=FID_SCORE_KEY, partition=MONTH,
         metadata={"passed": False, "attempt": 1, "max_attempts": 3, "fid": 500.0, "threshold": 200.0},
     ))
-    (request,), _ = tick(defs, instance, None)
+    (request,), _ = tick(defs, instance, cursor)
     config = request.run_config["resources"]["gan_config"]["config"]
-    assert (config["lr_g"], config["steps"]) == (3e-4, 6)  # the stored config, mutated
+    assert (config["lr_g"], config["steps"]) == (3e-4, 6)  # the recorded config, mutated
     assert PARENT_RUN_TAG not in request.tags  # a runless event has no parent run
 
 

@@ -20,6 +20,7 @@ from gan_assets_tests.factories import WebhookReceiver, free_port
 
 # ---- CloudWatch --------------------------------------------------------------------------
 
+@pytest.mark.usefixtures("aws_env")  # the sink uses the standard AWS chain
 def test_cloudwatch_puts_fid_and_kid_readable_back(moto_endpoint: str) -> None:
     namespace = f"GanAssetsTest{uuid.uuid4().hex[:8]}"
     sink = CloudWatchMetrics(enabled=True, namespace=namespace, endpoint_url=moto_endpoint)
@@ -40,6 +41,7 @@ def test_cloudwatch_puts_fid_and_kid_readable_back(moto_endpoint: str) -> None:
         assert len(stats) == 1 and stats[0]["Maximum"] == pytest.approx(value) and stats[0]["SampleCount"] == 1
 
 
+@pytest.mark.usefixtures("aws_env")
 def test_the_deployment_writes_metrics_to_its_own_region(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """AWS_REGION reaches the CloudWatch sink that definitions.py builds (it used to go to us-east-1)."""
     from gan_assets.definitions import resources_for
@@ -61,6 +63,7 @@ def test_the_deployment_writes_metrics_to_its_own_region(moto_endpoint: str, mon
     assert listed("us-east-1") == []  # moto keeps regions apart, as CloudWatch does
 
 
+@pytest.mark.usefixtures("aws_env")
 def test_cloudwatch_off_by_default_and_failures_never_raise(
     moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

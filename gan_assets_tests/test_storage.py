@@ -14,14 +14,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
-from dagster_aws.s3 import S3Resource
 
 from gan_assets.storage import (
     ArrayBundle,
     Blob,
-    LocalObjectStore,
     ObjectStore,
-    S3ObjectStore,
+    S3Settings,
     StorageFormatError,
     TensorBundle,
     decode,
@@ -37,7 +35,7 @@ PNG_BYTES = bytes.fromhex("89504e470d0a1a0a") + b"\x00\x00\x00\rIHDR" + bytes(ra
 
 
 class Opaque:
-    """A custom class: has no open format, so it must never be stored (or smuggled in a .pt)."""
+    """A custom class: has no open format, so it must never be stored (or smuggled in a pickle)."""
 
     def __init__(self) -> None:
         self.secret = 42
@@ -89,7 +87,7 @@ VALUE_NAMES = list(sample_values())
 EXPECTED_EXTENSION = {
     "array_bundle": "npz",
     "ndarray": "npy",
-    "tensor_bundle": "pt",
+    "tensor_bundle": "safetensors",
     "json_dict": "json",
     "json_list": "json",
     "dataframe": "parquet",
@@ -127,20 +125,13 @@ def assert_same(expected: Any, actual: Any) -> None:
         assert actual == expected
 
 
-@pytest.fixture(scope="module")
-def s3_resource_client(moto_endpoint: str) -> Any:
-    """A client made by dagster-aws's S3Resource (one per module: each costs a botocore session)."""
-    return S3Resource(endpoint_url=moto_endpoint, region_name="us-east-1").get_client()
-
-
-@pytest.fixture(params=["local", "s3_boto3", "s3_resource"])
+@pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
-    """The same tests on a local folder, on S3 via boto3, and on S3 via dagster-aws's S3Resource."""
+    """The same tests on a local folder and on S3 through s3fs (moto's server)."""
     if request.param == "local":
-        return LocalObjectStore(tmp_path / "root")
+        return store_from_uri(str(tmp_path / "root"))
     bucket = request.getfixturevalue("s3_bucket")
-    client = request.getfixturevalue("s3_client" if request.param == "s3_boto3" else "s3_resource_client")
-    return S3ObjectStore(client, bucket, "gan/prefix")
+    return store_from_uri(f"s3://{bucket}/gan/prefix", request.getfixturevalue("s3_settings"))
 
 
 # ---------------------------------------------------------------- round trips
@@ -167,9 +158,10 @@ def test_store_round_trip_every_type(store: ObjectStore, name: str) -> None:
     assert_same(value, decode(ext, store.get(key), where=uri))
 
 
-def test_key_layout_is_the_same_on_both_backends(tmp_path: Path, s3_client: Any, s3_bucket: str) -> None:
-    local = LocalObjectStore(tmp_path)
-    remote = S3ObjectStore(s3_client, s3_bucket, "root/nested")
+def test_key_layout_is_the_same_on_both_backends(tmp_path: Path, s3_client: Any, s3_bucket: str,
+                                                 s3_settings: S3Settings) -> None:
+    local = store_from_uri(str(tmp_path))
+    remote = store_from_uri(f"s3://{s3_bucket}/root/nested", s3_settings)
     keys = ["a/2026-01-01.npz", "a/2026-02-01.npz", "a/2026-02-01.png", "a/2026-02-01/grid.png", "b/c/x.json"]
     for key in keys:
         local.put(key, b"x")
@@ -191,7 +183,6 @@ def test_missing_object_and_delete(store: ObjectStore) -> None:
     store.put("asset/2026-05-01.npz", b"abc")
     store.put("asset/2026-05-01.npz", b"new")  # overwrite replaces
     assert store.get("asset/2026-05-01.npz") == b"new"
-    assert store.modified("asset/2026-05-01.npz") > 0
     store.delete("asset/2026-05-01.npz")
     store.delete("asset/2026-05-01.npz")  # deleting twice is fine
     assert not store.exists("asset/2026-05-01.npz")
@@ -201,18 +192,21 @@ def test_missing_object_and_delete(store: ObjectStore) -> None:
 @pytest.mark.parametrize("bad_key", ["", "/", "a/../b.npz", "a//b.npz", "./a.npz"])
 def test_invalid_keys_are_refused(tmp_path: Path, bad_key: str) -> None:
     with pytest.raises(ValueError, match="invalid storage key"):
-        LocalObjectStore(tmp_path).put(bad_key, b"x")
+        store_from_uri(str(tmp_path)).put(bad_key, b"x")
 
 
-def test_store_from_uri(tmp_path: Path, s3_client: Any) -> None:
-    assert isinstance(store_from_uri(str(tmp_path)), LocalObjectStore)
+def test_store_from_uri(tmp_path: Path) -> None:
+    local = store_from_uri(str(tmp_path))
+    assert local.is_local and local.root_uri == str(tmp_path.resolve())
     assert store_from_uri(f"file://{tmp_path}").root_uri == str(tmp_path.resolve())
-    s3 = store_from_uri("s3://bucket/some/prefix/", s3_client)
-    assert isinstance(s3, S3ObjectStore) and s3.root_uri == "s3://bucket/some/prefix"
-    with pytest.raises(ValueError, match="no S3 client"):
-        store_from_uri("s3://bucket/prefix")
+    settings = S3Settings(endpoint_url="http://127.0.0.1:9", region_name="eu-west-1", access_key_id="k",
+                          secret_access_key="s")
+    s3 = store_from_uri("s3://bucket/some/prefix/", settings)
+    assert not s3.is_local and s3.root_uri == "s3://bucket/some/prefix"
+    assert s3.root.storage_options == {"use_listings_cache": False, "endpoint_url": "http://127.0.0.1:9",
+                                       "client_kwargs": {"region_name": "eu-west-1"}, "key": "k", "secret": "s"}
     with pytest.raises(ValueError, match="names no bucket"):
-        store_from_uri("s3:///prefix", s3_client)
+        store_from_uri("s3:///prefix", settings)
 
 
 # ---------------------------------------------------------------- refusing unsafe types
@@ -283,24 +277,25 @@ TAMPERED: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
     "npz_is_a_single_npy": ("npz", lambda good: _npz_single_npy()),
     "npy_truncated": ("npy", lambda good: good[: len(good) - 9]),
     "npy_pickled": ("npy", lambda good: b"\x80\x04\x95" + good[3:]),
-    "pt_truncated": ("pt", lambda good: good[: len(good) // 2]),
-    "pt_custom_class": ("pt", lambda good: _saved_pt({"tensors": {"w": Opaque()}, "attrs_json": "{}"})),
-    "pt_custom_class_at_top": ("pt", lambda good: _saved_pt(Opaque())),
-    "pt_not_a_bundle": ("pt", lambda good: _saved_pt(torch.zeros(3))),
-    "pt_non_tensor_entry": ("pt", lambda good: _saved_pt({"tensors": {"w": [1, 2]}, "attrs_json": "{}"})),
+    "safetensors_truncated": ("safetensors", lambda good: good[: len(good) // 2]),
+    "safetensors_no_header": ("safetensors", lambda good: good[:5]),
+    "safetensors_header_garbled": ("safetensors", lambda good: good[:8] + b"{garbage" + good[16:]),
+    "safetensors_header_too_long": ("safetensors", lambda good: (10**9).to_bytes(8, "little") + good[8:]),
+    "safetensors_is_a_pickle": ("safetensors", lambda good: _saved_pt({"tensors": {"w": Opaque()}})),
     "json_garbled": ("json", lambda good: good[:-3]),
     "json_not_utf8": ("json", lambda good: b"\xff\xfe{"),
     "parquet_truncated": ("parquet", lambda good: good[: len(good) // 2]),
     "parquet_garbage": ("parquet", lambda good: b"PAR1" + b"\x00garbage" * 20 + b"PAR1"),
 }
 
-GOOD_VALUE_FOR_EXTENSION = {"npz": "array_bundle", "npy": "ndarray", "pt": "tensor_bundle", "json": "json_dict", "parquet": "dataframe"}
+GOOD_VALUE_FOR_EXTENSION = {"npz": "array_bundle", "npy": "ndarray", "safetensors": "tensor_bundle", "json": "json_dict",
+                            "parquet": "dataframe"}
 
 
 @pytest.mark.parametrize("case", list(TAMPERED))
 def test_tampered_objects_give_a_clear_error_naming_the_uri(tmp_path: Path, case: str) -> None:
     ext, tamper = TAMPERED[case]
-    store = LocalObjectStore(tmp_path)
+    store = store_from_uri(str(tmp_path))
     _, good = encode(sample_values()[GOOD_VALUE_FOR_EXTENSION[ext]])
     key = f"asset/2026-02-01.{ext}"
     uri = store.put(key, tamper(good))
@@ -310,14 +305,14 @@ def test_tampered_objects_give_a_clear_error_naming_the_uri(tmp_path: Path, case
     assert f".{ext}" in str(caught.value)
 
 
-def test_pt_with_pickled_custom_object_is_refused_by_the_safe_loader() -> None:
+def test_torch_pickles_are_never_loaded() -> None:
     data = _saved_pt({"tensors": {"w": torch.zeros(1)}, "attrs_json": "{}", "extra": Opaque()})
-    with pytest.raises(StorageFormatError, match=r"s3://b/k\.pt.*safe loader \(weights_only=True\)"):
+    with pytest.raises(StorageFormatError, match=r"s3://b/k\.pt: \.pt \(torch pickle\) objects are no longer loaded.*re-materialize"):
         decode("pt", data, where="s3://b/k.pt")
 
 
-def test_truncated_npz_on_s3_names_the_uri(s3_client: Any, s3_bucket: str) -> None:
-    store = S3ObjectStore(s3_client, s3_bucket, "p")
+def test_truncated_npz_on_s3_names_the_uri(s3_settings: S3Settings, s3_bucket: str) -> None:
+    store = store_from_uri(f"s3://{s3_bucket}/p", s3_settings)
     _, good = encode(sample_values()["array_bundle"])
     uri = store.put("preprocessed_images/2026-01-01.npz", good[: len(good) - 100])
     assert uri == f"s3://{s3_bucket}/p/preprocessed_images/2026-01-01.npz"
@@ -343,14 +338,14 @@ def test_unknown_extension_is_a_format_error() -> None:
 
 
 def test_local_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
-    store = LocalObjectStore(tmp_path)
+    store = store_from_uri(str(tmp_path))
     store.put("asset/2026-01-01.json", b'{"v": 1}')
-    assert sorted(p.name for p in (tmp_path / "asset").iterdir()) == ["2026-01-01.json"]
+    assert sorted(p.name for p in (tmp_path / "asset").iterdir()) == [".2026-01-01.json.sha256", "2026-01-01.json"]
     assert (tmp_path / "asset/2026-01-01.json").stat().st_mode & 0o777 == 0o644
 
 
 def test_failed_local_write_keeps_the_old_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = LocalObjectStore(tmp_path)
+    store = store_from_uri(str(tmp_path))
     store.put("asset/2026-01-01.json", b'{"v": 1}')
 
     def failing_replace(src: str, dst: str) -> None:
@@ -363,31 +358,18 @@ def test_failed_local_write_keeps_the_old_object(tmp_path: Path, monkeypatch: py
         store.put("asset/2026-01-01.json", b'{"v": 2, "partial": "no"}')
     monkeypatch.undo()
     assert store.get("asset/2026-01-01.json") == b'{"v": 1}'
-    assert os.listdir(tmp_path / "asset") == ["2026-01-01.json"]  # the temp file is gone
+    assert sorted(os.listdir(tmp_path / "asset")) == [".2026-01-01.json.sha256", "2026-01-01.json"]  # no temp file
     assert store.list("asset/") == ["asset/2026-01-01.json"]
 
 
-# ---------------------------------------------------------------- S3 multipart
+# ---------------------------------------------------------------- S3 objects
 
 
-def test_large_objects_go_through_multipart_upload(
-    s3_client: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(S3ObjectStore, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
-    store = S3ObjectStore(s3_client, s3_bucket, "big")
-    images = np.random.default_rng(1).integers(0, 256, size=(12, 1024, 1024), dtype=np.uint8)  # 12 MiB
-    bundle = ArrayBundle(arrays={"images": images}, attrs={"partition": "2026-01-01"})
-    ext, data = encode(bundle)
-    store.put(f"preprocessed_images/2026-01-01.{ext}", data)
-    head = s3_client.head_object(Bucket=s3_bucket, Key="big/preprocessed_images/2026-01-01.npz")
-    # A multipart object's ETag is md5-of-part-md5s suffixed with the part count (5+5+2 MiB).
-    assert head["ETag"].strip('"').endswith("-3")
-    assert head["ContentLength"] == len(data)
-    assert_same(bundle, decode(ext, store.get("preprocessed_images/2026-01-01.npz")))
-
+def test_s3_objects_carry_a_content_type(s3_settings: S3Settings, s3_client: Any, s3_bucket: str) -> None:
+    store = store_from_uri(f"s3://{s3_bucket}/big", s3_settings)
     store.put("small/2026-01-01.json", b"{}")
-    small = s3_client.head_object(Bucket=s3_bucket, Key="big/small/2026-01-01.json")
-    assert "-" not in small["ETag"] and small["ContentType"] == "application/json"
+    head = s3_client.head_object(Bucket=s3_bucket, Key="big/small/2026-01-01.json")
+    assert head["ContentType"] == "application/json" and head["ContentLength"] == 2
 
 
 # ---------------------------------------------------------------- image packing

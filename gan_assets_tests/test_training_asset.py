@@ -14,12 +14,12 @@ import pytest
 
 from gan_assets.assets.common import TRAINING_TAG
 from gan_assets.assets.training import pack_window, trained_generator, training_window
-from gan_assets.io_managers import LocalArtifactStore, LocalOpenFormatIOManager
+from gan_assets.io_managers import ArtifactStorage
 from gan_assets.jobs import retrain_job
 from gan_assets.model.artifact import generator_from_bundle, sample_images
 from gan_assets.model.history import list_attempts
 from gan_assets.partitions import monthly_partitions
-from gan_assets.storage import ArrayBundle, LocalObjectStore, TensorBundle, decode
+from gan_assets.storage import ArrayBundle, TensorBundle, decode, store_from_uri
 from gan_assets.storage.digest import state_dict_sha256
 from gan_assets.storage.images import grid_png
 from gan_assets_tests.factories import seed_images, tiny_config_resources, tiny_train_config
@@ -40,8 +40,8 @@ def materialize(root: Path, partition: str, **config: object) -> dg.ExecuteInPro
     return dg.materialize(
         [UPSTREAM, trained_generator],
         partition_key=partition,
-        resources={"io_manager": LocalOpenFormatIOManager(base_dir=str(root)),
-                   "artifact_store": LocalArtifactStore(base_dir=str(root)),
+        resources={"io_manager": ArtifactStorage(root=str(root)),
+                   "artifact_store": ArtifactStorage(root=str(root)),
                    **tiny_config_resources(training=dict(config))},
         tags={"gan/attempt": "2"},
         raise_on_error=False,
@@ -54,8 +54,8 @@ def test_materializes_over_the_window_and_weights_reload_exactly(artifacts_dir: 
     result = materialize(artifacts_dir, "2026-03-01")
     assert result.success
 
-    stored = (artifacts_dir / "trained_generator" / "2026-03-01.pt").read_bytes()
-    bundle = decode("pt", stored)  # torch.load(weights_only=True) inside
+    stored = (artifacts_dir / "trained_generator" / "2026-03-01.safetensors").read_bytes()
+    bundle = decode("safetensors", stored)  # no pickle: safetensors.torch.load inside
     assert isinstance(bundle, TensorBundle)
     attrs = bundle.attrs
     assert attrs["config"] == tiny_train_config().to_dict()
@@ -69,7 +69,7 @@ def test_materializes_over_the_window_and_weights_reload_exactly(artifacts_dir: 
 
     # A fresh generator from the stored bundle reproduces the fixed-noise grid shown in the UI.
     generator = generator_from_bundle(bundle)
-    again = generator_from_bundle(decode("pt", stored))
+    again = generator_from_bundle(decode("safetensors", stored))
     samples = sample_images(generator, 64, seed=attrs["fixed_noise_seed"])
     assert np.array_equal(samples, sample_images(again, 64, seed=attrs["fixed_noise_seed"]))
     materialization = result.asset_materializations_for_node("trained_generator")[0]
@@ -85,14 +85,14 @@ def test_materializes_over_the_window_and_weights_reload_exactly(artifacts_dir: 
     assert np.isfinite(metadata["final_loss_d"].value)
     # The attempt is kept in the month's history under a key naming it, with the weights' hash,
     # and the hash is the materialization's data version.
-    history = list_attempts(LocalObjectStore(artifacts_dir), "2026-03-01")
+    history = list_attempts(store_from_uri(str(artifacts_dir)), "2026-03-01")
     assert history == [attrs["history_key"]] and f"attempt-02-{result.run_id[:8]}" in history[0]
-    kept = decode("pt", (artifacts_dir / history[0]).read_bytes())
+    kept = decode("safetensors", (artifacts_dir / history[0]).read_bytes())
     assert state_dict_sha256(kept.tensors) == attrs["weights_sha256"] == state_dict_sha256(bundle.tensors)
     assert metadata["weights_sha256"].value == attrs["weights_sha256"]
     assert materialization.tags["dagster/data_version"] == attrs["weights_sha256"][:32]
     again_run = materialize(artifacts_dir, "2026-03-01", seed=7)
-    assert len(list_attempts(LocalObjectStore(artifacts_dir), "2026-03-01")) == 2  # the first attempt survives
+    assert len(list_attempts(store_from_uri(str(artifacts_dir)), "2026-03-01")) == 2  # the first attempt survives
     assert again_run.success
     # the same packed bytes give the same fingerprint (what a reader checks against)
     _, same = pack_window({"2026-01-01": ArrayBundle({"images": january}),
@@ -148,8 +148,8 @@ def test_a_diverged_training_enters_the_retrain_loop(artifacts_dir: Path, monkey
     seed_month(artifacts_dir, "2026-03-01", 12)
     defs = dg.Definitions(
         assets=[UPSTREAM, trained_generator], jobs=[retrain_job], sensors=[retrain_on_fid_failure],
-        resources={"io_manager": LocalOpenFormatIOManager(base_dir=str(artifacts_dir)),
-                   "artifact_store": LocalArtifactStore(base_dir=str(artifacts_dir)),
+        resources={"io_manager": ArtifactStorage(root=str(artifacts_dir)),
+                   "artifact_store": ArtifactStorage(root=str(artifacts_dir)),
                    **tiny_config_resources(evaluation={"max_attempts": 3}), "notifier": Notifier()})
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize([UPSTREAM, trained_generator], partition_key="2026-03-01", instance=instance,
@@ -172,7 +172,7 @@ def test_a_diverged_training_enters_the_retrain_loop(artifacts_dir: Path, monkey
         assert request.tags["gan/attempt"] == "2" and "diverged in training" in request.tags["gan/reason"]
         assert request.partition_key == "2026-03-01"
         # The attempt's record is in the month's history.
-        scores = [k for k in LocalObjectStore(artifacts_dir).list("trained_generator/2026-03-01.history/")
+        scores = [k for k in store_from_uri(str(artifacts_dir)).list("trained_generator/2026-03-01.history/")
                   if k.endswith(".score.json")]
         assert len(scores) == 1 and json.loads((artifacts_dir / scores[0]).read_text())["status"] == "diverged"
 

@@ -58,7 +58,7 @@ def run_attempt(context: dg.AssetExecutionContext) -> int:
 
 
 class ArtifactStoreResource(Protocol):
-    """LocalArtifactStore or S3ArtifactStore: both hand out the ObjectStore of the artifact root."""
+    """What assets need of the artifact store (io_managers.ArtifactStorage): the ObjectStore of its root."""
 
     def object_store(self) -> ObjectStore: ...
 

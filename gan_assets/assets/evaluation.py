@@ -48,7 +48,7 @@ from gan_assets.model.config import DEFAULTS
 from gan_assets.model.history import PromotedModel, promote, save_attempt, save_attempt_score
 from gan_assets.partitions import TRAINING_WINDOW_INPUT, monthly_partitions
 from gan_assets.resources import CloudWatchMetrics, EvaluationBar, FidExtractor, GanConfig
-from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle, encode
+from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle
 from gan_assets.storage.digest import state_dict_sha256
 from gan_assets.storage.images import grid_png, markdown_image, to_uint8, unpack_images
 
@@ -446,7 +446,7 @@ def fid_score(
 
     _record_in_history(context, store, score, trained_generator)
     if score.status == "rejected":
-        _reject_month(context, store, score)
+        _reject_month(context, score)
     closest = list(score.memorization.details.get("closest") or [])
     context.add_output_metadata({
         **summary_metadata(score),
@@ -463,15 +463,12 @@ def fid_score(
     return score.to_dict()
 
 
-def _reject_month(context: dg.AssetExecutionContext, store: ObjectStore, score: FidScore) -> None:
+def _reject_month(context: dg.AssetExecutionContext, score: FidScore) -> None:
     """A month out of attempts fails its fid_score step, so its partition shows as failed, not green.
 
-    The score is kept all the same: stored where the IO manager would store it (the report's
-    trend and a person read it there) and reported as an observation of fid_score (the retrain
-    sensor reads it and tells the notifier once).
+    The score is kept all the same, as an observation of fid_score: the retrain sensor reads it
+    and tells the notifier once, the report's trend reads it, a person sees it in the UI.
     """
-    ext, data = encode(score.to_dict())
-    store.put(f"fid_score/{context.partition_key}.{ext}", data)
     context.log_event(dg.AssetObservation(
         asset_key=context.asset_key, partition=context.partition_key,
         metadata={**summary_metadata(score), **score_metadata(score)},

@@ -19,6 +19,7 @@ from gan_assets.resources import GanConfig, GenerationSettings
 from gan_assets.storage import ArrayBundle
 from gan_assets.storage.digest import arrays_sha256
 from gan_assets.storage.images import encoding_attrs, grid_png, markdown_image, pack_images, preview_grid_png
+from gan_assets.storage.layout import sample_dicom_key, sample_dicom_prefix, sample_grid_key
 
 # What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
 CODE_VERSION = code_version(__name__)
@@ -27,12 +28,6 @@ ASSET = "generated_samples"
 
 
 
-def grid_key(partition: str) -> str:
-    return f"{ASSET}/{partition}.png"
-
-
-def dicom_key(partition: str, index: int) -> str:
-    return f"{ASSET}/{partition}/sample_{index:04d}.dcm"
 
 
 @dg.asset(
@@ -88,20 +83,21 @@ def generated_samples(
     images = pack_images(sample_images(generator, config.num_samples, seed=config.sample_seed, device=device))
     sample_seconds = time.perf_counter() - started
 
-    grid_uri = store.put(grid_key(partition), grid_png(images))
+    grid_uri = store.put(sample_grid_key(partition), grid_png(images))
 
     dicom_uris: list[str] = []
     modality = most_common_modality(dicom_manifest, DEFAULT_MODALITY)
     # Files of an earlier materialization with more samples would otherwise linger.
-    for stale in store.list(f"{ASSET}/{partition}/"):
+    for stale in store.list(sample_dicom_prefix(partition)):
         if stale.endswith(".dcm"):
             store.delete(stale)
     if config.write_sample_dicoms:
         series = SyntheticSeries.new(modality, label=month_of(partition))
         for index, image in enumerate(images, start=1):
             data = secondary_capture_bytes(image, series, index, software_version=f"gan-assets {__version__}")
-            dicom_uris.append(store.put(dicom_key(partition, index), data))
-        context.log.info(f"wrote {len(dicom_uris)} synthetic {modality} DICOM files under {store.uri(f'{ASSET}/{partition}/')}")
+            dicom_uris.append(store.put(sample_dicom_key(partition, index), data))
+        context.log.info(f"wrote {len(dicom_uris)} synthetic {modality} DICOM files under "
+                         f"{store.uri(sample_dicom_prefix(partition))}")
     total_seconds = time.perf_counter() - started
 
     timings = {

@@ -43,6 +43,7 @@ from gan_assets.resources import DicomSource, GanConfig, PreprocessConfig
 from gan_assets.storage import ArrayBundle, ObjectStore, StorageFormatError, decode
 from gan_assets.storage.digest import arrays_sha256
 from gan_assets.storage.images import encoding_attrs, grid_png, markdown_image
+from gan_assets.storage.layout import value_key
 
 # What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
 CODE_VERSION = code_version(__name__)
@@ -63,7 +64,7 @@ dicom_source = dg.AssetSpec(
 )
 
 DICOM_SOURCE_KEY = dicom_source.key
-INDEX_KEY = "landing_zone_index.parquet"  # where the IO manager stores the unpartitioned index
+INDEX_KEY = value_key("landing_zone_index", None, "parquet")  # the index's own value: it updates itself
 
 
 REJECTS_SCHEMA = dg.TableSchema(columns=[

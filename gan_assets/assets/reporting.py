@@ -15,8 +15,6 @@ import pyarrow as pa
 
 from gan_assets.assets.common import GROUP_DELIVERY, ArtifactStoreResource, code_version, stage
 from gan_assets.assets import evaluation, generation, ingest, training
-from gan_assets.assets.generation import ASSET as SAMPLES_ASSET
-from gan_assets.assets.generation import grid_key
 from gan_assets.dicom.index import EMPTY_MONTH, month_fingerprints, zone_summary
 from gan_assets.model.history import ModelHistoryError, load_promoted
 from gan_assets.storage.digest import arrays_sha256
@@ -35,20 +33,15 @@ from gan_assets.report.document import (
 from gan_assets.report.html import render_report_html
 from gan_assets.storage.images import data_uri, grid_png, markdown_image, preview_grid_png
 from gan_assets.storage import ArrayBundle, TensorBundle
+from gan_assets.storage.layout import SAMPLES, report_key, sample_grid_key, value_key
 
 # What Dagster compares to show a materialization as unsynced after a code change (common.code_version).
 CODE_VERSION = code_version(__name__)
 
 # Real examples shown beside the synthetic grid (at most this many).
 REAL_EXAMPLES = 16
-
-
-def json_key(partition: str) -> str:
-    return f"{REPORT_ASSET}/{partition}.json"
-
-
-def html_key(partition: str) -> str:
-    return f"{REPORT_ASSET}/{partition}.html"
+# Newest events of an asset read for the trend (months x attempts, with room to spare).
+EVENTS_READ = 10_000
 
 
 def fid_score_history(instance: dg.DagsterInstance, partition: str) -> list[dict[str, Any]]:
@@ -82,6 +75,29 @@ def _trend_table(trend: list[dict[str, Any]]) -> dg.TableMetadataValue:
                         "kid_mean": point["kid_mean"], "threshold": point["threshold"]})
         for point in trend
     ], schema=TREND_SCHEMA)
+
+
+def recorded_months(instance: dg.DagsterInstance, partition: str) -> dict[str, tuple[dict[str, Any], str]]:
+    """Each month before ``partition`` with its figures from the event log, for the trend: its latest
+    monthly_report, else its latest fid_score event (a materialization, or a rejected month's verdict)."""
+    found: dict[str, tuple[dict[str, Any], str]] = {}
+
+    def keep(month: str | None, event: Any, source: str) -> None:
+        if month and month < partition and event is not None and "status" in event.metadata:
+            found[month] = ({name: value.value for name, value in event.metadata.items()}, source)
+
+    scores = dg.AssetRecordsFilter(asset_key=dg.AssetKey(FID_ASSET))
+    events = [(r.storage_id, r.partition_key, r.asset_materialization)
+              for r in instance.fetch_materializations(scores, limit=EVENTS_READ).records]
+    events += [(r.storage_id, r.partition_key, r.event_log_entry.asset_observation)
+               for r in instance.fetch_observations(scores, limit=EVENTS_READ).records]
+    for _, month, event in sorted(events, key=lambda item: item[0]):
+        keep(month, event, FID_ASSET)
+    reports = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(REPORT_ASSET)),
+                                              limit=EVENTS_READ, ascending=True).records
+    for record in reports:
+        keep(record.partition_key, record.asset_materialization, REPORT_ASSET)
+    return found
 
 
 def _summary_markdown(report: dict[str, Any], preview: str) -> str:
@@ -155,19 +171,19 @@ def monthly_report(
     current = score_attempt_entry(score)
     history = fid_score_history(context.instance, partition)
     attempts = merge_attempts(history, current)
-    trend = read_trend(store, partition, score)
+    trend = read_trend(recorded_months(context.instance, partition), partition, score)
 
     preview = preview_grid_png(samples)
     real = preprocessed_images["images"][:REAL_EXAMPLES]
-    objects = {"report_json": store.uri(json_key(partition)), "report_html": store.uri(html_key(partition))}
+    objects = {"report_json": store.uri(report_key(partition, "json")), "report_html": store.uri(report_key(partition, "html"))}
     report = build_report(
         partition=partition,
         fid_score=score,
         generator_attrs=trained_generator.attrs,
         sample_attrs=sample_attrs,
         sample_objects={
-            "npz": store.uri(f"{SAMPLES_ASSET}/{partition}.npz"),
-            "grid_png": sample_attrs.get("grid_png") or store.uri(grid_key(partition)),
+            "npz": store.uri(value_key(SAMPLES, partition, "npz")),
+            "grid_png": sample_attrs.get("grid_png") or store.uri(sample_grid_key(partition)),
             "dicom": list(sample_attrs.get("dicom") or []),
         },
         preview_data_uri=data_uri(preview),
@@ -190,8 +206,8 @@ def monthly_report(
         real_grid_png=grid_png(real) if len(real) else None,
         loss_history=trained_generator.attrs.get("loss_history"),
     )
-    json_uri = store.put(json_key(partition), json.dumps(report, indent=1, sort_keys=True).encode())
-    html_uri = store.put(html_key(partition), html.encode())
+    json_uri = store.put(report_key(partition, "json"), json.dumps(report, indent=1, sort_keys=True).encode())
+    html_uri = store.put(report_key(partition, "html"), html.encode())
     context.log.info(f"report for {partition}: {report['verdict']} -> {html_uri}")
 
     evaluation = report["evaluation"]
@@ -215,4 +231,6 @@ def monthly_report(
         metadata["kid_mean"] = dg.MetadataValue.float(evaluation["kid_mean"])
     if evaluation["threshold"] is not None:
         metadata["threshold"] = dg.MetadataValue.float(evaluation["threshold"])
+    if evaluation.get("attempt") is not None:
+        metadata["attempt"] = dg.MetadataValue.int(evaluation["attempt"])
     return dg.MaterializeResult(metadata=metadata)

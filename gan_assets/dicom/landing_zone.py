@@ -1,6 +1,10 @@
 """Listing and reading the landing zone: a local folder or an ``s3://bucket/prefix``.
 
-``SourceSpec`` is a small picklable value so worker processes can open their own client.
+``SourceSpec`` is a small picklable value so worker processes can open their own client. S3
+zones are read through the storage core's filesystem layer (s3fs, with the same ``S3Settings``
+as the artifact storage): listing with ETag, LastModified and size, ranged header reads. Local
+zones are walked with ``os.walk`` and ``lstat``, not fsspec, because the rules below need each
+entry's own link status and resolved path, which fsspec's local listing does not check.
 Hidden files (a name starting with ``.``, e.g. partial uploads) are not part of the zone.
 
 Only regular files inside the zone are read. Listing never follows a link that leaves the zone
@@ -23,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from gan_assets.storage.stores import S3Settings, storage_path
+
 # Enough for nearly every DICOM header; a longer header is fetched whole.
 S3_HEADER_BYTES = 256 * 1024
 # How long a listing of the zone may be reused by the same process (see recent_listing).
@@ -31,11 +37,10 @@ LISTING_REUSE_SECONDS = 300.0
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """Where the landing zone is: a folder, or s3://bucket/prefix with an optional endpoint."""
+    """Where the landing zone is: a folder, or s3://bucket/prefix reached with ``s3``'s settings."""
 
     location: str
-    endpoint_url: str | None = None
-    region_name: str | None = None
+    s3: S3Settings | None = None
 
     @property
     def is_s3(self) -> bool:
@@ -90,32 +95,33 @@ class LandingZone:
             if not bucket:
                 raise ValueError(f"dicom_source location {spec.location!r} has no bucket; use s3://bucket/prefix")
             self.bucket, self.prefix = bucket, prefix.strip("/")
+            self.fs = storage_path(f"s3://{bucket}", spec.s3).fs
         else:
             self.root = Path(spec.location).expanduser().resolve()
 
     @property
     def client(self) -> Any:
+        """A boto3 client with the zone's S3 settings, for the conditional GET s3fs does not offer."""
         if self._client is None:
-            import boto3
-
-            self._client = boto3.client("s3", endpoint_url=self.spec.endpoint_url, region_name=self.spec.region_name)
+            self._client = (self.spec.s3 or S3Settings()).client()
         return self._client
+
+    def _s3_path(self, relative_path: str) -> str:
+        return f"{self.bucket}/{self._key(relative_path)}"
 
     def list_files(self) -> list[FileEntry]:
         """Every non-hidden file, sorted by relative path (a deterministic order)."""
         entries: list[FileEntry] = []
         if self.spec.is_s3:
-            paginator = self.client.get_paginator("list_objects_v2")
-            start = f"{self.prefix}/" if self.prefix else ""
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
-                for obj in page.get("Contents", []):
-                    rel = obj["Key"][len(start):]
-                    if not rel or rel.endswith("/") or any(p.startswith(".") for p in rel.split("/")):
-                        continue
-                    modified = obj["LastModified"].astimezone(dt.timezone.utc)
-                    entries.append(FileEntry(rel, int(obj["Size"]), modified,
-                                             mtime_ns=int(modified.timestamp() * 1_000_000) * 1000,
-                                             etag=str(obj.get("ETag", "")).strip('"')))
+            base = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
+            for path, info in self.fs.find(base, detail=True).items():
+                rel = path[len(base) + 1:]
+                if not rel or rel.endswith("/") or any(p.startswith(".") for p in rel.split("/")):
+                    continue
+                modified = info["LastModified"].astimezone(dt.timezone.utc)
+                entries.append(FileEntry(rel, int(info["size"]), modified,
+                                         mtime_ns=int(modified.timestamp() * 1_000_000) * 1000,
+                                         etag=str(info.get("ETag", "")).strip('"')))
         else:
             if not self.root.is_dir():
                 # The location is not echoed: zone paths can hold patient ids, and this reaches the event log.
@@ -202,9 +208,7 @@ class LandingZone:
             return self._open_local(entry)
         if entry.size <= S3_HEADER_BYTES:
             return io.BytesIO(self.read_bytes(entry))
-        response = self.client.get_object(Bucket=self.bucket, Key=self._key(entry.relative_path),
-                                          Range=f"bytes=0-{S3_HEADER_BYTES - 1}")
-        return io.BytesIO(response["Body"].read())
+        return io.BytesIO(self.fs.cat_file(self._s3_path(entry.relative_path), start=0, end=S3_HEADER_BYTES))
 
     def open_full(self, entry: FileEntry) -> BinaryIO:
         if not self.spec.is_s3:
@@ -245,7 +249,8 @@ class LandingZone:
         if not self.spec.is_s3:
             with self._open_local(entry) as handle:
                 return handle.read()
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(entry.relative_path))["Body"].read()
+        # A range from 0 is one GET; without one, s3fs first asks for the size (a HEAD).
+        return self.fs.cat_file(self._s3_path(entry.relative_path), start=0)
 
     def content_digest(self, entry: FileEntry) -> str:
         """A digest of the file's content: SHA-256 of the bytes locally, the ETag on S3 (no extra GET).
@@ -268,7 +273,7 @@ class LandingZone:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
             return
-        self.client.put_object(Bucket=self.bucket, Key=self._key(relative_path), Body=data)
+        self.fs.pipe_file(self._s3_path(relative_path), data)
 
     def _key(self, relative_path: str) -> str:
         return f"{self.prefix}/{relative_path}" if self.prefix else relative_path

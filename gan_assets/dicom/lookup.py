@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from gan_assets.dicom.landing_zone import LandingZone, SourceSpec
 from gan_assets.dicom.pseudonym import file_ref, image_id, pseudonym_key
+from gan_assets.storage import S3Settings
 
 logger = logging.getLogger("gan_assets.dicom.lookup")
 
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--endpoint-url", default=None, help="S3 endpoint (MinIO, local server)")
     parser.add_argument("--ids", action="store_true", help="also match image ids (reads every header)")
     args = parser.parse_args(argv)
-    zone = LandingZone(SourceSpec(args.location, endpoint_url=args.endpoint_url))
+    zone = LandingZone(SourceSpec(args.location, S3Settings(endpoint_url=args.endpoint_url)))
     # The command line is this tool's boundary: it takes the deployment's key from its environment.
     found = find_files(zone, args.refs, key=pseudonym_key(os.environ.get("GAN_ASSETS_PSEUDONYM_KEY", "")),
                        match_ids=args.ids)

@@ -1,6 +1,6 @@
 """Real-image features cached per (month, extractor fingerprint) in the artifact store.
 
-Key: ``fid_score/real_features/{fingerprint_id}/{partition}.npz`` holding the float32 features
+Key: ``storage.layout.real_features_key`` (``fid_score/real_features/{fingerprint_id}/{partition}.npz``) holding the float32 features
 and their float64 mean/covariance. Retrain attempts of a month reuse it. The entry records the
 SHA-256 of the exact uint8 images it was computed from, so a re-ingested month is recomputed
 rather than silently scored against stale statistics.
@@ -18,11 +18,9 @@ from gan_assets.metrics.extractors import FeatureExtractor
 from gan_assets.metrics.frechet import GaussianStats, feature_statistics
 from gan_assets.storage import ArrayBundle, ObjectStore, StorageFormatError, decode, encode
 from gan_assets.storage.images import unpack_images
+from gan_assets.storage.layout import real_features_key
 
 log = logging.getLogger(__name__)
-
-CACHE_PREFIX = "fid_score/real_features"
-
 
 @dataclass(frozen=True)
 class RealFeatures:
@@ -32,10 +30,6 @@ class RealFeatures:
     key: str
     uri: str
     images_sha256: str
-
-
-def cache_key(fingerprint_id: str, partition: str) -> str:
-    return f"{CACHE_PREFIX}/{fingerprint_id}/{partition}.npz"
 
 
 def images_sha256(packed: np.ndarray) -> str:
@@ -55,7 +49,7 @@ def real_features_cached(store: ObjectStore, partition: str, extractor: FeatureE
         )
     image_size = int(packed_images.shape[-1])
     fingerprint_id = extractor.fingerprint_id(image_size)
-    key = cache_key(fingerprint_id, partition)
+    key = real_features_key(fingerprint_id, partition)
     data_hash = images_sha256(packed_images)
     if store.exists(key):
         try:

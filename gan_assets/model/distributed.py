@@ -17,7 +17,7 @@ external cluster, and it is the next step beyond one host (docs/scaling.md).
 
 Data and results cross process boundaries as files in a private temporary directory, never
 as pickles of big arrays: the images as one ``.npy`` (workers memory-map it), the weights as
-a ``torch.save`` state dict loaded back with ``weights_only=True``, the rest as JSON. The
+a safetensors file (no pickle), the rest as JSON. The
 rendezvous is a file store in the same directory, so no TCP port has to be free.
 """
 
@@ -292,13 +292,18 @@ def _write_json(path: Path, value: Any) -> None:
 def _write_output(workdir: Path, rank: int, output: RankOutput) -> None:
     fields = {f.name: getattr(output.result, f.name) for f in dataclasses.fields(output.result)}
     state = fields.pop("generator_state")
-    torch.save(state, workdir / f"rank{rank}.pt")
+    from safetensors.torch import save_file
+
+    save_file({name: tensor.detach().cpu().contiguous().clone() for name, tensor in state.items()},
+              str(workdir / f"rank{rank}.safetensors"))
     _write_json(workdir / f"rank{rank}.json", {"result": fields, "parameter_digests": output.parameter_digests})
 
 
 def _load_output(workdir: str, rank: int) -> RankOutput:
     base = Path(workdir)
     meta = json.loads((base / f"rank{rank}.json").read_text())
-    state = torch.load(base / f"rank{rank}.pt", map_location="cpu", weights_only=True)
+    from safetensors.torch import load_file
+
+    state = load_file(str(base / f"rank{rank}.safetensors"), device="cpu")
     return RankOutput(result=TrainResult(generator_state=state, **meta["result"]),
                       parameter_digests=meta["parameter_digests"])

@@ -2,7 +2,7 @@
 
 ``trained_generator/{month}.{ext}`` (the asset's value) is always the latest attempt. Beside it,
 ``trained_generator/{month}.history/`` keeps each attempt under a key that names it,
-``attempt-02-1a2b3c4d.pt`` (attempt number, first 8 characters of the training run id), with
+``attempt-02-1a2b3c4d.safetensors`` (attempt number, first 8 characters of the training run id), with
 its score once scored (``attempt-02-1a2b3c4d.score.json``), and ``promoted.json``: the attempt
 whose score passed the gate, with the weights' SHA-256. What is delivered (generated samples,
 the report) comes from the promoted weights, loaded by that key and checked against that hash.
@@ -17,22 +17,11 @@ from typing import Any
 
 from gan_assets.storage import ObjectStore, TensorBundle, decode, encode
 from gan_assets.storage.digest import state_dict_sha256
-
-ASSET = "trained_generator"
-PROMOTED = "promoted.json"
+from gan_assets.storage.layout import attempt_stem, history_prefix, promoted_key
 
 
 class ModelHistoryError(RuntimeError):
     """No promoted model, or stored weights that do not match the hash recorded for them."""
-
-
-def history_prefix(partition: str) -> str:
-    return f"{ASSET}/{partition}.history/"
-
-
-def attempt_stem(partition: str, attempt: int, run_id: str) -> str:
-    """``trained_generator/{month}.history/attempt-NN-<run id[:8]>`` (no extension)."""
-    return f"{history_prefix(partition)}attempt-{attempt:02d}-{(run_id or 'norun')[:8]}"
 
 
 def save_attempt(store: ObjectStore, partition: str, attempt: int, run_id: str, bundle: TensorBundle) -> str:
@@ -78,14 +67,14 @@ class PromotedModel:
 
 
 def promote(store: ObjectStore, record: PromotedModel) -> str:
-    key = history_prefix(record.partition) + PROMOTED
+    key = promoted_key(record.partition)
     store.put(key, json.dumps(record.to_dict(), sort_keys=True, indent=1).encode())
     return key
 
 
 def load_promoted(store: ObjectStore, partition: str) -> tuple[PromotedModel, TensorBundle]:
     """The promoted attempt's record and weights, verified against the recorded SHA-256."""
-    key = history_prefix(partition) + PROMOTED
+    key = promoted_key(partition)
     if not store.exists(key):
         raise ModelHistoryError(
             f"{partition}: no promoted generator ({store.uri(key)} is missing): no attempt of this month has passed "

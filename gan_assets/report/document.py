@@ -11,7 +11,6 @@ import functools
 import json
 import logging
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
@@ -21,14 +20,12 @@ import pandas as pd
 from gan_assets import __version__
 from gan_assets.dicom.reasons import count_reasons, reason_examples
 from gan_assets.metrics.evaluation import STATUSES, FidScore
-from gan_assets.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 REPORT_ASSET = "monthly_report"
 FID_ASSET = "fid_score"
-_PARTITION_RE = re.compile(r"^\d{4}-\d{2}-01$")
 # Months shown in the trend (the newest ones); older reports stay in storage.
 TREND_MONTHS = 24
 
@@ -192,23 +189,6 @@ def loss_summary(loss_history: Mapping[str, Sequence[float]] | None) -> dict[str
     }
 
 
-def _read_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(store.get(key).decode())
-    except Exception as err:  # a damaged older report must not block this month's
-        log.warning("skipping %s in the trend: %s", store.uri(key), err)
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _partitions_under(store: ObjectStore, asset: str) -> list[str]:
-    found = []
-    for key in store.list(f"{asset}/"):
-        name = key[len(asset) + 1:]
-        if "/" not in name and name.endswith(".json") and _PARTITION_RE.match(name[:-5]):
-            found.append(name[:-5])
-    return found
-
 
 def trend_point(partition: str, values: Mapping[str, Any], source: str) -> dict[str, Any]:
     status = str(values.get("status") or ("passed" if values.get("passed") else "failed"))
@@ -223,24 +203,17 @@ def trend_point(partition: str, values: Mapping[str, Any], source: str) -> dict[
     }
 
 
-def read_trend(store: ObjectStore, partition: str, current: FidScore) -> list[dict[str, Any]]:
-    """FID/KID per month up to ``partition``: from earlier reports, else from fid_score artifacts.
+def read_trend(earlier: Mapping[str, tuple[Mapping[str, Any], str]], partition: str,
+               current: FidScore) -> list[dict[str, Any]]:
+    """FID/KID per month up to ``partition``.
 
-    Months without a report (rejected ones: the blocking check stopped the run before the
-    report) still appear, with their status, from the fid_score artifact of that month.
+    ``earlier`` maps each earlier month to its recorded figures and their source: the month's
+    report, else its latest fid_score event (rejected months have no report: the blocking check
+    stopped the run before it). The caller reads them from the event log.
     """
-    points: dict[str, dict[str, Any]] = {}
-    for month in _partitions_under(store, FID_ASSET):
-        if month < partition:
-            values = _read_json(store, f"{FID_ASSET}/{month}.json")
-            if values is not None:
-                points[month] = trend_point(month, values, FID_ASSET)
-    for month in _partitions_under(store, REPORT_ASSET):
-        if month < partition:
-            report = _read_json(store, f"{REPORT_ASSET}/{month}.json")
-            if report is not None and isinstance(report.get("evaluation"), dict):
-                evaluation = {**report["evaluation"], "status": report.get("status")}
-                points[month] = trend_point(month, evaluation, REPORT_ASSET)
+    points: dict[str, dict[str, Any]] = {
+        month: trend_point(month, values, source) for month, (values, source) in earlier.items() if month < partition
+    }
     points[partition] = {
         "partition": partition, "status": current.status, "fid": _number(current.fid),
         "kid_mean": _number(current.kid_mean), "threshold": _number(current.threshold),

@@ -1,4 +1,4 @@
-"""Open-format storage core: typed codecs and object stores (local folder or S3). No Dagster."""
+"""Open-format storage core: typed codecs and one object store (local folder or S3). No Dagster."""
 
 from gan_assets.storage.codecs import (
     ArrayBundle,
@@ -9,18 +9,27 @@ from gan_assets.storage.codecs import (
     encode,
     known_extensions,
 )
-from gan_assets.storage.stores import LocalObjectStore, ObjectStore, S3ObjectStore, store_from_uri
+from gan_assets.storage.stores import (
+    ArtifactIntegrityError,
+    ObjectNotFoundError,
+    ObjectStore,
+    S3Settings,
+    storage_path,
+    store_from_uri,
+)
 
 __all__ = [
     "ArrayBundle",
+    "ArtifactIntegrityError",
     "Blob",
-    "LocalObjectStore",
+    "ObjectNotFoundError",
     "ObjectStore",
-    "S3ObjectStore",
+    "S3Settings",
     "StorageFormatError",
     "TensorBundle",
     "decode",
     "encode",
     "known_extensions",
+    "storage_path",
     "store_from_uri",
 ]

@@ -1,18 +1,19 @@
 """Serialise values by type into open formats; never pickle.
 
-| value                                   | extension | loaded with                       |
-|-----------------------------------------|-----------|-----------------------------------|
-| ArrayBundle (named arrays + JSON attrs) | .npz      | numpy.load(allow_pickle=False)     |
-| numpy.ndarray                           | .npy      | numpy.load(allow_pickle=False)     |
-| TensorBundle (named tensors + attrs)    | .pt       | torch.load(weights_only=True)      |
-| dict / list / finite number (JSON)      | .json     | json.loads                         |
-| pandas.DataFrame                        | .parquet  | pyarrow (schema stored), to_pandas |
-| pyarrow.Table (declared schema)         | .parquet  | pyarrow.parquet.read_table        |
-| Blob (bytes + extension: png, html, dcm)| .<ext>    | raw bytes                          |
+| value                                   | extension    | loaded with                        |
+|-----------------------------------------|--------------|------------------------------------|
+| ArrayBundle (named arrays + JSON attrs) | .npz         | numpy.load(allow_pickle=False)     |
+| numpy.ndarray                           | .npy         | numpy.load(allow_pickle=False)     |
+| TensorBundle (named tensors + attrs)    | .safetensors | safetensors.torch.load (no pickle) |
+| dict / list / finite number (JSON)      | .json        | json.loads                         |
+| pandas.DataFrame                        | .parquet     | pyarrow (schema stored), to_pandas |
+| pyarrow.Table (declared schema)         | .parquet     | pyarrow.parquet.read_table         |
+| Blob (bytes + extension: png, html, dcm)| .<ext>       | raw bytes                          |
 
 Anything else is refused at write time with StorageTypeError (a subclass of TypeError).
-Anything that does not decode as its extension promises (truncated, garbled, tampered, or a
-``.pt`` that smuggles arbitrary objects) raises StorageFormatError naming the object.
+Anything that does not decode as its extension promises (truncated, garbled, or a retired
+pickle-based ``.pt``) raises StorageFormatError naming the object. A well-formed file whose
+bytes were changed still decodes: ``storage.integrity`` catches that against the recorded SHA-256.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from pickle import UnpicklingError  # the exception class only: torch's safe loader raises it
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +53,7 @@ class ArrayBundle:
 
 @dataclass
 class TensorBundle:
-    """Named torch tensors (e.g. a state dict) plus JSON-able attributes, stored as ``.pt``."""
+    """Named torch tensors (e.g. a state dict) plus JSON-able attributes, stored as ``.safetensors``."""
 
     tensors: dict[str, Any]
     attrs: dict[str, Any] = field(default_factory=dict)
@@ -77,7 +78,7 @@ class Blob:
 
 
 def known_extensions() -> tuple[str, ...]:
-    return ("npz", "npy", "pt", "json", "parquet", *_BLOB_EXTENSIONS)
+    return ("npz", "npy", "safetensors", "json", "parquet", *_BLOB_EXTENSIONS)
 
 
 def _json_bytes(value: Any, what: str = "value") -> bytes:
@@ -121,26 +122,23 @@ def _encode_array_bundle(value: ArrayBundle) -> bytes:
 
 def _encode_tensor_bundle(value: TensorBundle) -> bytes:
     import torch
+    from safetensors.torch import save
 
     if not isinstance(value.tensors, dict):
         raise StorageTypeError(f"TensorBundle.tensors must be a dict, not {type(value.tensors).__name__}")
     tensors: dict[str, Any] = {}
     for name, tensor in value.tensors.items():
-        if not isinstance(name, str):
-            raise StorageTypeError(f"TensorBundle names must be strings, got {name!r}")
+        if not isinstance(name, str) or name == "__metadata__":
+            raise StorageTypeError(f"TensorBundle names must be strings other than '__metadata__', got {name!r}")
         if not isinstance(tensor, torch.Tensor):
             raise StorageTypeError(f"TensorBundle entry {name!r} is {type(tensor).__name__}, not a tensor")
-        tensor = tensor.detach().cpu().contiguous()
-        # torch.save writes a view's whole storage; copy slices so the file holds only the slice.
-        if tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
-            tensor = tensor.clone()
-        tensors[name] = tensor
+        # safetensors refuses tensors that share memory (tied weights, views); a copy holds
+        # exactly the tensor's own bytes.
+        tensors[name] = tensor.detach().cpu().contiguous().clone()
     if not isinstance(value.attrs, dict):
         raise StorageTypeError(f"TensorBundle.attrs must be a dict, not {type(value.attrs).__name__}")
     attrs_json = _json_bytes(value.attrs, "TensorBundle.attrs").decode()
-    buf = io.BytesIO()
-    torch.save({"tensors": tensors, "attrs_json": attrs_json}, buf)
-    return buf.getvalue()
+    return save(tensors, metadata={ATTRS_KEY: attrs_json})
 
 
 def _pd() -> Any:
@@ -202,7 +200,7 @@ def encode(value: Any) -> tuple[str, bytes]:
         np.save(buf, value, allow_pickle=False)
         return "npy", buf.getvalue()
     if isinstance(value, TensorBundle):
-        return "pt", _encode_tensor_bundle(value)
+        return "safetensors", _encode_tensor_bundle(value)
     if isinstance(value, (dict, list)):
         return "json", _json_bytes(value)
     pd = _pd()
@@ -232,24 +230,30 @@ def _decode_npz(data: bytes, where: str) -> ArrayBundle:
     return ArrayBundle(arrays=arrays, attrs=attrs)
 
 
-def _decode_pt(data: bytes, where: str) -> TensorBundle:
-    import torch
+def _decode_safetensors(data: bytes, where: str) -> TensorBundle:
+    from safetensors.torch import load
 
-    payload = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-    if (
-        not isinstance(payload, dict)
-        or not isinstance(payload.get("tensors"), dict)
-        or not isinstance(payload.get("attrs_json", "{}"), str)
-    ):
-        raise StorageFormatError(f"{where}: .pt object is not a TensorBundle ({{'tensors': ..., 'attrs_json': ...}})")
-    tensors = payload["tensors"]
-    for name, tensor in tensors.items():
-        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
-            raise StorageFormatError(f"{where}: .pt entry {name!r} is {type(tensor).__name__}, not a tensor")
-    attrs = json.loads(payload.get("attrs_json", "{}"))
+    # The header (8-byte little-endian length, then JSON) holds the attributes; load() parses
+    # and bounds-checks it again along with the tensor data, and never unpickles.
+    if len(data) < 8:
+        raise StorageFormatError(f"{where}: .safetensors object is truncated (no header)")
+    (header_size,) = struct.unpack("<Q", data[:8])
+    if header_size > len(data) - 8:
+        raise StorageFormatError(f"{where}: .safetensors header runs past the end of the object")
+    header = json.loads(data[8:8 + header_size].decode())
+    metadata = header.get("__metadata__") or {} if isinstance(header, dict) else None
+    if not isinstance(metadata, dict):
+        raise StorageFormatError(f"{where}: .safetensors header is not a JSON object")
+    attrs = json.loads(metadata.get(ATTRS_KEY, "{}"))
     if not isinstance(attrs, dict):
-        raise StorageFormatError(f"{where}: .pt attributes are not a JSON object")
-    return TensorBundle(tensors=dict(tensors), attrs=attrs)
+        raise StorageFormatError(f"{where}: .safetensors attributes are not a JSON object")
+    return TensorBundle(tensors=dict(load(data)), attrs=attrs)
+
+
+def _safetensors_error() -> type[Exception]:
+    from safetensors import SafetensorError
+
+    return SafetensorError
 
 
 def decode(extension: str, data: bytes, *, where: str = "object") -> Any:
@@ -263,8 +267,12 @@ def decode(extension: str, data: bytes, *, where: str = "object") -> Any:
             if not isinstance(array, np.ndarray):
                 raise StorageFormatError(f"{where}: .npy object is an archive, not a single array")
             return array
+        if extension == "safetensors":
+            return _decode_safetensors(data, where)
         if extension == "pt":
-            return _decode_pt(data, where)
+            raise StorageFormatError(
+                f"{where}: .pt (torch pickle) objects are no longer loaded; weights are stored as "
+                ".safetensors: re-materialize the asset that wrote it")
         if extension == "json":
             return json.loads(data.decode())
         if extension == "parquet":
@@ -273,21 +281,9 @@ def decode(extension: str, data: bytes, *, where: str = "object") -> Any:
             return Blob(data=data, extension=extension)
     except StorageFormatError:
         raise
-    except UnpicklingError as err:
-        # torch's weights_only unpickler refuses anything but tensors and plain containers.
-        # Its own message suggests weights_only=False: never do that for a stored artifact,
-        # so only the line naming the refused global is passed on.
-        lines = str(err).splitlines()
-        reason = next((line.strip() for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
-        reason = reason.split(" Please use")[0]
-        raise StorageFormatError(
-            f"{where}: .pt object is corrupt or holds something other than tensors and plain "
-            f"values, and the safe loader (weights_only=True) refused it ({reason}); "
-            "re-materialize the asset that wrote it"
-        ) from err
     except (
         ValueError, TypeError, OSError, EOFError, KeyError, IndexError, UnicodeDecodeError,
-        zipfile.BadZipFile, RuntimeError,
+        zipfile.BadZipFile, RuntimeError, struct.error, _safetensors_error(),
     ) as err:
         if "pickle" in str(err) or "Object arrays" in str(err):
             # numpy's message suggests enabling pickle; stored artifacts are never unpickled.

@@ -1,7 +1,7 @@
 """Content hashes of stored values: what data versions, model history and reports name.
 
 A hash covers the content, not the file format: the same weights give the same hash whether
-stored as .pt today or as safetensors later, and the same images whatever the container.
+stored as safetensors or in any other container, and the same images whatever the container.
 """
 
 from __future__ import annotations

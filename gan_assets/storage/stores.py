@@ -1,59 +1,97 @@
-"""Object stores with one key layout: ``{root}/{asset_key path}/{partition}.{ext}``.
+"""One object store over fsspec (``UPath``): a local folder or ``s3://bucket/prefix`` through s3fs.
 
-``LocalObjectStore`` is a folder (the embedded default); ``S3ObjectStore`` is a bucket and
-prefix reached through a boto3 S3 client (AWS, MinIO or any S3-compatible endpoint).
-Writes are atomic: a local write goes to a temporary file in the same folder and is renamed;
-an S3 write is a single PUT, or above ``MULTIPART_THRESHOLD`` a multipart upload through
-boto3's managed transfer, which S3 only makes visible once every part has been committed.
+Key layout: ``{root}/{asset_key path}/{partition}.{ext}``, the same on both backends. Every object
+is tamper-evident: ``put`` records the SHA-256 of its bytes in a hidden sidecar
+(``a/.b.ext.sha256`` for ``a/b.ext``) and ``get`` refuses bytes that differ from it.
+
+This is the one thin layer kept over fsspec, for two things fsspec does not do: the recorded
+hash, and atomic local writes (``LocalFileSystem.pipe_file`` writes the target in place, so a
+crash leaves half an object; here a temporary file in the same folder is renamed over it). On
+S3 a write is one PUT through s3fs, which S3 makes visible whole or not at all.
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
 import mimetypes
 import os
 import tempfile
-from abc import ABC, abstractmethod
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
+
+from upath import UPath
+
+SHA256_SUFFIX = ".sha256"
+LOCAL_PROTOCOLS = ("", "file", "local")
 
 
 class ObjectNotFoundError(FileNotFoundError):
     """No object at the key; the message names the URI."""
 
 
-class ObjectStore(ABC):
-    """Bytes under string keys (``a/b/c.ext``); ``uri`` names an object for people and metadata."""
+class ArtifactIntegrityError(ValueError):
+    """A stored object's bytes differ from the SHA-256 recorded when it was written."""
 
-    @abstractmethod
-    def put(self, key: str, data: bytes) -> str:
-        """Store atomically; return the object's URI."""
 
-    @abstractmethod
-    def get(self, key: str) -> bytes:
-        """The object's bytes; ObjectNotFoundError (naming the URI) when there is none."""
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
-    @abstractmethod
-    def exists(self, key: str) -> bool: ...
 
-    @abstractmethod
-    def delete(self, key: str) -> None:
-        """Remove the object; a missing object is not an error."""
+def sha256_key(key: str) -> str:
+    """Where the SHA-256 of ``key`` is recorded: a hidden ``.{name}.sha256`` beside it."""
+    folder, _, name = key.replace("\\", "/").strip("/").rpartition("/")
+    return f"{folder}/.{name}{SHA256_SUFFIX}" if folder else f".{name}{SHA256_SUFFIX}"
 
-    @abstractmethod
-    def list(self, prefix: str) -> list[str]:
-        """Keys that start with ``prefix`` (sorted)."""
 
-    @abstractmethod
-    def modified(self, key: str) -> float:
-        """Last-modified time (seconds since the epoch) of an existing object."""
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach S3 (AWS, MinIO, moto): the one place the IO managers and the landing zone read.
 
-    @abstractmethod
-    def uri(self, key: str) -> str: ...
+    ``None`` leaves a setting to the standard AWS chain (environment, profile, instance role).
+    """
 
-    @property
-    @abstractmethod
-    def root_uri(self) -> str: ...
+    endpoint_url: str | None = None
+    region_name: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    profile_name: str | None = None
+
+    def storage_options(self) -> dict[str, Any]:
+        """s3fs keyword arguments. Listings are never cached: another process (a run, the sensor)
+        may have written since, and a stale listing would hide its objects."""
+        options: dict[str, Any] = {"use_listings_cache": False}
+        if self.endpoint_url:
+            options["endpoint_url"] = self.endpoint_url
+        if self.region_name:
+            options["client_kwargs"] = {"region_name": self.region_name}
+        for name, value in (("key", self.access_key_id), ("secret", self.secret_access_key),
+                            ("token", self.session_token), ("profile", self.profile_name)):
+            if value:
+                options[name] = value
+        return options
+
+    def client(self) -> Any:
+        """A boto3 S3 client with these settings (for the few calls s3fs does not expose)."""
+        import boto3
+
+        session = boto3.session.Session(profile_name=self.profile_name) if self.profile_name else boto3.session.Session()
+        return session.client(
+            "s3", endpoint_url=self.endpoint_url, region_name=self.region_name,
+            aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key,
+            aws_session_token=self.session_token)
+
+
+def storage_path(location: str, s3: S3Settings | None = None) -> UPath:
+    """``s3://bucket/prefix`` -> an s3fs path with ``s3``'s settings; anything else -> a local folder."""
+    if location.startswith("s3://"):
+        bucket = location[len("s3://"):].split("/", 1)[0]
+        if not bucket:
+            raise ValueError(f"storage location {location!r} names no bucket; use s3://bucket/prefix")
+        return UPath(location.rstrip("/"), **(s3 or S3Settings()).storage_options())
+    if location.startswith("file://"):
+        location = location[len("file://"):]
+    return UPath(os.path.abspath(os.path.expanduser(location)))
 
 
 def _clean(key: str) -> str:
@@ -63,29 +101,97 @@ def _clean(key: str) -> str:
     return cleaned
 
 
-class LocalObjectStore(ObjectStore):
-    """A folder; temporary files are dot-files beside their target, never listed."""
+class ObjectStore:
+    """Bytes under string keys (``a/b/c.ext``) below a root; ``uri`` names an object for people and metadata."""
 
     # mkstemp creates 0600 files; artifacts are meant to be read by the UI and other users.
     FILE_MODE = 0o644
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root).expanduser().resolve()
+    def __init__(self, root: UPath) -> None:
+        self.root = root
+        self.is_local = root.protocol in LOCAL_PROTOCOLS
 
     @property
     def root_uri(self) -> str:
-        return str(self.root)
+        return str(self.root).rstrip("/")
 
-    def _path(self, key: str) -> Path:
-        return self.root / _clean(key)
+    def path(self, key: str) -> UPath:
+        return self.root.joinpath(*_clean(key).split("/"))
 
     def uri(self, key: str) -> str:
-        return str(self._path(key))
+        return str(self.path(key))
+
+    def key_of(self, path: UPath) -> str:
+        """The key of a path below the root (as UPathIOManager builds them)."""
+        root, full = self.root.path.rstrip("/"), path.path
+        if not full.startswith(root + "/"):
+            raise ValueError(f"{path} is not below the storage root {self.root_uri}")
+        return _clean(full[len(root) + 1:])
 
     def put(self, key: str, data: bytes) -> str:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        """Store atomically with its SHA-256; return the object's URI."""
+        uri = self._write(key, data)
+        self._write(sha256_key(key), sha256_hex(data).encode())
+        return uri
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes, verified against their recorded SHA-256.
+
+        ObjectNotFoundError (naming the URI) when there is no object; ArtifactIntegrityError when
+        the bytes are not the ones written. A torn write of the pair fails closed the same way.
+        """
+        data = self._read(key)
+        try:
+            recorded = self.sha256(key)
+        except ObjectNotFoundError:
+            recorded = ""
+        actual = sha256_hex(data)
+        if recorded != actual:
+            what = f"its recorded SHA-256 is {recorded[:16]}" if recorded else "no SHA-256 was recorded for it"
+            raise ArtifactIntegrityError(
+                f"{self.uri(key)} has SHA-256 {actual[:16]} but {what}: the object was changed or replaced "
+                "after it was written, so it is not loaded. Re-materialize the asset partition that wrote it")
+        return data
+
+    def sha256(self, key: str) -> str:
+        """The SHA-256 recorded for ``key`` when it was written."""
+        return self._read(sha256_key(key)).decode("ascii", "replace").strip()
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        """Remove the object and its hash; a missing object is not an error."""
+        for path in (self.path(key), self.path(sha256_key(key))):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys of objects that start with ``prefix`` (sorted); hidden names (hashes, temporary
+        files) are not objects. Only the folder that ``prefix`` names is walked."""
+        prefix = prefix.replace("\\", "/").lstrip("/")
+        folder = prefix.rpartition("/")[0]
+        base = self.root.joinpath(*folder.split("/")) if folder else self.root
+        try:
+            found = base.fs.find(base.path, withdirs=False)
+        except FileNotFoundError:
+            return []
+        root = self.root.path.rstrip("/") + "/"
+        keys = (path[len(root):] for path in found if path.startswith(root))
+        return sorted(key for key in keys
+                      if key.startswith(prefix) and not any(part.startswith(".") for part in key.split("/")))
+
+    def _write(self, key: str, data: bytes) -> str:
+        path = self.path(key)
+        if not self.is_local:
+            content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+            path.fs.pipe_file(path.path, data, ContentType=content_type)
+            return str(path)
+        folder = os.path.dirname(path.path)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -93,150 +199,24 @@ class LocalObjectStore(ObjectStore):
                 os.fsync(handle.fileno())
             os.chmod(tmp, self.FILE_MODE)
             # Same folder, same filesystem: the rename is atomic, readers see old or new bytes.
-            os.replace(tmp, path)
+            os.replace(tmp, path.path)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
         return str(path)
 
-    def get(self, key: str) -> bytes:
-        path = self._path(key)
+    def _read(self, key: str) -> bytes:
+        path = self.path(key)
         try:
-            return path.read_bytes()
+            if self.is_local:
+                return path.read_bytes()
+            # A range from 0 is one GET; an open() or unranged cat first asks for the size (a HEAD).
+            return path.fs.cat_file(path.path, start=0)
         except (FileNotFoundError, IsADirectoryError) as err:
             raise ObjectNotFoundError(f"no stored object at {path}") from err
 
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
 
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
-
-    def modified(self, key: str) -> float:
-        path = self._path(key)
-        try:
-            return path.stat().st_mtime_ns / 1e9
-        except FileNotFoundError as err:
-            raise ObjectNotFoundError(f"no stored object at {path}") from err
-
-    def list(self, prefix: str) -> list[str]:
-        prefix = prefix.replace("\\", "/").lstrip("/")
-        folder, _, stem = prefix.rpartition("/")
-        base = self.root / folder if folder else self.root
-        if not base.is_dir():
-            return []
-        keys = []
-        # Only entries of `base` whose name starts with the stem can match: no walk of the
-        # whole asset folder for one partition's lookup.
-        for entry in base.iterdir():
-            if not entry.name.startswith(stem) or entry.name.startswith("."):
-                continue
-            candidates = entry.rglob("*") if entry.is_dir() else [entry]
-            for path in candidates:
-                if path.is_file() and not path.name.startswith("."):
-                    key = path.relative_to(self.root).as_posix()
-                    if key.startswith(prefix):
-                        keys.append(key)
-        return sorted(keys)
-
-
-class S3ObjectStore(ObjectStore):
-    """A bucket and key prefix, through a boto3 S3 client (any endpoint)."""
-
-    # Above this size boto3's managed transfer switches to a (parallel) multipart upload.
-    MULTIPART_THRESHOLD = 64 * 1024 * 1024
-
-    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
-        self.client = client
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-
-    @property
-    def root_uri(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
-
-    def _key(self, key: str) -> str:
-        key = _clean(key)
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def uri(self, key: str) -> str:
-        return f"s3://{self.bucket}/{self._key(key)}"
-
-    @staticmethod
-    def _not_found(err: Exception) -> bool:
-        response = getattr(err, "response", None) or {}
-        return response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
-
-    def put(self, key: str, data: bytes) -> str:
-        from boto3.s3.transfer import TransferConfig
-
-        threshold = self.MULTIPART_THRESHOLD
-        # S3 parts must be >= 5 MiB (but the last); chunks as large as the threshold keep the
-        # part count low for big checkpoints.
-        config = TransferConfig(multipart_threshold=threshold, multipart_chunksize=max(threshold, 5 * 1024 * 1024))
-        content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
-        self.client.upload_fileobj(
-            io.BytesIO(data), self.bucket, self._key(key), Config=config, ExtraArgs={"ContentType": content_type}
-        )
-        return self.uri(key)
-
-    def get(self, key: str) -> bytes:
-        from botocore.exceptions import ClientError
-
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except ClientError as err:
-            if self._not_found(err):
-                raise ObjectNotFoundError(f"no stored object at {self.uri(key)}") from err
-            raise
-
-    def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as err:
-            if self._not_found(err):
-                return False
-            raise
-        return True
-
-    def modified(self, key: str) -> float:
-        from botocore.exceptions import ClientError
-
-        try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as err:
-            if self._not_found(err):
-                raise ObjectNotFoundError(f"no stored object at {self.uri(key)}") from err
-            raise
-        return head["LastModified"].timestamp()
-
-    def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
-
-    def list(self, prefix: str) -> list[str]:
-        full = self._key(prefix) if prefix.strip("/") else (self.prefix + "/" if self.prefix else "")
-        if prefix.endswith("/") and not full.endswith("/"):
-            full += "/"
-        strip = len(self.prefix) + 1 if self.prefix else 0
-        keys: list[str] = []
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-            keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
-        return sorted(keys)
-
-
-def store_from_uri(root: str, s3_client: Any = None) -> ObjectStore:
-    """``s3://bucket/prefix`` -> S3ObjectStore (needs a client); anything else -> a local folder."""
-    if root.startswith("s3://"):
-        if s3_client is None:
-            raise ValueError(f"storage root {root} is on S3 but no S3 client was given")
-        bucket, _, prefix = root[len("s3://"):].partition("/")
-        if not bucket:
-            raise ValueError(f"storage root {root!r} names no bucket; use s3://bucket/prefix")
-        return S3ObjectStore(s3_client, bucket, prefix)
-    if root.startswith("file://"):
-        root = root[len("file://"):]
-    return LocalObjectStore(root)
+def store_from_uri(root: str, s3: S3Settings | None = None) -> ObjectStore:
+    """The store under ``root``: a local folder, or ``s3://bucket/prefix`` reached with ``s3``."""
+    return ObjectStore(storage_path(root, s3))
