@@ -47,6 +47,7 @@ from gan_assets.sensors import retrain_on_fid_failure
 from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle, encode, store_from_uri
 from gan_assets.storage.digest import state_dict_sha256
 from gan_assets.storage.images import encoding_attrs, pack_images
+from gan_assets.storage.layout import value_key
 
 
 # The smallest training config that still runs every layer: 32 x 32 images, narrow networks,
@@ -166,15 +167,15 @@ def gate_that_sees() -> Iterator[None]:
 
 
 def seed_artifact(root: Path | ObjectStore, asset: str, partition: str | None, value: Any) -> None:
-    """Store ``value`` as ``asset``'s object for ``partition`` (None: an unpartitioned asset), in the
-    format and at the place its owner stores it, so that the IO manager loads it as the owner's output.
+    """Store ``value`` as ``asset``'s output for ``partition`` (None: an unpartitioned asset), in the
+    format and under the key the IO manager uses (the product's encode and layout.value_key), through
+    the hash-recording store, so that the IO manager loads it as the owner's output.
 
-    Every seeder below writes through here: the one place that knows how upstream artifacts are stored.
-    ``root``: a folder, or an ObjectStore (an S3 prefix, say).
+    Every seeder below writes through here. ``root``: a folder, or an ObjectStore (an S3 prefix, say).
     """
     store = root if isinstance(root, ObjectStore) else store_from_uri(str(root))
     ext, data = encode(value)
-    store.put(f"{asset}/{partition}.{ext}" if partition is not None else f"{asset}.{ext}", data)
+    store.put(value_key(asset, partition, ext), data)
 
 
 def seed_images(root: Path | ObjectStore, partition: str, images: np.ndarray, *, ids: Any = None,
