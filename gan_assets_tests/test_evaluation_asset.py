@@ -280,6 +280,7 @@ def test_impossible_threshold_fails_the_check_and_blocks_downstream(tmp_path: Pa
     assert observed["threshold"].value == 1e-12 and observed["fid"].value > 1e-12
     assert partition in _failed_partitions(instance, "fid_score")  # what the partitions view shows
     assert observed["passed"].value is False and observed["max_attempts"].value == 3
+    assert "max_attempts" not in observed["config"].value  # the training config: the bar is apart
     store = store_from_uri(str(root))
     assert not store.exists(f"fid_score/{partition}.json")  # a failed step stores no value
     assert not store.list("generated_samples/") and not store.list("monthly_report/")
