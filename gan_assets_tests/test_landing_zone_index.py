@@ -462,7 +462,7 @@ def _statuses(instance: dg.DagsterInstance, graph: list[Any]) -> dict[tuple[str,
 
 
 @pytest.fixture(scope="module")
-def stale_story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StaleStory]:
+def stale_story(tmp_path_factory: pytest.TempPathFactory) -> StaleStory:
     tmp_path = tmp_path_factory.mktemp("stale")
     with dg.instance_for_test() as instance, pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.decode())
@@ -495,8 +495,10 @@ def stale_story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StaleStory
         _bump_mtime(zone / "feb/a.dcm")
         result = dg.materialize(ingest_assets(), selection=[landing_zone_index], instance=instance, resources=resources)
         rewrite_meta = {k: v.value for k, v in result.asset_materializations_for_node("landing_zone_index")[0].metadata.items()}
-        yield StaleStory(fresh_at_start, new_file_meta, index, observations, current, after_new_file, causes,
-                         after_rerun, rerun_manifest_rows, rewrite_meta, _statuses(instance, graph))
+        after_rewrite = _statuses(instance, graph)
+    # The key in the environment ends with the story.
+    return StaleStory(fresh_at_start, new_file_meta, index, observations, current, after_new_file, causes,
+                      after_rerun, rerun_manifest_rows, rewrite_meta, after_rewrite)
 
 
 def test_both_months_start_fresh(stale_story: StaleStory) -> None:
