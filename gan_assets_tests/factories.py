@@ -450,6 +450,7 @@ def assert_no_needles(haystacks: dict[str, str], needles: set[str], log_text: st
 
 @dataclasses.dataclass
 class CapturedOutput:
+    """What capture_logs_and_output saw: the Python log records as text, and stdout + stderr."""
     log_text: str = ""
     output: str = ""
 
