@@ -2,10 +2,7 @@
 
 Same architecture and init (64x64, batch 64, ngf = ndf = 64, nz = 100), same process, same
 thread count and allocator settings; arms interleaved A/B/A/B so machine load hits both alike.
-Also times our step with model/layers.py's CPU fast paths switched the other way from the CPU
-default (``StepOptions.cpu_fast_paths``; arm ``ours_fast_paths_on`` or ``_off``) and prints fast
-paths / torch's layers: the switch's CPU default should be on only while that ratio is above 1. Reports peak RSS of a fresh process running
-each step at 128x128, batch 64.
+Reports peak RSS of a fresh process running each step at 128x128, batch 64.
 
     .venv/bin/python benchmarks/bench_train.py [--threads 1] [--rounds 7] [--steps 2] [--variants] [--no-rss]
 
@@ -94,10 +91,7 @@ def main() -> None:
     config = make_config(args.size, args.batch)
     data = batches(config, args.steps)
     cpu_default = StepOptions.for_device(torch.device("cpu"))
-    flipped = replace(cpu_default, cpu_fast_paths=not cpu_default.cpu_fast_paths)
-    flipped_arm = "ours_fast_paths_on" if flipped.cpu_fast_paths else "ours_fast_paths_off"
-    arms = {"ours": GanTrainer(config, "cpu").train_step, "reference": ReferenceDCGAN(config, "cpu").step,
-            flipped_arm: GanTrainer(config, "cpu", options=flipped).train_step}
+    arms = {"ours": GanTrainer(config, "cpu").train_step, "reference": ReferenceDCGAN(config, "cpu").step}
     if args.variants:
         arms["ours_nchw"] = GanTrainer(config, "cpu", options=replace(cpu_default, channels_last=False)).train_step
         arms["ours_foreach_adam"] = GanTrainer(config, "cpu", options=replace(cpu_default, fused_adam=False)).train_step
@@ -123,15 +117,11 @@ def main() -> None:
     # The headline ratio is the median over rounds of ours vs the reference measured next to it,
     # which a burst of load on the machine moves less than the pooled totals.
     round_ratios = [ref / ours for ref, ours in zip(seconds["reference"], seconds["ours"], strict=True)]
-    fast, stock = ("ours", flipped_arm) if cpu_default.cpu_fast_paths else (flipped_arm, "ours")
-    fast_path_ratios = [s / f for s, f in zip(seconds[stock], seconds[fast], strict=True)]
     for name in arms:
         print(f"{name:>20}: {rate_wall[name]:8.1f} img/s wall ({rate_wall[name] / rate_wall['reference']:.2f}x), "
               f"{rate_cpu[name]:8.1f} img per CPU-s ({rate_cpu[name] / rate_cpu['reference']:.2f}x reference)")
     print(f"ours / reference per round: {', '.join(f'{r:.3f}' for r in round_ratios)}; "
           f"median {statistics.median(round_ratios):.3f}")
-    print(f"CPU fast paths / torch's layers (same step) per round: {', '.join(f'{r:.3f}' for r in fast_path_ratios)}; "
-          f"median {statistics.median(fast_path_ratios):.3f}")
     result = {
         "benchmark": "train_step_cpu",
         "ours": round(rate["ours"], 2),
@@ -140,8 +130,6 @@ def main() -> None:
         "ratio": round(statistics.median(round_ratios), 3),
         "ratio_basis": f"{basis} time, median of per-round ratios",
         "round_ratios": [round(r, 3) for r in round_ratios],
-        "cpu_fast_paths_ratio": round(statistics.median(fast_path_ratios), 3),
-        "cpu_fast_paths_round_ratios": [round(r, 3) for r in fast_path_ratios],
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         "options": str(StepOptions.for_device(torch.device("cpu"))),
         "ratio_wall": round(rate_wall["ours"] / rate_wall["reference"], 3),

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
+import pyarrow as pa
 
-from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG, PARENT_RUN_TAG, ArtifactStoreResource
-from gan_assets.assets.ingest import INDEX_KEY
+from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG, PARENT_RUN_TAG
 from gan_assets.dicom.index import EMPTY_MONTH, check_index, month_fingerprints
 from gan_assets.dicom.landing_zone import LandingZone
 from gan_assets.dicom.pseudonym import content_ref, file_ref
@@ -45,9 +45,10 @@ from gan_assets.model.mutation import (
 from gan_assets.partitions import partition_months, partition_of
 from gan_assets.report.sinks import delivery_message, run_failure_message
 from gan_assets.resources import DicomSource, EvaluationBar, Notifier, RetrainPolicy
-from gan_assets.storage import StorageFormatError, decode
+from gan_assets.storage import StorageFormatError
 
 FID_SCORE_KEY = dg.AssetKey("fid_score")
+INDEX_ASSET_KEY = dg.AssetKey("landing_zone_index")
 TRAINED_GENERATOR_KEY = dg.AssetKey("trained_generator")
 MUTATION_TAG = "gan/mutation"
 # Why a sensor asked for a run, shown with the run and in the tick list.
@@ -405,15 +406,15 @@ def _manifest_fingerprint(instance: dg.DagsterInstance, partition: str) -> str |
         "The first tick records the months as they are; the monthly schedule stays for the regular run."
     ),
 )
-def landing_zone_sensor(context: dg.SensorEvaluationContext, dicom_source: DicomSource,
-                        artifact_store: dg.ResourceParam[ArtifactStoreResource]) -> dg.SensorResult | dg.SkipReason:
+def landing_zone_sensor(context: dg.SensorEvaluationContext, dicom_source: DicomSource) -> dg.SensorResult | dg.SkipReason:
     """List the zone, compare it with the index, and request what the difference calls for."""
-    store = artifact_store.object_store()
-    if not store.exists(INDEX_KEY):
+    if context.instance.get_latest_materialization_event(INDEX_ASSET_KEY) is None:
         return dg.SkipReason("no landing_zone_index yet: materialize it (or any month) once; this sensor then keeps it current")
     try:
-        index = check_index(decode("parquet", store.get(INDEX_KEY), where=store.uri(INDEX_KEY)))
-    except (StorageFormatError, ValueError) as err:
+        # Through the IO manager, as a run would load it (its SHA-256 checked against the event log).
+        index = check_index(context.repository_def.load_asset_value(
+            INDEX_ASSET_KEY, python_type=pa.Table, instance=context.instance))
+    except (StorageFormatError, ValueError, FileNotFoundError) as err:
         return dg.SkipReason(f"the stored index cannot be read ({err}); materialize landing_zone_index to rebuild it")
     key = dicom_source.key()
     entries = LandingZone(dicom_source.source_spec()).list_files()

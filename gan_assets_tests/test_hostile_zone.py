@@ -209,13 +209,39 @@ def test_scan_and_decode_agree_on_each_case(tmp_path: Path) -> None:
 
 def test_file_deleted_while_the_zone_is_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "a.dcm").write_bytes(dicom_bytes(hostile_ct(1)))
-    real_walk = os.walk
+    real_scandir = os.scandir
 
-    def walk_with_a_ghost(top: Any, *args: Any, **kwargs: Any) -> Any:
-        for dirpath, dirnames, filenames in real_walk(top, *args, **kwargs):
-            yield dirpath, dirnames, [*filenames, f"{PATH_MARKER}_ghost.dcm"]
+    class Ghost:
+        """A directory entry of a file deleted after the folder was read: listed, gone at stat."""
 
-    monkeypatch.setattr("gan_assets.dicom.landing_zone.os.walk", walk_with_a_ghost)
+        def __init__(self, folder: str) -> None:
+            self.name = f"{PATH_MARKER}_ghost.dcm"
+            self.path = os.path.join(folder, self.name)
+
+        def is_dir(self, follow_symlinks: bool = True) -> bool:
+            return False
+
+        def is_file(self, follow_symlinks: bool = True) -> bool:
+            return True  # what the folder said when it was read
+
+        def stat(self, follow_symlinks: bool = True) -> os.stat_result:
+            raise FileNotFoundError(self.path)
+
+    class ScandirWithAGhost:
+        def __init__(self, folder: str) -> None:
+            self._folder, self._real = folder, real_scandir(folder)
+
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            self._real.close()
+
+        def __iter__(self) -> Any:
+            yield from self._real
+            yield Ghost(self._folder)
+
+    monkeypatch.setattr("gan_assets.dicom.landing_zone.os.scandir", ScandirWithAGhost)
     entries = LandingZone(SourceSpec(str(tmp_path))).list_files()
     assert [(e.relative_path, e.problem) for e in entries] == [("a.dcm", ""), (f"{PATH_MARKER}_ghost.dcm", "missing")]
     index = update_index(SourceSpec(str(tmp_path)), None, ScanOptions(), key=KEY, workers=1).table

@@ -87,3 +87,22 @@ def test_new_files_request_the_index_then_their_month(tmp_path: Path) -> None:
                               resources=ingest_resources(zone, artifacts)).success
         done = _tick(instance, zone, artifacts, after.cursor)
         assert not done.run_requests and "already ingested with these files" in (done.skip_message or "")
+
+
+def test_a_tampered_index_is_not_trusted(tmp_path: Path) -> None:
+    """The sensor loads the index through the IO manager: bytes changed after it was written (here one
+    flipped byte) are refused with the SHA-256 check, and the tick asks for a rebuild, requesting nothing."""
+    zone, artifacts = tmp_path / "zone", tmp_path / "artifacts"
+    for i in range(3):
+        _write(zone, f"feb/{i}.dcm", dt.date(2026, 2, 3 + i), i + 1)
+    with dg.instance_for_test() as instance:
+        assert dg.materialize(ingest_assets(), partition_key="2026-02-01", instance=instance,
+                              resources=ingest_resources(zone, artifacts)).success
+        assert "first look" in (_tick(instance, zone, artifacts, None).skip_message or "")
+        stored = artifacts / "landing_zone_index.parquet"
+        data = bytearray(stored.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        stored.write_bytes(bytes(data))
+        tick = _tick(instance, zone, artifacts, None)
+        assert not tick.run_requests
+        assert "cannot be read" in (tick.skip_message or "") and "landing_zone_index" in (tick.skip_message or "")

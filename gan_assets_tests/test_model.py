@@ -10,7 +10,6 @@ import torch
 
 from gan_assets.model.artifact import sample_images
 from gan_assets.model.augment import DiffAugment, rand_cutout, rand_translation
-from gan_assets.model import layers
 from gan_assets.model.dcgan import build_discriminator, build_generator
 from gan_assets.model.device import DeviceError, resolve_device
 from gan_assets.model.ema import ModelEMA
@@ -18,7 +17,6 @@ from gan_assets.model.previews import fixed_noise_grid_png
 from gan_assets.model.train import (
     DivergenceError,
     GanTrainer,
-    StepOptions,
     batch_schedule,
     compact_history,
     images_to_tensor,
@@ -232,134 +230,3 @@ def test_device_auto_and_missing_cuda() -> None:
         # The error names the setting to change, whichever stage asked.
         with pytest.raises(DeviceError, match=r"fid_extractor\.device='cuda:0' asks for CUDA but torch sees no GPU"):
             resolve_device("cuda:0", "fid_extractor.device")
-
-
-def test_the_cpu_fast_paths_switch_changes_the_layers_not_the_step() -> None:
-    """cpu_fast_paths swaps in model/layers.py for a training step only; off, torch's layers run."""
-    config = TINY.replace(image_size=32)
-    real = torch.rand(config.batch_size, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    steps = {}
-    for on in (True, False):
-        trainer = GanTrainer(config, "cpu", options=StepOptions(channels_last=True, cpu_fast_paths=on))
-        convolutions = [m for m in trainer.discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
-        assert convolutions and all((type(m) is layers.Conv2d) == on for m in convolutions)
-        steps[on] = (trainer.train_step(real.contiguous(memory_format=torch.channels_last)), trainer.generator_state())
-    torch.testing.assert_close(steps[True][0], steps[False][0], atol=1e-4, rtol=1e-4)
-    assert steps[True][1].keys() == steps[False][1].keys()  # the stored weights do not depend on the switch
-    # Built, stored and sampled networks are torch's own classes: only a training step swaps them.
-    assert {type(m) for m in build_generator(config).modules()} >= {torch.nn.ConvTranspose2d}
-    assert not any(type(m).__module__ == layers.__name__ for m in build_discriminator(config).modules())
-
-
-FAST_PATH_LAYERS = [
-    # (our layer, input shape): every CPU fast path of layers.Conv2d / layers.ConvTranspose2d
-    ("conv 8x8 -> 4x4", lambda: layers.Conv2d(6, 5, 4, 2, 1, bias=False), (3, 6, 8, 8)),
-    ("conv 1 channel in", lambda: layers.Conv2d(1, 5, 4, 2, 1, bias=False), (3, 1, 16, 16)),
-    ("conv 4x4 -> 1x1", lambda: layers.Conv2d(6, 1, 4, 1, 0, bias=False), (3, 6, 4, 4)),
-    ("convT 1x1 -> 4x4", lambda: layers.ConvTranspose2d(7, 5, 4, 1, 0, bias=False), (3, 7, 1, 1)),
-    ("convT 4x4 -> 8x8", lambda: layers.ConvTranspose2d(6, 5, 4, 2, 1, bias=False), (3, 6, 4, 4)),
-    ("convT 1 channel out", lambda: layers.ConvTranspose2d(6, 1, 4, 2, 1, bias=False), (3, 6, 8, 8)),
-]
-
-
-@pytest.mark.parametrize("name,make,shape", FAST_PATH_LAYERS, ids=[name for name, _, _ in FAST_PATH_LAYERS])
-@pytest.mark.parametrize("grads", ["input+weight", "weight only", "input only"])
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
-def test_cpu_fast_path_layers_match_stock_convolutions(
-    name: str, make, shape: tuple[int, ...], grads: str, memory_format: torch.memory_format
-) -> None:
-    """Each CPU fast path computes what torch's layer computes: output, and every gradient autograd asks for.
-
-    "weight only" is D's real / detached-fake pass (the image needs no gradient), "input only"
-    G's step through a frozen D. Activations and gradients come out in the network's layout.
-    """
-    torch.manual_seed(0)
-    ours = layers.set_memory_format(make(), memory_format)
-    stock_type = torch.nn.ConvTranspose2d if isinstance(ours, torch.nn.ConvTranspose2d) else torch.nn.Conv2d
-    stock = stock_type(ours.in_channels, ours.out_channels, 4, ours.stride, ours.padding, bias=False)
-    stock.load_state_dict(ours.state_dict())
-    for layer in (ours, stock):
-        layer.weight.requires_grad_(grads != "input only")
-    x = torch.randn(*shape).contiguous(memory_format=memory_format)
-    x_ours, x_stock = x.clone().requires_grad_(grads != "weight only"), x.clone().requires_grad_(grads != "weight only")
-    out_ours, out_stock = ours(x_ours), stock(x_stock)
-    # the fast path really ran
-    assert "Convolution" not in type(out_ours.grad_fn).__name__, type(out_ours.grad_fn).__name__
-    assert out_ours.shape == out_stock.shape
-    assert out_ours.is_contiguous(memory_format=memory_format)
-    torch.testing.assert_close(out_ours, out_stock, atol=1e-5, rtol=1e-5)
-    upstream = torch.randn_like(out_stock).contiguous(memory_format=memory_format)
-    out_ours.backward(upstream)
-    out_stock.backward(upstream)
-    if grads == "weight only":
-        assert x_ours.grad is None
-    else:
-        assert x_ours.grad.is_contiguous(memory_format=memory_format)
-        torch.testing.assert_close(x_ours.grad, x_stock.grad, atol=1e-5, rtol=1e-5)
-    if grads == "input only":
-        assert ours.weight.grad is None
-    else:
-        assert ours.weight.grad.is_contiguous(memory_format=memory_format)  # as the parameter: no copy in Adam
-        torch.testing.assert_close(ours.weight.grad, stock.weight.grad, atol=1e-4, rtol=1e-5)
-    with torch.no_grad():  # inference (generation, previews) runs torch's own layers
-        torch.testing.assert_close(ours(x), stock(x), atol=1e-5, rtol=1e-5)
-
-
-def test_odd_sized_maps_run_torchs_layer() -> None:
-    """The patch-row form assumes even sides; anything else is torch's convolution, same result."""
-    conv = layers.Conv2d(1, 3, 4, 2, 1, bias=False)
-    x = torch.randn(2, 1, 9, 9, requires_grad=True)
-    out = conv(x)
-    assert "Convolution" in type(out.grad_fn).__name__
-    torch.testing.assert_close(out, torch.nn.functional.conv2d(x, conv.weight, stride=2, padding=1))
-
-
-def test_fast_path_output_takes_an_inplace_activation() -> None:
-    """D's LeakyReLU(inplace=True) follows the patch-row conv: its output must not be a view."""
-    conv = layers.set_memory_format(layers.Conv2d(4, 6, 4, 2, 1, bias=False), torch.channels_last)
-    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
-    out = torch.nn.functional.leaky_relu(conv(x), 0.2, inplace=True)
-    out.sum().backward()
-    assert conv.weight.grad is not None
-
-
-@pytest.mark.parametrize("spectral_norm", [False, True])
-def test_cpu_fast_path_networks_match_stock_layers(spectral_norm: bool) -> None:
-    """Whole networks with the fast paths compute what the same networks with torch's layers do."""
-    from gan_assets.model.layers import Conv2d, ConvTranspose2d
-
-    # and inside a whole discriminator, with or without spectral norm
-    config = TINY.replace(spectral_norm=spectral_norm)
-    discriminator = build_discriminator(config).eval()
-    generator = build_generator(config)
-    x = torch.randn(4, 1, 32, 32, requires_grad=True)
-    z = torch.randn(4, config.latent_dim)
-    fast_d, fast_g = discriminator(x), generator(z)
-    fast_grad = torch.autograd.grad(fast_d.sum() + fast_g.square().sum(), [x, *generator.parameters()])
-    for layer in [*discriminator.modules(), *generator.modules()]:
-        if isinstance(layer, ConvTranspose2d):
-            layer.__class__ = torch.nn.ConvTranspose2d
-        elif isinstance(layer, Conv2d):
-            layer.__class__ = torch.nn.Conv2d
-    stock_d, stock_g = discriminator(x), generator(z)
-    stock_grad = torch.autograd.grad(stock_d.sum() + stock_g.square().sum(), [x, *generator.parameters()])
-    torch.testing.assert_close(fast_d, stock_d, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(fast_g, stock_g, atol=1e-5, rtol=1e-5)
-    for fast, stock in zip(fast_grad, stock_grad):
-        # float32 sums in another order: compare on the gradient's own scale (with spectral norm
-        # and an unconverged power iteration, D's input gradient reaches ~5e3)
-        torch.testing.assert_close(fast, stock, atol=1e-6 * float(stock.abs().max()) + 1e-6, rtol=1e-4)
-
-
-@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (3, 5, 16, 12), (1, 1, 4, 4)])
-def test_patch_rows_are_im2col_and_fold_is_its_adjoint(shape: tuple[int, int, int, int]) -> None:
-    """patch_rows is F.unfold in (pixel, (ky, kx, c)) order; fold_patch_rows is F.fold of the same order."""
-    n, c, h, w = shape
-    x = torch.randn(*shape, dtype=torch.float64)
-    unfolded = torch.nn.functional.unfold(x, 4, padding=1, stride=2)  # N x (c, ky, kx) x L
-    expected = unfolded.view(n, c, 16, -1).permute(0, 3, 2, 1).reshape(-1, 16 * c)
-    torch.testing.assert_close(layers.patch_rows(x), expected)
-    rows = torch.randn(n * (h // 2) * (w // 2), 16 * c, dtype=torch.float64)
-    columns = rows.view(n, -1, 16, c).permute(0, 3, 2, 1).reshape(n, 16 * c, -1)
-    expected_fold = torch.nn.functional.fold(columns, (h, w), 4, padding=1, stride=2)
-    torch.testing.assert_close(layers.fold_patch_rows(rows, n, c, h, w), expected_fold)

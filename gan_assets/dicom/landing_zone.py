@@ -128,14 +128,7 @@ class LandingZone:
                 raise FileNotFoundError(
                     "the landing zone folder named by dicom_source.location does not exist; create demo data with "
                     "`python -m gan_assets.demo data` or point the dicom_source resource at your data")
-            for dirpath, dirnames, filenames in os.walk(self.root):
-                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-                linked_dirs = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-                dirnames[:] = [d for d in dirnames if d not in linked_dirs]
-                for name in sorted(filenames) + linked_dirs:
-                    if name.startswith("."):
-                        continue
-                    entries.append(self._local_entry(Path(dirpath) / name))
+            entries = self._list_local()
         entries.sort(key=lambda e: e.relative_path)
         _RECENT_LISTINGS[self.spec] = (time.monotonic(), entries)
         return entries
@@ -152,6 +145,41 @@ class LandingZone:
         if listed is not None and time.monotonic() - listed[0] <= max_age_s:
             return listed[1]
         return self.list_files()
+
+    def _list_local(self) -> list[FileEntry]:
+        """Every non-hidden entry below the root, by ``os.scandir`` (links are listed, never followed).
+
+        A plain regular file with a UTF-8 name costs one ``lstat`` and string joins; anything else
+        (a link, a FIFO, a device, a name that is not UTF-8, an entry gone since the folder was
+        read) goes through :meth:`_local_entry`'s checks. A folder that cannot be read is passed
+        over, as ``os.walk`` does.
+        """
+        entries: list[FileEntry] = []
+        folders = [(str(self.root), "")]
+        while folders:
+            folder, prefix = folders.pop()
+            try:
+                listing = os.scandir(folder)
+            except OSError:
+                continue
+            with listing:
+                for item in listing:
+                    if item.name.startswith("."):
+                        continue
+                    rel = prefix + item.name
+                    try:
+                        if item.is_dir(follow_symlinks=False):
+                            folders.append((item.path, rel + "/"))
+                            continue
+                        if item.is_file(follow_symlinks=False) and not _bad_name(rel):
+                            st = item.stat(follow_symlinks=False)
+                            if stat_module.S_ISREG(st.st_mode):
+                                entries.append(_entry_from_stat(rel, st))
+                                continue
+                    except OSError:
+                        pass
+                    entries.append(self._local_entry(Path(item.path)))
+        return entries
 
     def _local_entry(self, path: Path) -> FileEntry:
         rel = path.relative_to(self.root).as_posix()

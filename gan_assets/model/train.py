@@ -36,7 +36,6 @@ from gan_assets.model.config import TrainConfig
 from gan_assets.model.dcgan import build_discriminator, build_generator, parameter_count
 from gan_assets.model.device import resolve_device
 from gan_assets.model.ema import ModelEMA
-from gan_assets.model.layers import use_cpu_fast_paths
 
 LOG = logging.getLogger(__name__)
 
@@ -86,8 +85,6 @@ class StepOptions:
     cuda_graph: bool = False
     compile: bool = False
     fused_adam: bool = True
-    # model/layers.py's patch-row convolutions for the layers oneDNN runs slowly (CPU autograd only).
-    cpu_fast_paths: bool = False
 
     @classmethod
     def for_device(cls, device: torch.device, *, distributed: bool = False) -> "StepOptions":
@@ -101,9 +98,8 @@ class StepOptions:
             return cls(channels_last=True, autocast_dtype=torch.bfloat16, cuda_graph=not distributed,
                        compile=False)
         # CPU (fp32): channels_last measured faster than NCHW (oneDNN's channels-last kernels skip
-        # the reorders its NCHW backward does); model.layers' fast paths off, since torch's own
-        # layers measured faster with torch 2.13 (benchmarks/bench_train.py; docs/scaling.md).
-        return cls(channels_last=True, cpu_fast_paths=False)
+        # the reorders its NCHW backward does; benchmarks/bench_train.py --variants).
+        return cls(channels_last=True)
 
 
 def derive_seed(seed: int, *labels: object) -> int:
@@ -225,9 +221,8 @@ class GanTrainer:
         self.steps_done = 0
 
     def _for_step(self, network: nn.Module, memory_format: torch.memory_format) -> nn.Module:
-        """``network`` on the step's device and layout, with the CPU fast paths when they are on."""
-        network = network.to(self.device, memory_format=memory_format)
-        return use_cpu_fast_paths(network, memory_format) if self.options.cpu_fast_paths else network
+        """``network`` on the step's device and layout."""
+        return network.to(self.device, memory_format=memory_format)
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.options.autocast_dtype is None:
