@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from gan_assets.model.config import LEGACY_FIELDS, ConfigError, EvaluationConfig, GenerationConfig, TrainConfig
 from gan_assets.resources import EvaluationBar, GanConfig, GenerationSettings, PreprocessConfig
-from gan_assets_tests.conftest import tiny_training
+from gan_assets_tests.factories import tiny_training
 
 # Each value was accepted before the schemas had bounds, and each is dangerous: a bar that
 # passes everything, a retrain loop without end, allocations no machine holds, a seed numpy

@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 
 from gan_assets.demo.data import generate_landing_zone
-from gan_assets_tests.conftest import tiny_training
-
-TINY = {**tiny_training(), "num_samples": 8}
+from gan_assets_tests.factories import tiny_config_overrides
 
 
 # The domain encoder at a test's budget: a few steps on the demo's 32 px images.
@@ -30,7 +28,7 @@ def _run_demo(tmp_path: Path, overrides: dict, extractor: dict) -> tuple[subproc
         **os.environ,
         "GAN_ASSETS_LANDING_ZONE": str(zone),
         "GAN_ASSETS_ARTIFACTS_DIR": str(artifacts),
-        "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps({**TINY, **overrides}),
+        "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps(tiny_config_overrides(**overrides)),
         "GAN_ASSETS_FID_EXTRACTOR_OVERRIDES": json.dumps(extractor),
         "DAGSTER_HOME": str(tmp_path / "home"),
     }
@@ -85,7 +83,7 @@ def test_the_whole_demo_runs_on_s3(tmp_path: Path, moto_endpoint: str, s3_bucket
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
-        "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps(TINY),
+        "GAN_ASSETS_CONFIG_OVERRIDES": json.dumps(tiny_config_overrides()),
         "GAN_ASSETS_FID_EXTRACTOR_OVERRIDES": json.dumps(FAST_DOMAIN),  # the default kind, quickly
         "DAGSTER_HOME": str(tmp_path / "home"),
     }

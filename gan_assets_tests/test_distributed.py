@@ -19,11 +19,11 @@ from gan_assets.model.config import ConfigError, TrainConfig
 from gan_assets.model.dcgan import Generator, build_generator
 from gan_assets.model.distributed import RankOutput, _raise_worker_error, run_data_parallel, train_distributed
 from gan_assets.model.train import DivergenceError, TrainResult, derive_seed, train_gan
+from gan_assets_tests.factories import tiny_train_config
 
 WORLD = 2
-CONFIG = TrainConfig(
-    image_size=32, latent_dim=16, generator_width=8, discriminator_width=8,
-    batch_size=16, steps=8, log_every=4, num_workers=WORLD, device="cpu",
+CONFIG = tiny_train_config(
+    batch_size=16, steps=8, log_every=4, num_workers=WORLD,
     # Each rank draws its own augmentation, so only an unaugmented run can match one process.
     diffaugment="",
 )

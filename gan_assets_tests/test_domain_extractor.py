@@ -25,8 +25,9 @@ from gan_assets.metrics.extractors import DomainExtractor, ExtractorError, Rando
 from gan_assets.metrics.frechet import frechet_distance_features
 from gan_assets.partitions import monthly_partitions
 from gan_assets.resources import FidExtractor, GanConfig
-from gan_assets.storage import ArrayBundle, TensorBundle, decode, encode, store_from_uri
-from gan_assets.storage.images import encoding_attrs, pack_images
+from gan_assets.storage import TensorBundle, decode, encode
+from gan_assets.storage.images import pack_images
+from gan_assets_tests.factories import seed_images
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -167,14 +168,8 @@ def test_domain_extractor_sees_flips_that_random_features_miss() -> None:
 
 
 def seed_month(root: Path, partition: str, n: int, seed: int, size: int = 32) -> None:
-    """Write a preprocessed_images partition exactly as the ingest stage stores it."""
-    packed = pack_images(oriented_family(n, seed=seed, side=size))
-    bundle = ArrayBundle(
-        arrays={"images": packed, "ids": np.array([f"{partition}-{i}" for i in range(n)], dtype=np.str_)},
-        attrs={**encoding_attrs(), "image_size": size, "partition": partition},
-    )
-    ext, data = encode(bundle)
-    store_from_uri(str(root)).put(f"preprocessed_images/{partition}.{ext}", data)
+    """A preprocessed_images partition of ``n`` oriented images, stored as the ingest stage stores it."""
+    seed_images(root, partition, oriented_family(n, seed=seed, side=size))
 
 
 def materialize(root: Path, partition: str, kind: str = "domain") -> dg.ExecuteInProcessResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,18 @@ from gan_assets.model.config import EvaluationConfig, TrainConfig
 from gan_assets.model.dcgan import build_generator
 from gan_assets.partitions import monthly_partitions
 from gan_assets.resources import CloudWatchMetrics, FidExtractor, Notifier
-from gan_assets.storage import ArrayBundle, TensorBundle, decode, encode, store_from_uri
-from gan_assets.storage.images import encoding_attrs, pack_images
+from gan_assets.storage import TensorBundle, decode, store_from_uri
 from gan_assets.storage.layout import real_features_prefix
 from gan_assets.storage.digest import state_dict_sha256
-from gan_assets_tests.conftest import seed_unused_extractor, seed_zone_index, tiny_config_resources, tiny_train_config
+from gan_assets_tests.factories import (
+    fid_score_value,
+    seed_artifact,
+    seed_images,
+    seed_unused_extractor,
+    seed_zone_index,
+    tiny_config_resources,
+    tiny_train_config,
+)
 
 MONTHS = {"2026-01-01": 12, "2026-02-01": 24}
 FID_KEYS = {"fid", "kid_mean", "kid_std", "floor_fid", "floor_kid", "threshold", "threshold_rule", "passed",
@@ -45,18 +53,14 @@ def real_images(count: int, seed: int) -> np.ndarray:
 
 def seed_upstream(root: Path, months: dict[str, int], generator_month: str) -> TrainConfig:
     """preprocessed_images per month, a dicom_manifest and a trained_generator, as the owners store them."""
-    store = store_from_uri(str(root))
     for index, (month, count) in enumerate(months.items()):
         ids = np.array([f"pid-{month[:7]}-{i:03d}" for i in range(count)], dtype=np.str_)
-        bundle = ArrayBundle(arrays={"images": pack_images(real_images(count, index)), "ids": ids},
-                             attrs={**encoding_attrs(), "image_size": 32, "partition": month})
-        store.put(f"preprocessed_images/{month}.npz", encode(bundle)[1])
+        seed_images(root, month, real_images(count, index), ids=ids)
         manifest = pd.DataFrame({"id": ids, "modality": "CT", "rows": 32, "columns": 32, "frames": 1,
                                  "transfer_syntax": "1.2.840.10008.1.2.1", "photometric": "MONOCHROME2",
                                  "status": "ok", "reason": ""})
-        ext, data = encode(manifest)
-        store.put(f"dicom_manifest/{month}.{ext}", data)
-    seed_zone_index(store)
+        seed_artifact(root, "dicom_manifest", month, manifest)
+    seed_zone_index(root)
     config = tiny_train_config()
     torch.manual_seed(0)
     generator = build_generator(config)
@@ -66,7 +70,7 @@ def seed_upstream(root: Path, months: dict[str, int], generator_month: str) -> T
         "loss_history": {"step": [2, 4], "loss_d": [1.3, 1.2], "loss_g": [0.8, 0.9]},
         "timings": {"train_seconds": 0.1}, "device": "cpu",
     }
-    store.put(f"trained_generator/{generator_month}.safetensors", encode(TensorBundle(generator.state_dict(), attrs))[1])
+    seed_artifact(root, "trained_generator", generator_month, TensorBundle(generator.state_dict(), attrs))
     seed_unused_extractor(root, list(months))
     return config
 
@@ -97,84 +101,155 @@ def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
     return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
 
 
-def test_fid_score_json_metadata_cache_and_check(tmp_path: Path) -> None:
-    root = tmp_path / "artifacts"
-    partition = "2026-02-01"
+@dataclass
+class Scored:
+    """One month scored twice: attempt 1 against an absolute bar of 1e6 (a blind gate), then
+    retrain attempt 2 against the floor, its real features from the cache."""
+    config: TrainConfig
+    store: Any
+    first: dg.ExecuteInProcessResult
+    stored: dict[str, Any]
+    second: dg.ExecuteInProcessResult
+    again: dict[str, Any]
+
+
+SCORED_PARTITION = "2026-02-01"
+RETRAIN_DIFF = {"lr_g": [2e-4, 1e-4]}
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory: pytest.TempPathFactory) -> Scored:
+    root = tmp_path_factory.mktemp("scored") / "artifacts"
+    partition = SCORED_PARTITION
     config = seed_upstream(root, MONTHS, partition)
     instance = dg.DagsterInstance.ephemeral()
     assets = [*specs("preprocessed_images", "trained_generator", "fid_feature_extractor"), fid_score, fid_within_threshold]
-
     first = dg.materialize(assets, partition_key=partition, instance=instance, raise_on_error=False,
                            resources=resources(root, threshold_rule="absolute", fid_threshold=1e6, min_separation=1.0))
-    assert not first.success and materialized(first) == {"fid_score"}  # the blocking check failed
     store = store_from_uri(str(root))
     stored = json.loads(store.get(f"fid_score/{partition}.json"))
+    tags = {"gan/attempt": "2", "gan/config_diff": json.dumps(RETRAIN_DIFF)}
+    second = dg.materialize(
+        assets, partition_key=partition, instance=instance, tags=tags,
+        resources=resources(root, threshold_rule="relative_floor", relative_factor=50.0), raise_on_error=False,
+    )
+    again = json.loads(store.get(f"fid_score/{partition}.json"))
+    return Scored(config, store, first, stored, second, again)
+
+
+def test_a_failed_blocking_check_still_stores_the_score(scored: Scored) -> None:
+    assert not scored.first.success and materialized(scored.first) == {"fid_score"}
+    (check,) = check_evaluations(scored.first)
+    assert not check.passed and check.check_name == "fid_within_threshold"
+
+
+def test_the_stored_score_holds_every_field(scored: Scored) -> None:
+    stored = scored.stored
     assert FID_KEYS <= set(stored)
-    # Scored with the held-out half of the month, as many images as each control.
+    assert stored["fid"] > 0 and stored["floor_fid"] >= 0 and np.isfinite(stored["kid_mean"])
+    assert stored["config"] == scored.config.to_dict() and stored["config_diff"] == {}
+
+
+def test_the_score_uses_the_held_out_half_and_as_many_images_as_each_control(scored: Scored) -> None:
+    stored = scored.stored
     assert stored["n_real"] == 24 and stored["n_reference"] == 12 and stored["n_fake"] == 12 and stored["attempt"] == 1
-    assert stored["threshold"] == 1e6 and stored["threshold_rule"] == "absolute"
     assert [c["name"] for c in stored["controls"]][-1] == "held_out_real" and len(stored["controls"]) == 8
-    # An absolute threshold of 1e6 passes every negative control: honest, it cannot discriminate.
+    assert stored["small_sample"] is True  # 24 images < 32 feature dimensions
+
+
+def test_a_bar_every_negative_control_passes_makes_the_gate_not_discriminative(scored: Scored) -> None:
+    stored = scored.stored
+    assert stored["threshold"] == 1e6 and stored["threshold_rule"] == "absolute"
     assert stored["gate"]["discriminative"] is False and stored["status"] == "not_discriminative"
     assert stored["passed"] is False and "fid_threshold = 1e+06" in stored["gate"]["rule"]
-    assert stored["fid"] > 0 and stored["floor_fid"] >= 0 and np.isfinite(stored["kid_mean"])
-    assert stored["small_sample"] is True  # 24 images < 32 feature dimensions
-    assert stored["config"] == config.to_dict() and stored["config_diff"] == {}
-    fp = stored["fingerprint"]
+
+
+def test_the_fingerprint_names_the_extractor_its_weights_and_sample_sizes(scored: Scored) -> None:
+    fp = scored.stored["fingerprint"]
     assert fp["extractor"] == "random_conv" and fp["feature_dim"] == 32 and fp["input_size"] == 32
     assert fp["n_real"] == 12 and fp["n_fake"] == 12 and len(fp["weights_sha256"]) == 64 and fp["dtype"]
-    memorization = stored["memorization"]
+
+
+def test_memorization_is_measured_against_the_whole_training_window(scored: Scored) -> None:
+    memorization = scored.stored["memorization"]
     assert memorization["training_partitions"] == sorted(MONTHS)
     assert memorization["n_training"] == 36 and memorization["n_generated"] == 12
     assert 0.0 <= memorization["near_copy_fraction"] <= 1.0
     assert memorization["closest"][0]["nearest_training_id"].startswith(("2026-01-01/pid-", "2026-02-01/pid-"))
-    assert stored["real_features"]["cache_hit"] is False
-    cached = store.list(real_features_prefix(fp["id"]))
+
+
+def test_the_first_score_caches_each_months_real_features(scored: Scored) -> None:
+    fp = scored.stored["fingerprint"]
+    assert scored.stored["real_features"]["cache_hit"] is False
+    cached = scored.store.list(real_features_prefix(fp["id"]))
     assert sorted(cached) == [f"fid_score/real_features/{fp['id']}/{m}.npz" for m in sorted(MONTHS)]
 
-    (event,) = first.asset_materializations_for_node("fid_score")
+
+def test_the_metadata_holds_the_score_as_typed_numbers(scored: Scored) -> None:
+    (event,) = scored.first.asset_materializations_for_node("fid_score")
     md = event.metadata
-    assert isinstance(md["fid"], dg.FloatMetadataValue) and md["fid"].value == pytest.approx(stored["fid"])
+    assert isinstance(md["fid"], dg.FloatMetadataValue) and md["fid"].value == pytest.approx(scored.stored["fid"])
     assert isinstance(md["kid_mean"], dg.FloatMetadataValue) and isinstance(md["threshold"], dg.FloatMetadataValue)
     assert isinstance(md["passed"], dg.BoolMetadataValue) and md["passed"].value is False
     assert isinstance(md["attempt"], dg.IntMetadataValue) and md["attempt"].value == 1
     assert md["max_attempts"].value == EvaluationConfig().max_attempts and md["status"].value == "not_discriminative"
     assert md["discriminative"].value is False and md["threshold_rule"].value == "absolute"
-    for control in stored["controls"]:
+    assert isinstance(md["config"], dg.JsonMetadataValue) and md["config"].value == scored.config.to_dict()
+    assert md["config_diff"].value == {} and md["real_features_cache_hit"].value is False
+
+
+def test_the_metadata_holds_each_controls_fid_and_a_plain_summary(scored: Scored) -> None:
+    (event,) = scored.first.asset_materializations_for_node("fid_score")
+    md = event.metadata
+    for control in scored.stored["controls"]:
         value = md[f"control/{control['name']}/fid"]
         assert isinstance(value, dg.FloatMetadataValue) and value.value == pytest.approx(control["fid"])
-    assert isinstance(md["config"], dg.JsonMetadataValue) and md["config"].value == config.to_dict()
-    assert md["config_diff"].value == {} and md["real_features_cache_hit"].value is False
     assert "FID" in md["summary"].value and "NOT DISCRIMINATIVE" in md["summary"].value
+    assert "|" not in md["summary"].value
+
+
+def test_the_metadata_tables_have_schemas_and_typed_values(scored: Scored) -> None:
+    (event,) = scored.first.asset_materializations_for_node("fid_score")
+    md = event.metadata
     # Tables with schemas, not markdown: the UI sorts them and a reader gets typed values.
     assert isinstance(md["scores"], dg.TableMetadataValue) and isinstance(md["controls"], dg.TableMetadataValue)
     assert [c.name for c in md["controls"].schema.columns] == ["control", "kind", "fid", "kid", "gate_says", "right"]
     scores = {r.data["metric"]: r.data["value"] for r in md["scores"].records}
-    assert scores["FID"] == pytest.approx(stored["fid"]) and scores["threshold"] == pytest.approx(stored["threshold"])
+    assert scores["FID"] == pytest.approx(scored.stored["fid"])
+    assert scores["threshold"] == pytest.approx(scored.stored["threshold"])
     controls = {r.data["control"]: r.data for r in md["controls"].records}
-    assert controls["uniform_noise"]["kind"] == "negative" and set(controls) == {c["name"] for c in stored["controls"]}
-    assert "|" not in md["summary"].value
-    (check,) = check_evaluations(first)
-    assert not check.passed and check.check_name == "fid_within_threshold"
+    assert controls["uniform_noise"]["kind"] == "negative"
+    assert set(controls) == {c["name"] for c in scored.stored["controls"]}
+
+
+def test_the_check_blames_the_metric_when_the_gate_is_blind(scored: Scored) -> None:
+    (check,) = check_evaluations(scored.first)
     assert "the metric, not the model, is at fault" in check.description and "extractor" in check.description
 
-    # Retrain attempt 2 of the same month, scored against the floor: the real features come from the cache.
-    diff = {"lr_g": [2e-4, 1e-4]}
-    tags = {"gan/attempt": "2", "gan/config_diff": json.dumps(diff)}
-    second = dg.materialize(
-        assets, partition_key=partition, instance=instance, tags=tags,
-        resources=resources(root, threshold_rule="relative_floor", relative_factor=50.0), raise_on_error=False,
-    )
-    assert materialized(second) == {"fid_score"}
-    again = json.loads(store.get(f"fid_score/{partition}.json"))
-    assert again["real_features"]["cache_hit"] is True
-    assert again["attempt"] == 2 and again["config_diff"] == diff and again["threshold_rule"] == "relative_floor"
-    assert again["threshold"] == pytest.approx(50.0 * again["floor_fid"])
-    assert again["fid"] == pytest.approx(stored["fid"], rel=1e-9)  # same generator, same cached features
-    assert again["previous_score"]["attempt"] == 1 and again["previous_score"]["comparable"] is True
-    (event,) = second.asset_materializations_for_node("fid_score")
+
+def test_a_retrain_attempt_reads_the_real_features_from_the_cache(scored: Scored) -> None:
+    assert materialized(scored.second) == {"fid_score"}
+    assert scored.again["real_features"]["cache_hit"] is True
+    assert scored.again["fid"] == pytest.approx(scored.stored["fid"], rel=1e-9)  # same generator, same cached features
+    (event,) = scored.second.asset_materializations_for_node("fid_score")
     assert event.metadata["real_features_cache_hit"].value is True
-    assert event.metadata["attempt"].value == 2 and event.metadata["config_diff"].value == diff
+
+
+def test_a_retrain_attempt_records_its_attempt_and_config_diff(scored: Scored) -> None:
+    again = scored.again
+    assert again["attempt"] == 2 and again["config_diff"] == RETRAIN_DIFF
+    (event,) = scored.second.asset_materializations_for_node("fid_score")
+    assert event.metadata["attempt"].value == 2 and event.metadata["config_diff"].value == RETRAIN_DIFF
+
+
+def test_a_relative_floor_bar_is_a_multiple_of_the_floor(scored: Scored) -> None:
+    again = scored.again
+    assert again["threshold_rule"] == "relative_floor"
+    assert again["threshold"] == pytest.approx(50.0 * again["floor_fid"])
+
+
+def test_a_retrain_attempt_is_compared_with_the_previous_score(scored: Scored) -> None:
+    assert scored.again["previous_score"]["attempt"] == 1 and scored.again["previous_score"]["comparable"] is True
 
 
 @pytest.mark.usefixtures("seeing_gate")
@@ -256,7 +331,6 @@ def test_the_check_explains_each_status() -> None:
 
     from gan_assets.assets.evaluation import check_result
     from gan_assets.metrics.evaluation import FidScore
-    from gan_assets_tests.test_generation import fid_score_value
 
     passed = FidScore.from_dict(fid_score_value("2026-01-01", fid=41.5))
     assert check_result(passed).passed and "FID 41.5000 <= threshold 100.0000" in check_result(passed).description

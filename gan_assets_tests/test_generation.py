@@ -18,126 +18,28 @@ from pydicom.uid import SecondaryCaptureImageStorage
 
 from gan_assets.assets.generation import generated_samples
 from gan_assets.dicom.secondary_capture import SyntheticSeries, secondary_capture_bytes
-from gan_assets.io_managers import ArtifactStorage
-from gan_assets.metrics.controls import NEGATIVE_CONTROLS
-from gan_assets.metrics.evaluation import ControlScore, FidScore, GateVerdict, MemorizationVerdict
 from gan_assets.model.artifact import generator_from_bundle, sample_images
 from gan_assets.model.config import GenerationConfig
 from gan_assets.model.dcgan import build_generator
-from gan_assets.partitions import monthly_partitions
 from gan_assets.report.document import most_common_modality
-from gan_assets.storage import ArrayBundle, ObjectStore, TensorBundle, decode, encode, store_from_uri
-from gan_assets.storage.images import encoding_attrs, pack_images
-from gan_assets.model.history import PromotedModel, list_attempts, promote, save_attempt
+from gan_assets.storage import TensorBundle, decode, encode, store_from_uri
+from gan_assets.storage.images import pack_images
+from gan_assets.model.history import list_attempts, save_attempt
 from gan_assets.storage.digest import state_dict_sha256
-from gan_assets_tests.conftest import seed_zone_index, tiny_config_resources, tiny_train_config
-
-UPSTREAM = ("dicom_manifest", "preprocessed_images", "trained_generator", "fid_score")
-# PHI-looking values of the "source" month: none may reach a synthetic file.
-SOURCE_IDS = ("pid-7f3a9c", "pid-0b12de", "pid-99aa01", "pid-5c5c5c")
-
-
-def upstream_specs() -> list[dg.AssetSpec]:
-    """Stand-ins for the upstream assets: loaded through the IO manager from seeded objects."""
-    return [dg.AssetSpec(key, partitions_def=monthly_partitions) for key in UPSTREAM] + [dg.AssetSpec("landing_zone_index")]
-
-
-def fid_score_value(partition: str, *, fid: float = 41.5, kid: float = 0.0123, passed: bool = True,
-                    attempt: int = 1, max_attempts: int = 3, status: str | None = None,
-                    config_diff: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A stored fid_score as the evaluation core writes it (FidScore.to_dict()), with chosen figures."""
-    config = tiny_train_config().to_dict()
-    threshold = 100.0
-    controls = tuple(
-        [ControlScore(name, "negative", 150.0 + 10 * i, 0.2, False) for i, name in enumerate(NEGATIVE_CONTROLS)]
-        + [ControlScore("held_out_real", "positive", 12.5, 0.001, True)]
-    )
-    score = FidScore(
-        fid=fid, kid_mean=kid, kid_std=0.002, kid_subsets=10, kid_subset_size=8, floor_fid=12.25, floor_kid=0.001,
-        floor_kid_std=0.0005, floor_half_size=12, threshold=threshold, threshold_rule="absolute",
-        status=status or ("passed" if passed else "failed"), attempt=attempt, max_attempts=max_attempts,
-        n_real=24, n_reference=12, n_fake=12, feature_dim=64, small_sample=True, controls=controls,
-        gate=GateVerdict(threshold=threshold, threshold_rule="absolute", rule="absolute: fid_threshold = 100",
-                         discriminative=True, separation=12.0, min_separation=2.0),
-        memorization=MemorizationVerdict(0.0, 0.01, False, {  # the shape memorization_report returns
-            "threshold": 0.05, "n_generated": 12, "n_training": 24, "training_partitions": [partition],
-            "feature_space": {"near_copies": 0, "near_copy_fraction": 0.0, "min_distance": 0.31},
-            "pixel_space": {"near_copies": 0, "near_copy_fraction": 0.0, "min_distance": 0.42},
-            "closest": [{"generated": 3, "training_id": "img007", "distance": 0.31}],
-        }),
-        fingerprint={"extractor": "offline-default", "feature_dim": 64, "id": "fp-test", "n_real": 12},
-        extractor="offline-default", partition=partition, config=config, config_diff=config_diff or {},
-    )
-    return score.to_dict()
-
-
-def seed_month(root: Path | ObjectStore, partition: str, *, modality: str = "MR",
-               fid_score: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
-    """Write the four upstream artifacts of one month as the IO manager would store them."""
-    store = root if isinstance(root, ObjectStore) else store_from_uri(str(root))
-    rng = np.random.default_rng(seed)
-    n = 24
-    # Smooth blobs rather than white noise: a recognisable "real" grid in the report.
-    yy, xx = np.mgrid[0:32, 0:32] / 31.0
-    real = np.stack([np.sin(3 * xx * (i % 5 + 1) + yy * (i % 3)) * 0.8 + rng.normal(0, 0.05, (32, 32))
-                     for i in range(n)])
-    preprocessed = ArrayBundle(
-        arrays={"images": pack_images(real), "ids": np.array([f"img{i:03d}" for i in range(n)], dtype=np.str_)},
-        attrs={**encoding_attrs(), "image_size": 32, "partition": partition},
-    )
-    torch.manual_seed(seed)
-    config = tiny_train_config()
-    generator = build_generator(config)
-    trained = TensorBundle(
-        tensors=generator.state_dict(),
-        attrs={
-            "config": config.to_dict(), "attempt": (fid_score or {}).get("attempt", 1),
-            "data_fingerprint": {"partitions": {partition: n}, "n_images": n},
-            "loss_history": {"step": [2, 4], "loss_d": [1.38, 1.21], "loss_g": [0.71, 0.93]},
-            "timings": {"train_seconds": 0.5, "images_per_second": 64.0}, "device": "cpu",
-        },
-    )
-    manifest = pd.DataFrame({
-        "id": list(SOURCE_IDS),
-        "modality": [modality, modality, "CT", modality],
-        "rows": [32] * 4, "columns": [32] * 4, "frames": [1] * 4,
-        "transfer_syntax": ["1.2.840.10008.1.2.1"] * 4, "photometric": ["MONOCHROME2"] * 4,
-        "status": ["ok", "ok", "ok", "rejected"],
-        "reason": ["", "", "", "unsupported photometric interpretation"],
-    })
-    values = {
-        "preprocessed_images": preprocessed,
-        "trained_generator": trained,
-        "dicom_manifest": manifest,
-        "fid_score": fid_score if fid_score is not None else fid_score_value(partition),
-    }
-    for asset, value in values.items():
-        ext, data = encode(value)
-        store.put(f"{asset}/{partition}.{ext}", data)
-    seed_zone_index(store)
-    # The model history as trained_generator and a passing fid_score leave it.
-    attempt = int(trained.attrs["attempt"])
-    key = save_attempt(store, partition, attempt, "seededrun", trained)
-    if values["fid_score"].get("passed"):
-        promote(store, PromotedModel(
-            partition=partition, attempt=attempt, training_run_id="seededrun", scoring_run_id="seededrun",
-            weights_key=key, weights_sha256=state_dict_sha256(trained.tensors), data_sha256="seeded-window",
-            code_version="seeded", fid=values["fid_score"].get("fid"), kid_mean=values["fid_score"].get("kid_mean")))
-    return values
-
-
-def resources(root: Path, **generation: Any) -> dict[str, Any]:
-    return {
-        "io_manager": ArtifactStorage(root=str(root)),
-        "artifact_store": ArtifactStorage(root=str(root)),
-        **tiny_config_resources(generation=generation),
-    }
-
+from gan_assets_tests.factories import (
+    SOURCE_IDS,
+    delivery_resources,
+    fid_score_value,
+    seed_artifact,
+    seed_month,
+    tiny_train_config,
+    upstream_specs,
+)
 
 def materialize_samples(root: Path, partition: str, instance: dg.DagsterInstance | None = None,
                         raise_on_error: bool = True, **generation: Any) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [*upstream_specs(), generated_samples], partition_key=partition, resources=resources(root, **generation),
+        [*upstream_specs(), generated_samples], partition_key=partition, resources=delivery_resources(root, **generation),
         instance=instance, raise_on_error=raise_on_error,
     )
 
@@ -190,8 +92,7 @@ def test_samples_come_from_the_promoted_weights_checked_by_hash(artifacts_dir: P
     torch.manual_seed(99)
     later = TensorBundle(tensors=build_generator(tiny_train_config()).state_dict(),
                          attrs={**seeded["trained_generator"].attrs, "attempt": 2})
-    ext, data = encode(later)
-    store.put(f"trained_generator/{partition}.{ext}", data)
+    seed_artifact(store, "trained_generator", partition, later)
     save_attempt(store, partition, 2, "laterrun", later)
     assert len(list_attempts(store, partition)) == 2
     materialize_samples(artifacts_dir, partition)

@@ -9,8 +9,6 @@ metadata, a log line or the event log.
 
 from __future__ import annotations
 
-import datetime as dt
-import io
 import logging
 import os
 import random
@@ -18,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tracemalloc
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,12 +25,10 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset, write_file_meta_info
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+from pydicom.dataset import Dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from gan_assets.demo.phantom import PHI_MARKER, SliceSpec, ct_dataset, phi_values
+from gan_assets.demo.phantom import PHI_MARKER
 from gan_assets.dicom.batch import preprocess_month, run_parallel, scan_month
 from gan_assets.dicom.index import month_rows, unassigned_rows, update_index
 from gan_assets.dicom.landing_zone import LandingZone, SourceSpec
@@ -45,199 +40,34 @@ from gan_assets.dicom.scan import ScanOptions, scan_file
 from gan_assets.resources import PSEUDONYM_KEY_ENV
 from gan_assets.storage import decode
 from gan_assets.storage.images import unpack_images
-from gan_assets_tests.conftest import assert_nothing_leaked, ingest_assets, ingest_resources, run_haystacks
+from gan_assets_tests.factories import (
+    PATH_MARKER,
+    TEST_MAX_DECODED,
+    assert_nothing_leaked,
+    build_hostile_zone,
+    dicom_bytes,
+    hostile_cases,
+    hostile_ct,
+    ingest_assets,
+    ingest_resources,
+    planted_needles,
+    raw_part10_file,
+    run_haystacks,
+    touch_to_month,
+    with_fields,
+)
 
 # The crafted files are invalid on purpose; pydicom's warnings while writing them are expected.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 KEY = b"hostile-test-key"
 PARTITION = "2026-01-01"
-MONTH_TIME = dt.datetime(2026, 1, 20, 12, tzinfo=dt.timezone.utc).timestamp()
-PATH_MARKER = "zqxpath"
 # Stated bound on traced (Python + numpy) allocation for the whole hostile month: the defects
 # this guards against allocated 7 GB (pad of a 30000 x 2 image) and 2.5 GB (a deflate bomb).
 PEAK_TRACED_BYTES = 400 * 1024 * 1024
 # Stated bound on the resident memory of a fresh process that scans and decodes the hostile
 # month (imports of pydicom, numpy, Pillow and the codecs included, about 150 MB).
 PEAK_RSS_BYTES = 768 * 1024 * 1024
-# The deflate bomb inflates to this; the test's limit is a quarter of it.
-BOMB_BYTES = 256 * 1024 * 1024
-TEST_MAX_DECODED = 64 * 1024 * 1024
-
-
-def _ct(patient: int, size: int = 32, **fields: Any) -> Dataset:
-    ds = ct_dataset(SliceSpec(3, patient, dt.date(2026, 1, 10 + patient % 15), patient, size, False, False))
-    for keyword, value in fields.items():
-        if value is None:
-            delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
-    return ds
-
-
-def _bytes(ds: Dataset) -> bytes:
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
-def _raw_file(ds: Dataset, meta_syntax: str, *, implicit: bool, body: bytes | None = None,
-              preamble: bool = True, deflate: bool = False) -> bytes:
-    """A Part 10 file assembled by hand: file meta saying ``meta_syntax``, body encoded as asked."""
-    meta = FileMetaDataset(ds.file_meta)
-    meta.TransferSyntaxUID = meta_syntax
-    head = DicomBytesIO()
-    head.is_little_endian, head.is_implicit_VR = True, False
-    write_file_meta_info(head, meta, enforce_standard=True)
-    if body is None:
-        plain = DicomBytesIO()
-        plain.is_little_endian, plain.is_implicit_VR = True, implicit
-        write_dataset(plain, ds)
-        body = plain.getvalue()
-    if deflate:
-        packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-        body = packer.compress(body) + packer.flush()
-    return (b"\x00" * 128 + b"DICM" if preamble else b"") + head.getvalue() + body
-
-
-def _deflate_bomb(ds: Dataset) -> bytes:
-    """A deflated dataset whose pixel data inflates to BOMB_BYTES (compressed it is ~250 KB)."""
-    header = ds.copy()
-    del header.PixelData
-    plain = DicomBytesIO()
-    plain.is_little_endian, plain.is_implicit_VR = True, False
-    write_dataset(plain, header)
-    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    parts = [packer.compress(plain.getvalue() + b"\xe0\x7f\x10\x00OB\x00\x00" + BOMB_BYTES.to_bytes(4, "little"))]
-    zeros = bytes(1 << 22)
-    for _ in range(BOMB_BYTES // len(zeros)):
-        parts.append(packer.compress(zeros))
-    parts.append(packer.flush())
-    return _raw_file(ds, DeflatedExplicitVRLittleEndian, implicit=False, body=b"".join(parts))
-
-
-def _cut_before_pixels(data: bytes) -> bytes:
-    return data[: data.rindex(b"\xe0\x7f\x10\x00")]
-
-
-def _corrupt_sop_class_length(data: bytes) -> bytes:
-    """One length byte of SOPClassUID raised: its value swallows the elements that follow."""
-    at = data.index(b"\x08\x00\x16\x00UI")
-    out = bytearray(data)
-    out[at + 7] = 0x01  # length += 256
-    return bytes(out)
-
-
-def _float_pixels(ds: Dataset, values: np.ndarray) -> Dataset:
-    ds = ds.copy()
-    del ds.PixelData
-    for keyword in ("PixelRepresentation", "BitsStored", "HighBit", "RescaleSlope", "RescaleIntercept",
-                    "RescaleType", "WindowCenter", "WindowWidth"):
-        if keyword in ds:
-            delattr(ds, keyword)
-    ds.BitsAllocated = 32
-    ds.FloatPixelData = values.astype("<f4").tobytes()
-    return ds
-
-
-# (case name, builder of the file's bytes from a fresh dataset, expected final reason; "" = used)
-def _cases() -> list[tuple[str, Callable[[Dataset], bytes], str]]:
-    tall = np.zeros((30000, 2), np.uint16)
-    return [
-        ("frames_huge", lambda ds: _bytes(_with(ds, NumberOfFrames="99999999999999999999")), "invalid_image_header"),
-        ("window_1e308", lambda ds: _bytes(_with(ds, WindowWidth="1e308")), ""),
-        ("slope_overflow", lambda ds: _bytes(_with(ds, RescaleSlope="1e308")), "non_finite"),
-        ("tall_30000x2", lambda ds: _bytes(_with(ds, Rows=30000, Columns=2, PixelData=tall.tobytes())), "too_small"),
-        ("tall_8000x16", lambda ds: _bytes(_with(ds, Rows=9000, Columns=16, PixelData=bytes(9000 * 16 * 2))), "too_large"),
-        ("tall_30000x20", lambda ds: _bytes(_with(ds, Rows=30000, Columns=20, PixelData=np.zeros((30000, 20), np.uint16).tobytes())), "too_large"),
-        ("tall_65535x1", lambda ds: _bytes(_with(ds, Rows=65535, Columns=1, PixelData=bytes(131070))), "too_small"),
-        ("declared_huge", lambda ds: _bytes(_with(ds, Rows=65535, Columns=65535, NumberOfFrames="1000")), "too_large"),
-        ("tiny_3x3", lambda ds: _bytes(_with(ds, Rows=3, Columns=3, PixelData=bytes(18))), "too_small"),
-        ("deflate_bomb", _deflate_bomb, "too_large"),
-        ("deflated_ok", lambda ds: _raw_file(ds, DeflatedExplicitVRLittleEndian, implicit=False, deflate=True), ""),
-        ("burned_yes_no", lambda ds: _bytes(_with(ds, BurnedInAnnotation=["YES", "NO"])), "burned_in_annotation"),
-        ("burned_lower_no", lambda ds: _bytes(_with(ds, BurnedInAnnotation="no")), "burned_in_annotation"),
-        ("burned_missing", lambda ds: _bytes(_with(ds, BurnedInAnnotation=None)), ""),
-        ("sop_class_length", lambda ds: _corrupt_sop_class_length(_bytes(ds)), "*"),
-        ("modality_is_a_name", lambda ds: _bytes(_with(ds, Modality=f"{PHI_MARKER}^DOE")), ""),
-        ("photometric_is_a_name", lambda ds: _bytes(_with(ds, PhotometricInterpretation=f"{PHI_MARKER}DOE")), "invalid_image_header"),
-        ("syntax_is_a_name", lambda ds: _raw_file(ds, f"1.2.{PHI_MARKER}", implicit=False), "no_decoder"),
-        ("float_pixels", lambda ds: _bytes(_float_pixels(ds, np.linspace(-5, 5, 32 * 32).reshape(32, 32))), ""),
-        ("float_nan", lambda ds: _bytes(_float_pixels(ds, np.full((32, 32), np.nan))), "non_finite"),
-        ("implicit_under_explicit", lambda ds: _raw_file(ds, ExplicitVRLittleEndian, implicit=True), ""),
-        ("no_preamble", lambda ds: _raw_file(ds, ExplicitVRLittleEndian, implicit=False, preamble=False), ""),
-        ("header_only", lambda ds: _cut_before_pixels(_bytes(ds)), "truncated"),
-        ("not_dicom", lambda ds: f"{PHI_MARKER} plain text, not DICOM\n".encode() * 20, "not_dicom"),
-        ("empty", lambda ds: b"", "not_dicom"),
-    ]
-
-
-def _with(ds: Dataset, **fields: Any) -> Dataset:
-    ds = ds.copy()
-    for keyword, value in fields.items():
-        if value is None:
-            delattr(ds, keyword)
-        elif keyword == "NumberOfFrames":
-            ds.add_new(0x00280008, "IS", value)
-        else:
-            setattr(ds, keyword, value)
-    return ds
-
-
-def _touch(path: Path | str | bytes) -> None:
-    os.utime(path, (MONTH_TIME, MONTH_TIME), follow_symlinks=False)
-
-
-def _needles(datasets: list[Dataset], names: list[str]) -> set[str]:
-    needles = {PHI_MARKER, PATH_MARKER}
-    for ds in datasets:
-        # Distinctive values only: a PatientID of "000000000" would match any number.
-        needles.update(value for value in phi_values(ds) if len(value) >= 6 and len(set(value)) > 3)
-    needles.update(names)
-    return needles
-
-
-def _build_zone(root: Path, outside: Path) -> tuple[dict[str, str], list[Dataset]]:
-    """The hostile month: three good files, every crafted case, and the filesystem oddities."""
-    expected: dict[str, str] = {}
-    datasets: list[Dataset] = []
-    zone = root / f"{PATH_MARKER}_DOE^JOHN_123456"
-    zone.mkdir(parents=True)
-    for i in range(3):
-        ds = _ct(40 + i)
-        datasets.append(ds)
-        rel = f"{PATH_MARKER}_DOE^JOHN_123456/good_{i}.dcm"
-        (root / rel).write_bytes(_bytes(ds))
-        expected[rel] = ""
-    for i, (name, build, code) in enumerate(_cases()):
-        ds = _ct(i + 1)
-        datasets.append(ds)
-        rel = f"{PATH_MARKER}_DOE^JOHN_123456/{PATH_MARKER}_{name}.dcm"
-        (root / rel).write_bytes(build(ds))
-        expected[rel] = code
-    fifo = f"{PATH_MARKER}_fifo.dcm"
-    os.mkfifo(root / fifo)
-    expected[fifo] = "not_regular_file"
-    ds = _ct(90)
-    datasets.append(ds)
-    outside.mkdir(parents=True, exist_ok=True)
-    (outside / "elsewhere.dcm").write_bytes(_bytes(ds))
-    os.symlink(outside / "elsewhere.dcm", root / f"{PATH_MARKER}_link_out.dcm")
-    expected[f"{PATH_MARKER}_link_out.dcm"] = "outside_zone"
-    os.symlink(outside, root / f"{PATH_MARKER}_folder_link")
-    expected[f"{PATH_MARKER}_folder_link"] = "outside_zone"
-    os.symlink(root / "nowhere.dcm", root / f"{PATH_MARKER}_dangling.dcm")
-    expected[f"{PATH_MARKER}_dangling.dcm"] = "missing"
-    os.symlink(root / f"{PATH_MARKER}_DOE^JOHN_123456" / "good_0.dcm", root / f"{PATH_MARKER}_link_in.dcm")
-    expected[f"{PATH_MARKER}_link_in.dcm"] = "duplicate"  # same image as good_0, read through the link
-    bad = os.fsencode(str(root)) + b"/" + PATH_MARKER.encode() + b"_\xff\xfe_name.dcm"
-    with open(bad, "wb") as handle:
-        handle.write(_bytes(_ct(91)))
-    expected[os.fsdecode(bad)[len(str(root)) + 1:]] = "bad_name"
-    for path in [root, *root.rglob("*")]:
-        _touch(path)
-    _touch(bad)
-    return expected, datasets
 
 
 def _materialize(zone: Path, artifacts: Path, **config: Any) -> tuple[dg.ExecuteInJobResult, dict[str, str]]:
@@ -274,9 +104,9 @@ def test_hostile_month_completes_and_nothing_leaks(tmp_path: Path, caplog: pytes
                                                   capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.decode())
     zone, artifacts = tmp_path / "zone", tmp_path / "artifacts"
-    expected, datasets = _build_zone(zone, tmp_path / "outside")
+    expected, datasets = build_hostile_zone(zone, tmp_path / "outside")
     capfd.readouterr()  # pydicom's warnings while the test wrote the files are not ingest's output
-    needles = _needles(datasets, [Path(rel).stem for rel in expected] + [str(zone), str(tmp_path / "outside")])
+    needles = planted_needles(datasets, [Path(rel).stem for rel in expected] + [str(zone), str(tmp_path / "outside")])
     # The search can fail: the planted values are in the zone's own files and names.
     zone_text = (zone / f"{PATH_MARKER}_DOE^JOHN_123456" / "good_0.dcm").read_bytes().decode("latin-1")
     assert sum(needle in zone_text for needle in needles) >= 8
@@ -332,7 +162,7 @@ def high_water_bytes():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
 
-from gan_assets_tests.test_hostile_zone import KEY, TEST_MAX_DECODED, _build_zone
+from gan_assets_tests.factories import TEST_MAX_DECODED, build_hostile_zone
 from gan_assets.dicom.batch import preprocess_month
 from gan_assets.dicom.index import month_rows, update_index
 from gan_assets.dicom.landing_zone import SourceSpec
@@ -340,7 +170,8 @@ from gan_assets.dicom.limits import IngestLimits
 from gan_assets.dicom.preprocess import PreprocessOptions
 from gan_assets.dicom.scan import ScanOptions
 root = Path(sys.argv[1])
-_build_zone(root / "zone", root / "outside")
+KEY = sys.argv[2].encode()
+build_hostile_zone(root / "zone", root / "outside")
 before = high_water_bytes()
 limits = IngestLimits(max_decoded_bytes=TEST_MAX_DECODED)
 spec = SourceSpec(str(root / "zone"))
@@ -354,7 +185,7 @@ print(index.num_rows, result.files_ok, before, high_water_bytes())
 def test_peak_resident_memory_of_the_hostile_month(tmp_path: Path) -> None:
     """RSS sees what tracemalloc cannot (Pillow, codecs, file buffers): a fresh process, its peak."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(tmp_path), KEY.decode()], capture_output=True, text=True,
                          env=env, timeout=300, check=True).stdout.split()
     rows, used, _, peak = map(int, out)
     assert rows >= 30 and used >= 8
@@ -364,10 +195,10 @@ def test_peak_resident_memory_of_the_hostile_month(tmp_path: Path) -> None:
 def test_scan_and_decode_agree_on_each_case(tmp_path: Path) -> None:
     """The decoder alone gives each crafted file the reason the whole pipeline gave it."""
     options = PreprocessOptions(image_size=32, limits=IngestLimits(max_decoded_bytes=TEST_MAX_DECODED))
-    for name, build, code in _cases():
+    for name, build, code in hostile_cases():
         if code in ("*", "no_decoder"):
             continue
-        data = build(_ct(7))
+        data = build(hostile_ct(7))
         try:
             out = preprocess_file(data, options)
         except RejectError as err:
@@ -377,7 +208,7 @@ def test_scan_and_decode_agree_on_each_case(tmp_path: Path) -> None:
 
 
 def test_file_deleted_while_the_zone_is_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "a.dcm").write_bytes(_bytes(_ct(1)))
+    (tmp_path / "a.dcm").write_bytes(dicom_bytes(hostile_ct(1)))
     real_scandir = os.scandir
 
     class Ghost:
@@ -421,7 +252,7 @@ def test_file_deleted_while_the_zone_is_listed(tmp_path: Path, monkeypatch: pyte
 
 def test_a_file_replaced_after_the_manifest_is_changed_not_stored_under_the_old_id(tmp_path: Path) -> None:
     for i in range(3):
-        (tmp_path / f"f{i}.dcm").write_bytes(_bytes(_ct(i + 1)))
+        (tmp_path / f"f{i}.dcm").write_bytes(dicom_bytes(hostile_ct(i + 1)))
     spec = SourceSpec(str(tmp_path))
     rows = scan_month(spec, "2026-01", ScanOptions(), key=KEY, workers=1).rows
     assert [r["status"] for r in rows] == ["ok"] * 3
@@ -430,7 +261,7 @@ def test_a_file_replaced_after_the_manifest_is_changed_not_stored_under_the_old_
     other = pydicom.dcmread(tmp_path / "f0.dcm")
     uid = other.SOPInstanceUID
     other.SOPInstanceUID = other.file_meta.MediaStorageSOPInstanceUID = uid[:-1] + ("1" if uid[-1] != "1" else "2")
-    (tmp_path / "f0.dcm").write_bytes(_bytes(other))
+    (tmp_path / "f0.dcm").write_bytes(dicom_bytes(other))
     os.utime(tmp_path / "f0.dcm", ns=(old.st_atime_ns, old.st_mtime_ns))
     assert os.stat(tmp_path / "f0.dcm").st_size == old.st_size
     # f1: same image content, rewritten later (new modification time).
@@ -444,12 +275,12 @@ def test_a_file_replaced_after_the_manifest_is_changed_not_stored_under_the_old_
 
 
 def test_burned_in_is_checked_again_at_decode_and_missing_follows_the_policy() -> None:
-    yes = _bytes(_with(_ct(1), BurnedInAnnotation="YES"))
+    yes = dicom_bytes(with_fields(hostile_ct(1), BurnedInAnnotation="YES"))
     with pytest.raises(RejectError) as err:
         preprocess_file(yes, PreprocessOptions(image_size=16))
     assert err.value.code == "burned_in_annotation"
     assert preprocess_file(yes, PreprocessOptions(image_size=16, exclude_burned_in=False)).images.shape == (1, 16, 16)
-    missing = _bytes(_with(_ct(1), BurnedInAnnotation=None))
+    missing = dicom_bytes(with_fields(hostile_ct(1), BurnedInAnnotation=None))
     assert preprocess_file(missing, PreprocessOptions(image_size=16)).images.shape == (1, 16, 16)
     with pytest.raises(RejectError) as err:
         preprocess_file(missing, PreprocessOptions(image_size=16, missing_burned_in="reject"))
@@ -457,7 +288,7 @@ def test_burned_in_is_checked_again_at_decode_and_missing_follows_the_policy() -
 
 
 def test_file_size_limit_applies_before_reading() -> None:
-    data = _bytes(_ct(1))
+    data = dicom_bytes(hostile_ct(1))
     with pytest.raises(RejectError) as err:
         preprocess_file(data, PreprocessOptions(image_size=16, limits=IngestLimits(max_file_bytes=len(data) - 1)))
     assert err.value.code == "too_large"
@@ -503,8 +334,8 @@ class _Died:
 
 
 def test_a_file_swapped_for_a_fifo_after_listing_never_blocks(tmp_path: Path) -> None:
-    (tmp_path / "a.dcm").write_bytes(_bytes(_ct(1)))
-    (tmp_path / "b.dcm").write_bytes(_bytes(_ct(2)))
+    (tmp_path / "a.dcm").write_bytes(dicom_bytes(hostile_ct(1)))
+    (tmp_path / "b.dcm").write_bytes(dicom_bytes(hostile_ct(2)))
     spec = SourceSpec(str(tmp_path))
     zone = LandingZone(spec)
     entries = zone.list_files()
@@ -551,7 +382,7 @@ def _mutants(sources: list[Callable[[str], bytes]], count: int, seed: int) -> li
 def _fuzz_sources() -> tuple[list[Dataset], list[Callable[[str], bytes]]]:
     """Real files (phantom CT, pydicom's RLE, JPEG 2000 and deflated test files), each as a
     writer taking a SOPInstanceUID ("" keeps the file's own)."""
-    good = [_ct(1), _ct(2, size=48)]
+    good = [hostile_ct(1), hostile_ct(2, size=48)]
     for name in ("MR_small_RLE.dcm", "JPEG2000.dcm", "image_dfl.dcm", "SC_rgb.dcm"):
         path = get_testdata_file(name, download=False)
         if path is None:
@@ -566,8 +397,8 @@ def _fuzz_sources() -> tuple[list[Dataset], list[Callable[[str], bytes]]]:
             if uid:
                 ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
             if ds.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian:
-                return _raw_file(ds, DeflatedExplicitVRLittleEndian, implicit=False, deflate=True)
-            return _bytes(ds)
+                return raw_part10_file(ds, DeflatedExplicitVRLittleEndian, implicit=False, deflate=True)
+            return dicom_bytes(ds)
         return write
 
     originals = [writer(ds)("") for ds in good]  # before any uid is replaced: the needles hold these
@@ -586,7 +417,7 @@ def test_fuzzed_month_completes(tmp_path: Path, caplog: pytest.LogCaptureFixture
     for i, data in enumerate([*(source("") for source in sources), *mutants]):
         name = f"{PATH_MARKER}_m{i:03d}.dcm"
         (zone / name).write_bytes(data)
-        _touch(zone / name)
+        touch_to_month(zone / name)
         names.append(name)
     caplog.clear()
     caplog.set_level(logging.INFO)
@@ -605,7 +436,7 @@ def test_fuzzed_month_completes(tmp_path: Path, caplog: pytest.LogCaptureFixture
     images = unpack_images(_load(artifacts, f"preprocessed_images/{PARTITION}.npz").arrays["images"])
     assert np.isfinite(images).all() and len(images) >= len(sources)
     haystacks["python logging"] = caplog.text
-    needles = _needles(good, names)
+    needles = planted_needles(good, names)
     leaks = sorted({(where.split("#")[0], needle) for where, text in haystacks.items() for needle in needles if needle in text})
     assert leaks == []
 

@@ -20,7 +20,7 @@ from gan_assets.dicom.scan import MANIFEST_COLUMNS, ScanOptions
 from gan_assets.report.document import data_counts
 from gan_assets.storage import ArrayBundle, decode
 from gan_assets.storage.images import unpack_images
-from gan_assets_tests.conftest import ingest_assets, ingest_resources
+from gan_assets_tests.factories import ingest_assets, ingest_resources
 
 FILES_PER_MONTH = 10
 ASSETS = ingest_assets()

@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import boto3
 import dagster as dg
 import pyarrow as pa
 import pydicom
@@ -44,8 +46,20 @@ from gan_assets.dicom.pseudonym import file_ref, image_id
 from gan_assets.dicom.scan import ScanOptions
 from gan_assets.resources import PSEUDONYM_KEY_ENV, DicomSource, PreprocessConfig
 from gan_assets.storage import S3Settings, decode
-from gan_assets_tests.conftest import assert_nothing_leaked, ingest_assets, ingest_resources, run_haystacks
-from gan_assets_tests.test_hostile_zone import PATH_MARKER, TEST_MAX_DECODED, _bytes, _cases, _ct, _needles
+from gan_assets_tests.factories import (
+    MOTO_CREDENTIALS,
+    PATH_MARKER,
+    TEST_MAX_DECODED,
+    assert_no_needles,
+    capture_logs_and_output,
+    dicom_bytes,
+    hostile_cases,
+    hostile_ct,
+    ingest_assets,
+    ingest_resources,
+    planted_needles,
+    run_haystacks,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -103,7 +117,7 @@ def _month_zone(root: Path) -> dict[str, Path]:
         "mar/a.dcm": _slice(dt.date(2026, 3, 3), 3),
         "mar/b.dcm": _slice(dt.date(2026, 3, 4), 4),
     }
-    return {rel: _write(root, rel, _bytes(ds)) for rel, ds in files.items()}
+    return {rel: _write(root, rel, dicom_bytes(ds)) for rel, ds in files.items()}
 
 
 def _bump_mtime(path: Path, seconds: int = 5) -> None:
@@ -128,7 +142,7 @@ def test_update_reads_only_new_or_changed_files(tmp_path: Path, reads: ReadLog) 
     assert again.months_touched == []
 
     # A new March file: it alone is read, and only March's fingerprint moves.
-    _write(tmp_path, "mar/c.dcm", _bytes(_slice(dt.date(2026, 3, 5), 5)))
+    _write(tmp_path, "mar/c.dcm", dicom_bytes(_slice(dt.date(2026, 3, 5), 5)))
     added = update_index(spec, again.table, options, key=KEY, workers=1)
     assert set(reads.take()) == {"mar/c.dcm"}
     assert (added.new, added.changed, added.deleted, added.unchanged) == (1, 0, 0, 4)
@@ -138,7 +152,7 @@ def test_update_reads_only_new_or_changed_files(tmp_path: Path, reads: ReadLog) 
     assert len(month_rows(added.table, "2026-03")) == 3
 
     # A February file rewritten with another image (new content, new modification time).
-    _write(tmp_path, "feb/a.dcm", _bytes(_slice(dt.date(2026, 2, 3), 6)))
+    _write(tmp_path, "feb/a.dcm", dicom_bytes(_slice(dt.date(2026, 2, 3), 6)))
     _bump_mtime(paths["feb/a.dcm"])
     rewritten = update_index(spec, added.table, options, key=KEY, workers=1)
     assert set(reads.take()) == {"feb/a.dcm"}
@@ -164,16 +178,16 @@ def test_fingerprint_is_order_free_and_content_bound(tmp_path: Path) -> None:
     the incremental result); the same names with other bytes do not."""
     _month_zone(tmp_path / "one")
     incremental = update_index(SourceSpec(str(tmp_path / "one")), None, ScanOptions(), key=KEY, workers=1).table
-    _write(tmp_path / "one", "mar/c.dcm", _bytes(_slice(dt.date(2026, 3, 5), 5)))
+    _write(tmp_path / "one", "mar/c.dcm", dicom_bytes(_slice(dt.date(2026, 3, 5), 5)))
     incremental = update_index(SourceSpec(str(tmp_path / "one")), incremental, ScanOptions(), key=KEY, workers=1).table
 
     _month_zone(tmp_path / "two")
-    _write(tmp_path / "two", "mar/c.dcm", _bytes(_slice(dt.date(2026, 3, 5), 5)))
+    _write(tmp_path / "two", "mar/c.dcm", dicom_bytes(_slice(dt.date(2026, 3, 5), 5)))
     fresh = update_index(SourceSpec(str(tmp_path / "two")), None, ScanOptions(), key=KEY, workers=1).table
     # mtimes differ between the zones; the fingerprint is of references and content only.
     assert month_fingerprints(incremental) == month_fingerprints(fresh)
 
-    _write(tmp_path / "two", "mar/c.dcm", _bytes(_slice(dt.date(2026, 3, 5), 7)))
+    _write(tmp_path / "two", "mar/c.dcm", dicom_bytes(_slice(dt.date(2026, 3, 5), 7)))
     other = update_index(SourceSpec(str(tmp_path / "two")), None, ScanOptions(), key=KEY, workers=1).table
     assert month_fingerprints(other)["2026-03"] != month_fingerprints(fresh)["2026-03"]
     assert month_fingerprints(other)["2026-02"] == month_fingerprints(fresh)["2026-02"]
@@ -181,7 +195,7 @@ def test_fingerprint_is_order_free_and_content_bound(tmp_path: Path) -> None:
 
 def test_a_month_emptied_after_it_was_observed_is_reported_empty(tmp_path: Path) -> None:
     _month_zone(tmp_path)
-    april = _write(tmp_path, "apr/a.dcm", _bytes(_slice(dt.date(2026, 4, 2), 8)))
+    april = _write(tmp_path, "apr/a.dcm", dicom_bytes(_slice(dt.date(2026, 4, 2), 8)))
     spec = SourceSpec(str(tmp_path))
     table = update_index(spec, None, ScanOptions(), key=KEY, workers=1).table
     reported = months_to_report(table, MONTHS)
@@ -213,7 +227,7 @@ def test_another_scan_policy_rebuilds_the_whole_index(tmp_path: Path, reads: Rea
 
 
 def test_entries_that_cannot_be_read_do_not_count_as_changed_on_every_update(tmp_path: Path, reads: ReadLog) -> None:
-    _write(tmp_path, "a.dcm", _bytes(_slice(dt.date(2026, 2, 3), 1)))
+    _write(tmp_path, "a.dcm", dicom_bytes(_slice(dt.date(2026, 2, 3), 1)))
     os.symlink(tmp_path / "nowhere.dcm", tmp_path / "dangling.dcm")
     os.mkfifo(tmp_path / "fifo.dcm")
     spec = SourceSpec(str(tmp_path))
@@ -252,7 +266,7 @@ def test_an_undated_file_touches_no_month(tmp_path: Path) -> None:
     undated = _slice(dt.date(2026, 2, 3), 12)
     for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
         delattr(undated, keyword)
-    _write(tmp_path, "undated.dcm", _bytes(undated), dt.datetime(2026, 3, 15, tzinfo=dt.timezone.utc))
+    _write(tmp_path, "undated.dcm", dicom_bytes(undated), dt.datetime(2026, 3, 15, tzinfo=dt.timezone.utc))
     update = update_index(spec, table, ScanOptions(), key=KEY, workers=1)
     assert update.new == 1 and month_fingerprints(update.table) == month_fingerprints(table)
     assert update.months_touched == []
@@ -264,11 +278,11 @@ def test_undated_unreadable_and_out_of_range_files_are_unassigned_with_a_reason(
     for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
         delattr(undated, keyword)
     files = {
-        "good.dcm": _bytes(_slice(dt.date(2026, 2, 3), 2)),
-        "undated.dcm": _bytes(undated),
+        "good.dcm": dicom_bytes(_slice(dt.date(2026, 2, 3), 2)),
+        "undated.dcm": dicom_bytes(undated),
         "notes.txt.dcm": b"not a DICOM file at all\n" * 10,
-        "old.dcm": _bytes(_slice(dt.date(2019, 6, 1), 3)),
-        "future.dcm": _bytes(_slice(dt.date(2099, 1, 1), 4)),
+        "old.dcm": dicom_bytes(_slice(dt.date(2019, 6, 1), 3)),
+        "future.dcm": dicom_bytes(_slice(dt.date(2099, 1, 1), 4)),
     }
     # All arrive in February: an undated file must not be filed under its arrival month.
     for rel, data in files.items():
@@ -304,7 +318,7 @@ def test_same_size_same_mtime_replacement_is_caught_at_decode(tmp_path: Path) ->
     back (a known limit: the index trusts size and mtime, it does not re-hash every file on every
     update). Decode hashes what it reads and rejects the file as ``changed``."""
     for i in range(3):
-        _write(tmp_path, f"f{i}.dcm", _bytes(_slice(dt.date(2026, 2, 3 + i), 20 + i)))
+        _write(tmp_path, f"f{i}.dcm", dicom_bytes(_slice(dt.date(2026, 2, 3 + i), 20 + i)))
     spec = SourceSpec(str(tmp_path))
     table = update_index(spec, None, ScanOptions(), key=KEY, workers=1).table
     rows = month_rows(table, "2026-02")
@@ -317,7 +331,7 @@ def test_same_size_same_mtime_replacement_is_caught_at_decode(tmp_path: Path) ->
     pixels = bytearray(ds.PixelData)
     pixels[: len(pixels) // 2] = bytes(len(pixels) // 2)
     ds.PixelData = bytes(pixels)
-    target.write_bytes(_bytes(ds))
+    target.write_bytes(dicom_bytes(ds))
     os.utime(target, ns=(old.st_atime_ns, old.st_mtime_ns))
     assert os.stat(target).st_size == old.st_size and os.stat(target).st_mtime_ns == old.st_mtime_ns
 
@@ -349,7 +363,7 @@ def _same_size_other_bytes(data: bytes) -> bytes:
 def test_s3_index_is_incremental_and_sees_overwrites_by_etag(s3_bucket: str, s3_client: Any, moto_endpoint: str,
                                                              reads: ReadLog, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = _s3_spec(s3_bucket, moto_endpoint)
-    objects = {f"feb/{i}.dcm": _bytes(_slice(dt.date(2026, 2, 3 + i), 30 + i)) for i in range(3)}
+    objects = {f"feb/{i}.dcm": dicom_bytes(_slice(dt.date(2026, 2, 3 + i), 30 + i)) for i in range(3)}
     for rel, data in objects.items():
         s3_client.put_object(Bucket=s3_bucket, Key=f"zone/{rel}", Body=data)
 
@@ -381,7 +395,7 @@ def test_s3_index_is_incremental_and_sees_overwrites_by_etag(s3_bucket: str, s3_
 def test_s3_object_replaced_after_the_manifest_is_rejected_by_if_match(s3_bucket: str, s3_client: Any,
                                                                        moto_endpoint: str) -> None:
     spec = _s3_spec(s3_bucket, moto_endpoint)
-    objects = {f"feb/{i}.dcm": _bytes(_slice(dt.date(2026, 2, 3 + i), 40 + i)) for i in range(3)}
+    objects = {f"feb/{i}.dcm": dicom_bytes(_slice(dt.date(2026, 2, 3 + i), 40 + i)) for i in range(3)}
     for rel, data in objects.items():
         s3_client.put_object(Bucket=s3_bucket, Key=f"zone/{rel}", Body=data)
     zone = LandingZone(spec)
@@ -423,63 +437,116 @@ def instance() -> Iterator[dg.DagsterInstance]:
         yield test_instance
 
 
-def test_dagster_marks_only_the_changed_month_stale(tmp_path: Path, instance: dg.DagsterInstance,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.decode())
-    zone, artifacts = tmp_path / "zone", tmp_path / "artifacts"
-    _month_zone(zone)
-    resources = ingest_resources(zone, artifacts)
-    for partition in ("2026-02-01", "2026-03-01"):
-        assert dg.materialize(ingest_assets(), partition_key=partition, instance=instance, resources=resources).success
-    graph = [dg.AssetsDefinition(specs=[dicom_source]), landing_zone_index, dicom_manifest, preprocessed_images]
+@dataclass
+class StaleStory:
+    """Two months ingested; a new March file; March re-run; a February file rewritten. What
+    Dagster's stale-status resolver said after each step, and what the index update recorded."""
+    fresh_at_start: dict[tuple[str, str], StaleStatus]
+    new_file_meta: dict[str, Any]
+    index: pa.Table
+    observations: list[Any]
+    current_source_version: Any
+    after_new_file: dict[tuple[str, str], StaleStatus]
+    causes: list[tuple[Any, Any, Any]]
+    after_rerun: dict[tuple[str, str], StaleStatus]
+    rerun_manifest_rows: int
+    rewrite_meta: dict[str, Any]
+    after_rewrite: dict[tuple[str, str], StaleStatus]
+
+
+def _statuses(instance: dg.DagsterInstance, graph: list[Any]) -> dict[tuple[str, str], StaleStatus]:
+    """Every ingest asset's stale status for February and March, keyed by (asset, partition)."""
     resolver = get_stale_status_resolver(instance, graph)
-    for partition in ("2026-02-01", "2026-03-01"):
-        assert resolver.get_status(dicom_manifest.key, partition) == StaleStatus.FRESH
-        assert resolver.get_status(preprocessed_images.key, partition) == StaleStatus.FRESH
+    return {(asset.key.to_user_string(), partition): resolver.get_status(asset.key, partition)
+            for asset in (dicom_manifest, preprocessed_images) for partition in ("2026-02-01", "2026-03-01")}
 
-    _write(zone, "mar/c.dcm", _bytes(_slice(dt.date(2026, 3, 5), 5)))
-    result = dg.materialize(ingest_assets(), selection=[landing_zone_index], instance=instance, resources=resources)
-    assert result.success
-    meta = result.asset_materializations_for_node("landing_zone_index")[0].metadata
-    assert meta["files_read"].value == 1 and meta["files_new"].value == 1 and meta["files_unchanged"].value == 4
-    assert meta["months_changed"].value == ["2026-03"]
 
-    index = _load(artifacts, "landing_zone_index.parquet")
-    assert isinstance(index, pa.Table) and index.num_rows == 5
-    observations = [e.event_specific_data.asset_observation for e in result.get_asset_observation_events()]
+@pytest.fixture(scope="module")
+def stale_story(tmp_path_factory: pytest.TempPathFactory) -> StaleStory:
+    tmp_path = tmp_path_factory.mktemp("stale")
+    with dg.instance_for_test() as instance, pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.decode())
+        zone, artifacts = tmp_path / "zone", tmp_path / "artifacts"
+        _month_zone(zone)
+        resources = ingest_resources(zone, artifacts)
+        for partition in ("2026-02-01", "2026-03-01"):
+            assert dg.materialize(ingest_assets(), partition_key=partition, instance=instance, resources=resources).success
+        graph = [dg.AssetsDefinition(specs=[dicom_source]), landing_zone_index, dicom_manifest, preprocessed_images]
+        fresh_at_start = _statuses(instance, graph)
+
+        _write(zone, "mar/c.dcm", dicom_bytes(_slice(dt.date(2026, 3, 5), 5)))
+        result = dg.materialize(ingest_assets(), selection=[landing_zone_index], instance=instance, resources=resources)
+        assert result.success
+        new_file_meta = {k: v.value for k, v in result.asset_materializations_for_node("landing_zone_index")[0].metadata.items()}
+        index = _load(artifacts, "landing_zone_index.parquet")
+        observations = [e.event_specific_data.asset_observation for e in result.get_asset_observation_events()]
+        current = instance.get_latest_data_version_record(dicom_source.key, True, "2026-03-01")
+        after_new_file = _statuses(instance, graph)
+        causes = [(c.reason, c.dependency.asset_key, c.dependency.partition_key) for c in
+                  get_stale_status_resolver(instance, graph).get_stale_causes(dicom_manifest.key, "2026-03-01")]
+
+        # Re-running March settles it.
+        assert dg.materialize(ingest_assets(), partition_key="2026-03-01", instance=instance, resources=resources).success
+        after_rerun = _statuses(instance, graph)
+        rerun_manifest_rows = len(_load(artifacts, "dicom_manifest/2026-03-01.parquet"))
+
+        # A February file rewritten (other image, later mtime).
+        _write(zone, "feb/a.dcm", dicom_bytes(_slice(dt.date(2026, 2, 3), 9)))
+        _bump_mtime(zone / "feb/a.dcm")
+        result = dg.materialize(ingest_assets(), selection=[landing_zone_index], instance=instance, resources=resources)
+        rewrite_meta = {k: v.value for k, v in result.asset_materializations_for_node("landing_zone_index")[0].metadata.items()}
+        after_rewrite = _statuses(instance, graph)
+    # The key in the environment ends with the story.
+    return StaleStory(fresh_at_start, new_file_meta, index, observations, current, after_new_file, causes,
+                      after_rerun, rerun_manifest_rows, rewrite_meta, after_rewrite)
+
+
+def test_both_months_start_fresh(stale_story: StaleStory) -> None:
+    assert set(stale_story.fresh_at_start.values()) == {StaleStatus.FRESH}
+    assert len(stale_story.fresh_at_start) == 4
+
+
+def test_a_new_file_is_the_only_one_read_and_its_month_the_only_one_changed(stale_story: StaleStory) -> None:
+    meta = stale_story.new_file_meta
+    assert meta["files_read"] == 1 and meta["files_new"] == 1 and meta["files_unchanged"] == 4
+    assert meta["months_changed"] == ["2026-03"]
+    assert isinstance(stale_story.index, pa.Table) and stale_story.index.num_rows == 5
+
+
+def test_the_index_observes_dicom_source_for_the_changed_month_only(stale_story: StaleStory) -> None:
+    observations = stale_story.observations
     assert [(o.asset_key, o.partition) for o in observations] == [(dicom_source.key, "2026-03-01")]
-    assert observations[0].tags[DATA_VERSION_TAG] == month_fingerprints(index)["2026-03"]
+    assert observations[0].tags[DATA_VERSION_TAG] == month_fingerprints(stale_story.index)["2026-03"]
     assert observations[0].metadata["files"].value == 3
 
-    resolver = get_stale_status_resolver(instance, graph)
-    current = instance.get_latest_data_version_record(dicom_source.key, True, "2026-03-01")
-    assert current is not None and current.asset_observation.data_version == month_fingerprints(index)["2026-03"]
-    assert resolver.get_status(dicom_manifest.key, "2026-03-01") == StaleStatus.STALE
-    causes = resolver.get_stale_causes(dicom_manifest.key, "2026-03-01")
-    assert [(c.reason, c.dependency.asset_key, c.dependency.partition_key) for c in causes] == [
-        ("has a new dependency data version", dicom_source.key, "2026-03-01")]
-    # preprocessed_images reads the month's files too (a direct dependency on dicom_source): it
-    # shows the same cause. Dagster 1.13 does not propagate staleness further down.
-    assert resolver.get_status(preprocessed_images.key, "2026-03-01") == StaleStatus.STALE
-    assert resolver.get_status(dicom_manifest.key, "2026-02-01") == StaleStatus.FRESH
-    assert resolver.get_status(preprocessed_images.key, "2026-02-01") == StaleStatus.FRESH
 
-    # Re-running March settles it; nothing to report on the next index update.
-    assert dg.materialize(ingest_assets(), partition_key="2026-03-01", instance=instance, resources=resources).success
-    resolver = get_stale_status_resolver(instance, graph)
-    assert resolver.get_status(dicom_manifest.key, "2026-03-01") == StaleStatus.FRESH
-    manifest = _load(artifacts, "dicom_manifest/2026-03-01.parquet")
-    assert len(manifest) == 3
+def test_the_changed_month_is_stale_because_its_source_has_a_new_data_version(stale_story: StaleStory) -> None:
+    current = stale_story.current_source_version
+    assert current is not None and current.asset_observation.data_version == month_fingerprints(stale_story.index)["2026-03"]
+    assert stale_story.after_new_file[("dicom_manifest", "2026-03-01")] == StaleStatus.STALE
+    assert stale_story.causes == [("has a new dependency data version", dicom_source.key, "2026-03-01")]
 
-    # A February file rewritten (other image, later mtime): now February alone is out of date.
-    _write(zone, "feb/a.dcm", _bytes(_slice(dt.date(2026, 2, 3), 9)))
-    _bump_mtime(zone / "feb/a.dcm")
-    result = dg.materialize(ingest_assets(), selection=[landing_zone_index], instance=instance, resources=resources)
-    meta = result.asset_materializations_for_node("landing_zone_index")[0].metadata
-    assert (meta["files_read"].value, meta["files_changed"].value, meta["months_changed"].value) == (1, 1, ["2026-02"])
-    resolver = get_stale_status_resolver(instance, graph)
-    assert resolver.get_status(dicom_manifest.key, "2026-02-01") == StaleStatus.STALE
-    assert resolver.get_status(dicom_manifest.key, "2026-03-01") == StaleStatus.FRESH
+
+def test_preprocessed_images_reads_the_files_too_and_shows_the_same_staleness(stale_story: StaleStory) -> None:
+    # A direct dependency on dicom_source. Dagster 1.13 does not propagate staleness further down.
+    assert stale_story.after_new_file[("preprocessed_images", "2026-03-01")] == StaleStatus.STALE
+
+
+def test_the_unchanged_month_stays_fresh(stale_story: StaleStory) -> None:
+    assert stale_story.after_new_file[("dicom_manifest", "2026-02-01")] == StaleStatus.FRESH
+    assert stale_story.after_new_file[("preprocessed_images", "2026-02-01")] == StaleStatus.FRESH
+
+
+def test_rerunning_the_stale_month_makes_it_fresh_with_the_new_file(stale_story: StaleStory) -> None:
+    assert stale_story.after_rerun[("dicom_manifest", "2026-03-01")] == StaleStatus.FRESH
+    assert stale_story.rerun_manifest_rows == 3
+
+
+def test_a_rewritten_file_makes_its_month_alone_stale(stale_story: StaleStory) -> None:
+    meta = stale_story.rewrite_meta
+    assert (meta["files_read"], meta["files_changed"], meta["months_changed"]) == (1, 1, ["2026-02"])
+    assert stale_story.after_rewrite[("dicom_manifest", "2026-02-01")] == StaleStatus.STALE
+    assert stale_story.after_rewrite[("dicom_manifest", "2026-03-01")] == StaleStatus.FRESH
 
 
 def test_manifest_refuses_an_index_built_with_another_policy(tmp_path: Path, instance: dg.DagsterInstance,
@@ -505,61 +572,103 @@ def test_manifest_refuses_an_index_built_with_another_policy(tmp_path: Path, ins
 HOSTILE_S3 = ("frames_huge", "window_1e308", "deflate_bomb", "not_dicom", "burned_yes_no", "header_only", "float_nan")
 
 
-def test_hostile_files_on_s3_month_completes_and_nothing_leaks(
-        tmp_path: Path, s3_bucket: str, s3_client: Any, s3_resource: Any, instance: dg.DagsterInstance,
-        caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.decode())
+@dataclass
+class HostileS3Month:
+    """A hostile month in a bucket, ingested once: what was planted, and all the run left behind."""
+    expected: dict[str, str]
+    needles: set[str]
+    zone_head: str
+    result: dg.ExecuteInProcessResult
+    codes: dict[str, str]
+    one_place_per_file: bool
+    index: pa.Table
+    bundle: Any
+    haystacks: dict[str, str]
+    captured: Any
+
+
+@pytest.fixture(scope="module")
+def hostile_s3_month(tmp_path_factory: pytest.TempPathFactory, moto_endpoint: str) -> Iterator[HostileS3Month]:
+    from dagster_aws.s3 import S3Resource
+
+    s3_client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS)
+    s3_bucket = f"gan-test-{uuid.uuid4().hex[:12]}"  # as the s3_bucket fixture names one
+    s3_client.create_bucket(Bucket=s3_bucket)
     folder = f"{PATH_MARKER}_DOE^JOHN_123456"
     expected: dict[str, str] = {}
     datasets: list[Dataset] = []
-    cases = {name: (build, code) for name, build, code in _cases()}
+    cases = {name: (build, code) for name, build, code in hostile_cases()}
     for i in range(3):
-        ds = _ct(60 + i)
+        ds = hostile_ct(60 + i)
         datasets.append(ds)
         rel = f"{folder}/good_{i}.dcm"
-        s3_client.put_object(Bucket=s3_bucket, Key=f"zone/{rel}", Body=_bytes(ds))
+        s3_client.put_object(Bucket=s3_bucket, Key=f"zone/{rel}", Body=dicom_bytes(ds))
         expected[rel] = ""
     for i, name in enumerate(HOSTILE_S3):
         build, code = cases[name]
-        ds = _ct(i + 1)
+        ds = hostile_ct(i + 1)
         datasets.append(ds)
         rel = f"{folder}/{PATH_MARKER}_{name}.dcm"
         s3_client.put_object(Bucket=s3_bucket, Key=f"zone/{rel}", Body=build(ds))
         expected[rel] = code
-    capfd.readouterr()
-    needles = _needles(datasets, [Path(rel).stem for rel in expected] + [folder])
+    needles = planted_needles(datasets, [Path(rel).stem for rel in expected] + [folder])
     head = s3_client.get_object(Bucket=s3_bucket, Key=f"zone/{folder}/good_0.dcm")["Body"].read().decode("latin-1")
-    assert sum(needle in head for needle in needles) >= 8  # the search can find what was planted
 
+    tmp_path = tmp_path_factory.mktemp("hostile_s3")
+    s3_resource = S3Resource(endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS)
     artifacts = tmp_path / "artifacts"
     resources = {**ingest_resources(tmp_path / "unused", artifacts, max_decoded_bytes=TEST_MAX_DECODED),
                  "dicom_source": DicomSource(location=f"s3://{s3_bucket}/zone", s3=s3_resource,
                                              pseudonym_key=KEY.decode())}
-    caplog.clear()
-    caplog.set_level(logging.INFO)
-    caplog.set_level(logging.DEBUG, logger="gan_assets")
     # moto's server runs in this process and logs every request line (with the key) through
     # werkzeug: that is the test's stand-in for S3, not ingest.
-    caplog.set_level(logging.WARNING, logger="werkzeug")
-    result = dg.materialize(ingest_assets(), partition_key="2026-01-01", instance=instance, resources=resources,
-                            raise_on_error=False)
-    assert result.success
+    levels = {"": logging.INFO, "gan_assets": logging.DEBUG, "werkzeug": logging.WARNING}
+    with dg.instance_for_test() as instance, pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY.decode())
+        with capture_logs_and_output(levels) as captured:
+            result = dg.materialize(ingest_assets(), partition_key="2026-01-01", instance=instance,
+                                    resources=resources, raise_on_error=False)
+        haystacks = run_haystacks(instance, result, artifacts) if result.success else {}
 
     manifest = _load(artifacts, "dicom_manifest/2026-01-01.parquet")
     codes = {row["file_ref"]: ("" if row["status"] == "ok" else row["reason_code"]) for row in manifest.to_dict("records")}
     index = _load(artifacts, "landing_zone_index.parquet")
     unassigned = {row["file_ref"]: row["reason_code"] for row in unassigned_rows(index, {"2026-01"})}
-    assert not set(codes) & set(unassigned)  # one place per file
+    one_place_per_file = not set(codes) & set(unassigned)
     codes.update(unassigned)
     bundle = _load(artifacts, "preprocessed_images/2026-01-01.npz")
     for reject in bundle.attrs["rejected_at_decode"]:
         codes[reject["file_ref"]] = reject["reason_code"]
-    by_ref = {file_ref(rel, KEY): rel for rel in expected}
-    assert sorted(index.column("file_ref").to_pylist()) == sorted(by_ref)
-    assert {by_ref[ref]: code for ref, code in codes.items()} == expected
-    assert len(bundle.arrays["ids"]) == sum(code == "" for code in expected.values())
+    yield HostileS3Month(expected, needles, head, result, codes, one_place_per_file, index, bundle, haystacks, captured)
 
-    assert_nothing_leaked(run_haystacks(instance, result, artifacts), needles, caplog, capfd)
+
+def test_the_planted_values_can_be_found_in_the_s3_zone(hostile_s3_month: HostileS3Month) -> None:
+    assert sum(needle in hostile_s3_month.zone_head for needle in hostile_s3_month.needles) >= 8
+
+
+def test_a_hostile_s3_month_completes(hostile_s3_month: HostileS3Month) -> None:
+    assert hostile_s3_month.result.success
+
+
+def test_each_s3_file_has_one_index_row_and_one_place(hostile_s3_month: HostileS3Month) -> None:
+    by_ref = {file_ref(rel, KEY): rel for rel in hostile_s3_month.expected}
+    assert sorted(hostile_s3_month.index.column("file_ref").to_pylist()) == sorted(by_ref)
+    assert hostile_s3_month.one_place_per_file  # the month's manifest, or unassigned
+
+
+def test_each_hostile_s3_file_gets_its_expected_reason(hostile_s3_month: HostileS3Month) -> None:
+    by_ref = {file_ref(rel, KEY): rel for rel in hostile_s3_month.expected}
+    assert {by_ref[ref]: code for ref, code in hostile_s3_month.codes.items()} == hostile_s3_month.expected
+
+
+def test_only_the_usable_s3_files_are_trained_on(hostile_s3_month: HostileS3Month) -> None:
+    expected = hostile_s3_month.expected
+    assert len(hostile_s3_month.bundle.arrays["ids"]) == sum(code == "" for code in expected.values())
+
+
+def test_nothing_planted_leaks_from_a_hostile_s3_month(hostile_s3_month: HostileS3Month) -> None:
+    captured = hostile_s3_month.captured
+    assert_no_needles(hostile_s3_month.haystacks, hostile_s3_month.needles, captured.log_text, captured.output)
 
 
 def test_decoding_reuses_the_index_listing_and_still_checks_each_file(tmp_path: Path,

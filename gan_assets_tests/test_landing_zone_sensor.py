@@ -15,7 +15,7 @@ from gan_assets.dicom.index import month_fingerprints
 from gan_assets.jobs import gan_pipeline, index_job
 from gan_assets.sensors import FINGERPRINT_TAG, TRIGGER_TAG, landing_zone_sensor
 from gan_assets.storage import decode
-from gan_assets_tests.conftest import ingest_assets, ingest_resources
+from gan_assets_tests.factories import ingest_assets, ingest_resources
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -22,7 +22,7 @@ from gan_assets.model.train import (
     images_to_tensor,
     train_gan,
 )
-from gan_assets_tests.conftest import tiny_train_config
+from gan_assets_tests.factories import tiny_train_config
 
 TINY = tiny_train_config()
 

@@ -15,7 +15,7 @@ from gan_assets.model.mutation import (
     mutate_config,
     parse_policy,
 )
-from gan_assets_tests.conftest import tiny_train_config
+from gan_assets_tests.factories import tiny_train_config
 
 TINY = tiny_train_config(lr_g=2e-4, lr_d=4e-4, ema=False)
 

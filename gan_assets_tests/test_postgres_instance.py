@@ -9,11 +9,13 @@ psycopg2, not only through Dagster's API.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from gan_assets_tests.conftest import free_port, gate_that_sees
+from gan_assets_tests.factories import MOTO_CREDENTIALS, free_port, gate_that_sees
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY_YAML = REPO / "deploy" / "dagster.yaml"
@@ -115,11 +117,9 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def prod_instance(
-    postgres_server: PostgresServer, moto_endpoint: str, s3_bucket: str, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, aws_env: None,
-) -> Iterator[Any]:
+@contextlib.contextmanager
+def _prod_instance(postgres_server: PostgresServer, moto_endpoint: str, s3_bucket: str, tmp_path: Path,
+                   monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """deploy/dagster.yaml, unedited, with its env vars pointing at the test servers."""
     import boto3
     import dagster as dg
@@ -146,6 +146,15 @@ def prod_instance(
         yield instance
     finally:
         instance.dispose()
+
+
+@pytest.fixture
+def prod_instance(
+    postgres_server: PostgresServer, moto_endpoint: str, s3_bucket: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, aws_env: None,
+) -> Iterator[Any]:
+    with _prod_instance(postgres_server, moto_endpoint, s3_bucket, tmp_path, monkeypatch) as instance:
+        yield instance
 
 
 def test_deploy_yaml_builds_the_production_instance(prod_instance: Any, postgres_server: PostgresServer) -> None:
@@ -195,7 +204,7 @@ def _month_defs(landing_zone: Path) -> Any:
     from gan_assets import definitions
     from gan_assets.jobs import gan_pipeline
     from gan_assets.resources import DicomSource, FidExtractor
-    from gan_assets_tests.conftest import tiny_config_resources
+    from gan_assets_tests.factories import tiny_config_resources
 
     return dg.Definitions(
         assets=list(definitions.defs.assets or []),
@@ -224,60 +233,109 @@ def _load_code_location(instance: Any) -> Any:
     return create_test_daemon_workspace_context(InProcessWorkspaceLoadTarget(origin), instance)
 
 
-@pytest.mark.slow
-def test_a_month_runs_through_postgres(
-    prod_instance: Any, postgres_server: PostgresServer, moto_endpoint: str, s3_bucket: str,
-    s3_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@dataclass
+class MonthThroughPostgres:
+    """One month run through gan_pipeline on the production instance, then one daemon iteration."""
+    instance: Any
+    server: PostgresServer
+    s3_client: Any
+    bucket: str
+    run_id: str
+    artifact_keys: set[str]
+    schedule: Any
+    sensor: Any
+    sensor_state: Any
+    sensor_ticks: list[Any]
+
+
+@pytest.fixture(scope="module")
+def month_through_postgres(postgres_server: PostgresServer, moto_endpoint: str,
+                           tmp_path_factory: pytest.TempPathFactory) -> Iterator[MonthThroughPostgres]:
     import logging
 
-    import dagster as dg
-    from dagster._core.scheduler.instigation import InstigatorStatus
+    import boto3
     from dagster._core.test_utils import load_remote_repo
     from dagster._daemon.sensor import execute_sensor_iteration
 
-    from gan_assets.assets.common import TRAINING_TAG
     from gan_assets.demo.data import generate_landing_zone
 
-    instance = prod_instance
+    tmp_path = tmp_path_factory.mktemp("postgres_month")
+    s3_client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", **MOTO_CREDENTIALS)
+    s3_bucket = f"gan-test-{uuid.uuid4().hex[:12]}"  # as the s3_bucket fixture names one
+    s3_client.create_bucket(Bucket=s3_bucket)
     landing = tmp_path / "landing_zone"
     generate_landing_zone(landing, seed=3, files_per_month=10, months=[MONTH[:7]], sizes=(64,), workers=1)
-    monkeypatch.setenv("GAN_ASSETS_S3_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("GAN_ASSETS_S3_PREFIX", "prod-test")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        with _prod_instance(postgres_server, moto_endpoint, s3_bucket, tmp_path, monkeypatch) as instance:
+            monkeypatch.setenv("GAN_ASSETS_S3_ENDPOINT_URL", moto_endpoint)
+            monkeypatch.setenv("GAN_ASSETS_S3_PREFIX", "prod-test")
+            with gate_that_sees():
+                result = _month_defs(landing).resolve_job_def("gan_pipeline").execute_in_process(
+                    partition_key=MONTH, instance=instance, raise_on_error=True,
+                )
+            assert result.success
+            keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="prod-test/")["Contents"]}
 
-    with gate_that_sees():
-        result = _month_defs(landing).resolve_job_def("gan_pipeline").execute_in_process(
-            partition_key=MONTH, instance=instance, raise_on_error=True,
-        )
-    assert result.success
-    run_id = result.run_id
+            # The daemon's side, against the same database: start the schedule, tick the sensors once.
+            with _load_code_location(instance) as workspace:
+                repo = load_remote_repo(workspace, "__repository__")
+                schedule = repo.get_schedule("monthly_pipeline_schedule")
+                instance.start_schedule(schedule)
+                list(execute_sensor_iteration(workspace, logging.getLogger("test.sensor"), None, None))
+                sensor = repo.get_sensor("retrain_on_fid_failure")
+                state = instance.get_instigator_state(sensor.get_remote_origin_id(), sensor.selector_id)
+                ticks = instance.get_ticks(sensor.get_remote_origin_id(), sensor.selector_id)
+            yield MonthThroughPostgres(instance, postgres_server, s3_client, s3_bucket, result.run_id, keys,
+                                       schedule, sensor, state, ticks)
 
-    # Through Dagster's API: the run and one materialization per asset, stored in Postgres.
-    run = instance.get_run_by_id(run_id)
+
+@pytest.mark.slow
+def test_the_month_run_succeeds_as_a_training_run_of_its_partition(month_through_postgres: MonthThroughPostgres) -> None:
+    import dagster as dg
+
+    from gan_assets.assets.common import TRAINING_TAG
+
+    run = month_through_postgres.instance.get_run_by_id(month_through_postgres.run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
     assert run.tags.get(TRAINING_TAG) == "true" and run.tags.get("dagster/partition") == MONTH
+
+
+@pytest.mark.slow
+def test_each_asset_of_the_month_is_materialized_by_the_run(month_through_postgres: MonthThroughPostgres) -> None:
+    import dagster as dg
+
     for name in ASSETS:
-        event = instance.get_latest_materialization_event(dg.AssetKey(name))
-        assert event is not None and event.run_id == run_id, name
+        event = month_through_postgres.instance.get_latest_materialization_event(dg.AssetKey(name))
+        assert event is not None and event.run_id == month_through_postgres.run_id, name
         assert event.dagster_event.partition == (None if name == "landing_zone_index" else MONTH), name
-    # The artifacts went to S3 under the configured prefix.
-    keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="prod-test/")["Contents"]}
+
+
+@pytest.mark.slow
+def test_the_artifacts_go_to_s3_under_the_configured_prefix(month_through_postgres: MonthThroughPostgres) -> None:
+    keys = month_through_postgres.artifact_keys
     assert f"prod-test/trained_generator/{MONTH}.safetensors" in keys and f"prod-test/fid_score/{MONTH}.json" in keys
 
-    # The daemon's side, against the same database: start the schedule, tick the sensors once.
-    with _load_code_location(instance) as workspace:
-        repo = load_remote_repo(workspace, "__repository__")
-        schedule = repo.get_schedule("monthly_pipeline_schedule")
-        instance.start_schedule(schedule)
-        list(execute_sensor_iteration(workspace, logging.getLogger("test.sensor"), None, None))
-        sensor = repo.get_sensor("retrain_on_fid_failure")
-        state = instance.get_instigator_state(sensor.get_remote_origin_id(), sensor.selector_id)
-        assert state is not None and state.status == InstigatorStatus.DECLARED_IN_CODE
-        ticks = instance.get_ticks(sensor.get_remote_origin_id(), sensor.selector_id)
-        assert ticks, "the sensor tick was not recorded"
 
+@pytest.mark.slow
+def test_the_daemon_records_the_retrain_sensor_and_its_tick(month_through_postgres: MonthThroughPostgres) -> None:
+    from dagster._core.scheduler.instigation import InstigatorStatus
+
+    state = month_through_postgres.sensor_state
+    assert state is not None and state.status == InstigatorStatus.DECLARED_IN_CODE
+    assert month_through_postgres.sensor_ticks, "the sensor tick was not recorded"
+
+
+@pytest.mark.slow
+def test_the_run_and_its_events_are_rows_in_postgres(month_through_postgres: MonthThroughPostgres) -> None:
+    import dagster as dg
+
+    run_id = month_through_postgres.run_id
     # Straight from the tables, with psycopg2: what the instance wrote is in this database.
-    with postgres_server.connect() as conn, conn.cursor() as cur:
+    conn = month_through_postgres.server.connect()
+    with conn, conn.cursor() as cur:
         cur.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,))
         assert cur.fetchone() == ("SUCCESS",)
         cur.execute(
@@ -288,6 +346,14 @@ def test_a_month_runs_through_postgres(
         assert stored == {dg.AssetKey(name).to_string() for name in ASSETS}
         cur.execute("SELECT count(*) FROM event_logs WHERE run_id = %s", (run_id,))
         assert cur.fetchone()[0] > 20  # step starts, outputs, logs, checks...
+    conn.close()
+
+
+@pytest.mark.slow
+def test_the_schedule_and_sensor_states_are_rows_in_postgres(month_through_postgres: MonthThroughPostgres) -> None:
+    schedule, sensor = month_through_postgres.schedule, month_through_postgres.sensor
+    conn = month_through_postgres.server.connect()
+    with conn, conn.cursor() as cur:
         cur.execute("SELECT selector_id, instigator_type, status FROM instigators")
         instigators = {selector: (kind, status) for selector, kind, status in cur.fetchall()}
         assert instigators[schedule.selector_id] == ("SCHEDULE", "RUNNING")
@@ -295,6 +361,11 @@ def test_a_month_runs_through_postgres(
         cur.execute("SELECT count(*) FROM job_ticks WHERE selector_id = %s AND type = 'SENSOR'", (sensor.selector_id,))
         assert cur.fetchone()[0] >= 1
     conn.close()
-    # Step logs went to S3 through the instance's S3ComputeLogManager (the run task is ephemeral).
-    logs = s3_client.list_objects_v2(Bucket=s3_bucket, Prefix=f"dagster-compute-logs/storage/{run_id}/")
+
+
+@pytest.mark.slow
+def test_step_logs_go_to_s3_through_the_compute_log_manager(month_through_postgres: MonthThroughPostgres) -> None:
+    # The run task is ephemeral: its step logs must outlive it.
+    logs = month_through_postgres.s3_client.list_objects_v2(
+        Bucket=month_through_postgres.bucket, Prefix=f"dagster-compute-logs/storage/{month_through_postgres.run_id}/")
     assert logs.get("KeyCount", 0) >= 2

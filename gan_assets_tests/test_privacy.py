@@ -14,7 +14,7 @@ from gan_assets.demo.phantom import PHI_MARKER, phi_values
 from gan_assets.dicom.pseudonym import image_id, pseudonym_key
 from gan_assets.resources import PSEUDONYM_KEY_ENV
 from gan_assets.storage.stores import sha256_key
-from gan_assets_tests.conftest import assert_nothing_leaked, ingest_assets, ingest_resources, run_haystacks
+from gan_assets_tests.factories import assert_nothing_leaked, ingest_assets, ingest_resources, run_haystacks
 
 
 def _phi_needles(zone: Path) -> set[str]:

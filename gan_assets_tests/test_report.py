@@ -7,6 +7,7 @@ import copy
 import io
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,7 @@ from gan_assets.report.document import ReportError, report_schema, validate_repo
 from gan_assets.assets import reporting
 from gan_assets.storage import store_from_uri
 from gan_assets.storage.digest import arrays_sha256, state_dict_sha256
-from gan_assets_tests.conftest import tiny_config_resources
-from gan_assets_tests.test_generation import fid_score_value, resources, seed_month, upstream_specs
+from gan_assets_tests.factories import delivery_resources, fid_score_value, seed_month, tiny_config_resources, upstream_specs
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "gan_assets" / "report" / "report.schema.json"
 
@@ -34,7 +34,7 @@ def materialize_month(root: Path, partition: str, instance: dg.DagsterInstance, 
     return dg.materialize(
         [*upstream_specs(), generated_samples, monthly_report],
         selection=["generated_samples", "monthly_report"],
-        partition_key=partition, resources=resources(root, **generation), instance=instance,
+        partition_key=partition, resources=delivery_resources(root, **generation), instance=instance,
     )
 
 
@@ -44,9 +44,20 @@ def read_report(root: Path, partition: str) -> tuple[dict[str, Any], str]:
     return report, html
 
 
-def test_report_json_html_and_two_point_trend(artifacts_dir: Path) -> None:
-    schema = json.loads(SCHEMA_PATH.read_text())
-    jsonschema.Draft202012Validator.check_schema(schema)
+@dataclass
+class Delivered:
+    """Two months delivered in turn (January, then February), each from its seeded upstream."""
+    artifacts: Path
+    seeded: dict[str, Any]
+    result: dg.ExecuteInProcessResult
+    first: dict[str, Any]
+    report: dict[str, Any]
+    html: str
+
+
+@pytest.fixture(scope="module")
+def delivered(tmp_path_factory: pytest.TempPathFactory) -> Delivered:
+    artifacts_dir = tmp_path_factory.mktemp("delivered") / "artifacts"
     # An in-memory instance: the event log is only read for attempts, and sqlite files are slow here.
     with dg.DagsterInstance.ephemeral() as instance:
         seed_month(artifacts_dir, "2026-01-01", fid_score=fid_score_value("2026-01-01", fid=61.25, kid=0.0321))
@@ -54,45 +65,74 @@ def test_report_json_html_and_two_point_trend(artifacts_dir: Path) -> None:
         seeded = seed_month(artifacts_dir, "2026-02-01", fid_score=fid_score_value("2026-02-01", fid=47.5, kid=0.0154),
                             seed=1)
         result = materialize_month(artifacts_dir, "2026-02-01", instance)
-
     first, _ = read_report(artifacts_dir, "2026-01-01")
     report, html = read_report(artifacts_dir, "2026-02-01")
-    for document in (first, report):
+    return Delivered(artifacts_dir, seeded, result, first, report, html)
+
+
+def test_both_reports_follow_the_schema_file(delivered: Delivered) -> None:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for document in (delivered.first, delivered.report):
         jsonschema.validate(document, schema)  # the schema file in the repo, read independently
+
+
+def test_the_trend_holds_every_month_delivered_so_far(delivered: Delivered) -> None:
+    first, report = delivered.first, delivered.report
     assert [p["partition"] for p in first["trend"]] == ["2026-01-01"]
     assert [(p["partition"], p["fid"], p["status"]) for p in report["trend"]] == [
         ("2026-01-01", 61.25, "passed"), ("2026-02-01", 47.5, "passed"),
     ]
     assert report["trend"][0]["source"] == "monthly_report"
 
-    # What the seed's report holds, plus KID, floor, fingerprint, memorization, data, timings, version.
+
+def test_the_report_holds_the_verdict_scores_config_memorization_and_fingerprint(delivered: Delivered) -> None:
+    report = delivered.report
     assert report["status"] == "passed" and report["verdict"].startswith("Approved")
     assert report["evaluation"]["fid"] == 47.5 and report["evaluation"]["kid_mean"] == 0.0154
     assert report["evaluation"]["floor_fid"] == 12.25 and report["evaluation"]["extractor"] == "offline-default"
     assert report["configuration"]["image_size"] == 32 and report["configuration"]["latent_dim"] == 16
     assert report["memorization"]["feature_space"]["near_copies"] == 0 and report["fingerprint"]["id"] == "fp-test"
+
+
+def test_the_report_counts_the_months_data_and_rejects_by_reason(delivered: Delivered) -> None:
+    report = delivered.report
     assert report["data"]["files_seen"] == 4 and report["data"]["accepted"] == 3
     assert report["data"]["rejects_by_reason"] == {"unsupported photometric interpretation": 1}
     assert report["data"]["modalities"] == {"CT": 1, "MR": 2} and report["data"]["training_images"] == 24
-    # The zone-wide count comes from the stored landing_zone_index (seeded empty here).
-    assert report["data"]["landing_zone"] == {"files": 0, "unassigned": 0, "unassigned_by_reason": {}}
-    assert 'id="landing-zone"' in html and "0 belong to no month" in html
+
+
+def test_the_zone_wide_count_comes_from_the_landing_zone_index(delivered: Delivered) -> None:
+    # The stored landing_zone_index is seeded empty here.
+    assert delivered.report["data"]["landing_zone"] == {"files": 0, "unassigned": 0, "unassigned_by_reason": {}}
+    assert 'id="landing-zone"' in delivered.html and "0 belong to no month" in delivered.html
+
+
+def test_the_report_holds_timings_and_names_the_code_version(delivered: Delivered) -> None:
+    report, html = delivered.report, delivered.html
     assert report["timings"]["training"]["train_seconds"] == 0.5
     assert report["timings"]["generation"]["sample_seconds"] > 0
     # The code is named by the assets' code version (no git checkout needed), in JSON and HTML.
     assert report["code_version"] == {"package": "0.1.0", "code": reporting.CODE_VERSION}
     assert f"(code {reporting.CODE_VERSION})" in html
-    # Lineage: from the delivered images back to the promoted weights (by hash), data, code and runs.
-    lineage = report["lineage"]
+
+
+def test_lineage_leads_from_the_images_to_the_promoted_weights_data_code_and_runs(delivered: Delivered) -> None:
+    lineage, seeded, html = delivered.report["lineage"], delivered.seeded, delivered.html
     weights_sha = state_dict_sha256(seeded["trained_generator"].tensors)
     assert lineage["model"]["weights_sha256"] == weights_sha and lineage["model"]["attempt"] == 1
     assert lineage["model"]["weights"].endswith(".safetensors") and ".history/attempt-01-" in lineage["model"]["weights"]
     assert lineage["data"]["images_sha256"] == arrays_sha256(seeded["preprocessed_images"].arrays)
     assert lineage["data"]["training_window_sha256"] == "seeded-window"
     assert lineage["code_versions"]["reporting"] == reporting.CODE_VERSION
-    assert lineage["runs"]["report"] == result.run_id == lineage["runs"]["generation"]
+    assert lineage["runs"]["report"] == delivered.result.run_id == lineage["runs"]["generation"]
     assert weights_sha in html and 'id="lineage"' in html
-    assert result.asset_materializations_for_node("monthly_report")[0].metadata["report_link"].value.startswith("file://")
+
+
+def test_the_report_links_its_stored_objects_and_a_small_preview(delivered: Delivered) -> None:
+    report = delivered.report
+    metadata = delivered.result.asset_materializations_for_node("monthly_report")[0].metadata
+    assert metadata["report_link"].value.startswith("file://")
     samples = report["generated_images"]
     assert samples["count"] == 8 and samples["seed"] == 1234
     assert Path(samples["objects"]["npz"]).is_file() and Path(samples["objects"]["grid_png"]).is_file()
@@ -100,10 +140,16 @@ def test_report_json_html_and_two_point_trend(artifacts_dir: Path) -> None:
     assert preview.size[0] <= 4 * 50 + 2  # small: at most 16 thumbnails
     assert report["objects"]["report_html"].endswith("monthly_report/2026-02-01.html")
 
-    # The HTML: self-contained, the grid beside real images, the numbers, the two-point trend.
+
+def test_the_page_is_self_contained_with_both_grids(delivered: Delivered) -> None:
+    html = delivered.html
     assert 'id="sample-grid" src="data:image/png;base64,' in html
     assert 'id="real-grid" src="data:image/png;base64,' in html
     assert not re.search(r'(src|href)="(?!data:)', html)  # nothing fetched from elsewhere
+
+
+def test_the_page_shows_the_numbers_the_trend_and_the_losses(delivered: Delivered) -> None:
+    html = delivered.html
     assert 'id="fid">47.50<' in html and "61.25" in html and "0.0154" in html and "100.00" in html
     trend_svg = html.split('id="trend"', 1)[1].split("</div>", 1)[0]
     fid_chart = trend_svg.split("</figure>", 1)[0]
@@ -112,27 +158,36 @@ def test_report_json_html_and_two_point_trend(artifacts_dir: Path) -> None:
     assert "<th>feature_space.near_copies</th>" in html and "<code>fp-test</code>" in html
     assert "<tr><td>2026-01</td>" in html and "<tr><td>2026-02</td>" in html
 
-    # The gate and its controls: in report.json and as a table on the page.
-    controls = report["evaluation"]["controls"]
+
+def test_the_report_holds_the_gate_and_its_controls(delivered: Delivered) -> None:
+    controls = delivered.report["evaluation"]["controls"]
     assert [c["name"] for c in controls][-1] == "held_out_real" and len(controls) == 8
     assert {c["kind"] for c in controls} == {"negative", "positive"}
     assert controls[0] == {"name": "uniform_noise", "kind": "negative", "fid": 150.0, "kid": 0.2, "passed": False}
-    gate = report["evaluation"]["gate"]
+    gate = delivered.report["evaluation"]["gate"]
     assert gate["threshold"] == 100.0 and gate["discriminative"] is True and gate["rule"].startswith("absolute")
+
+
+def test_the_page_shows_the_controls_as_a_table(delivered: Delivered) -> None:
+    html = delivered.html
     table = html.split('id="controls"', 1)[1].split("</table>", 1)[0]
     assert "<code>uniform_noise</code>" in table and "<code>held_out_real</code>" in table
     assert table.count("<tr>") == 1 + 8 + 1  # header, the controls, the generator
     assert "150.0000" in table and 'id="gate-discriminative">discriminative<' in html
 
-    # MaterializeResult: summary, URIs, numbers; the IO manager stored nothing for it.
-    metadata = result.asset_materializations_for_node("monthly_report")[0].metadata
+
+def test_the_materialization_holds_numbers_uris_and_the_trend_as_a_table(delivered: Delivered) -> None:
+    metadata = delivered.result.asset_materializations_for_node("monthly_report")[0].metadata
     assert metadata["fid"].value == 47.5 and metadata["months_in_trend"].value == 2
     assert metadata["report_json"].value.endswith("monthly_report/2026-02-01.json")
     trend = metadata["trend"]
     assert isinstance(trend, dg.TableMetadataValue) and [c.name for c in trend.schema.columns][:3] == ["month", "status", "fid"]
     assert [(r.data["month"], r.data["status"], r.data["fid"]) for r in trend.records] == [
         ("2026-01", "passed", 61.25), ("2026-02", "passed", 47.5)]
-    assert sorted(p.name for p in (artifacts_dir / "monthly_report").iterdir() if not p.name.startswith(".")) == [
+
+
+def test_the_io_manager_stores_nothing_for_the_report(delivered: Delivered) -> None:
+    assert sorted(p.name for p in (delivered.artifacts / "monthly_report").iterdir() if not p.name.startswith(".")) == [
         "2026-01-01.html", "2026-01-01.json", "2026-02-01.html", "2026-02-01.json",
     ]
 

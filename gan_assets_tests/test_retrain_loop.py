@@ -14,88 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 import pytest
 
 from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG
-from gan_assets.dicom.scan import MANIFEST_COLUMNS
-from gan_assets.io_managers import ArtifactStorage
 from gan_assets.jobs import retrain_job
 from gan_assets.model.config import TrainConfig
-from gan_assets.resources import FidExtractor
 from gan_assets.sensors import retrain_on_fid_failure
-from gan_assets.storage import ArrayBundle, TensorBundle, decode, encode, store_from_uri
-from gan_assets.storage.images import encoding_attrs, pack_images
-from gan_assets_tests.conftest import seed_unused_extractor, seed_zone_index, tiny_training
+from gan_assets.storage import TensorBundle, decode
+from gan_assets_tests.factories import N_IMAGES, loop_defs, seed_preprocessed_images, tiny_config_overrides
 
 MONTH = "2026-03-01"
-# The brief's tiny test config; 24 real images of 32 px per month.
-TINY_LOOP: dict[str, Any] = {**tiny_training(), "num_samples": 8}
 POLICY_ENV_VAR = "GAN_ASSETS_MUTATION_POLICY"
-N_IMAGES = 24
 # A month large and structured enough for the honest gate to discriminate (see seed_preprocessed_images).
 ORIENTED_IMAGES = 200
-
-
-def seed_preprocessed_images(root: Path, months: list[str], n: int = N_IMAGES, size: int = 32,
-                             oriented: bool = False) -> None:
-    """Write dicom_manifest and preprocessed_images as ingest would: soft blobs on a dark field.
-
-    ``oriented`` adds what an honest gate needs to see anything: a bright band at the top (so
-    upside-down images differ) and fine texture (so blurred images differ).
-    """
-    store = store_from_uri(str(root))
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    for index, month in enumerate(months):
-        rng = np.random.default_rng(100 + index)
-        images = []
-        for _ in range(n):
-            cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
-            radius = rng.uniform(size * 0.12, size * 0.28)
-            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
-            if oriented:
-                image = (blob * 1.8 - 0.9 + rng.normal(0, 0.25, blob.shape) + 0.3 * np.sin(xx * 2.5) * np.sin(yy * 2.5)
-                         + 0.8 * (yy < size * 0.25))
-            else:
-                image = blob * 1.8 - 0.9 + rng.normal(0, 0.04, blob.shape)
-            images.append(np.clip(image, -1, 1))
-        bundle = ArrayBundle(
-            arrays={"images": pack_images(np.stack(images)),
-                    "ids": np.array([f"{month}-{i:03d}" for i in range(n)], dtype=np.str_)},
-            attrs={**encoding_attrs(), "image_size": size, "partition": month, "n_images": n},
-        )
-        ext, data = encode(bundle)
-        store.put(f"preprocessed_images/{month}.{ext}", data)
-        # The month's manifest, as ingest writes it: generated_samples and the report read it.
-        manifest = pd.DataFrame([{column: "" for column in MANIFEST_COLUMNS} | {
-            "id": f"{month}-{i:03d}", "month": month, "modality": "MR", "rows": size, "columns": size,
-            "frames": 1, "samples_per_pixel": 1, "bits_allocated": 16, "file_bytes": 4096,
-            "transfer_syntax": "1.2.840.10008.1.2.1", "photometric": "MONOCHROME2", "status": "ok",
-        } for i in range(n)], columns=list(MANIFEST_COLUMNS))
-        ext, data = encode(manifest)
-        store.put(f"dicom_manifest/{month}.{ext}", data)
-    seed_unused_extractor(root, months)
-    seed_zone_index(root)
-
-
-def loop_defs(artifacts: Path) -> dg.Definitions:
-    """The project's assets, checks, retrain job and sensor; artifacts under ``artifacts``, the configs from env."""
-    from gan_assets import definitions
-
-    return dg.Definitions(
-        assets=list(definitions.defs.assets or []),
-        asset_checks=list(definitions.defs.asset_checks or []),
-        jobs=[retrain_job],
-        sensors=[retrain_on_fid_failure],
-        resources={
-            **definitions.resources_for("local"),
-            "io_manager": ArtifactStorage(root=str(artifacts)),
-            "artifact_store": ArtifactStorage(root=str(artifacts)),
-            # The honest gate on the random conv net: these images were made for it to see.
-            "fid_extractor": FidExtractor(kind="random_conv"),
-        },
-    )
 
 
 def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
@@ -147,7 +78,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, artifacts: Path, *, images: int =
     """Env of one loop: a fresh artifacts dir seeded with the month's images, tiny config + changes
     (training, evaluation and generation fields alike); returns the training part."""
     seed_preprocessed_images(artifacts, [MONTH], n=images, oriented=oriented)
-    values = {**TINY_LOOP, **changes}
+    values = tiny_config_overrides(**changes)
     monkeypatch.setenv("GAN_ASSETS_ENV", "local")
     monkeypatch.setenv("GAN_ASSETS_ARTIFACTS_DIR", str(artifacts))
     monkeypatch.setenv("GAN_ASSETS_LANDING_ZONE", str(artifacts.parent / "landing_zone"))

@@ -7,9 +7,7 @@ the real training and evaluation assets is in test_retrain_loop.py.
 
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +22,8 @@ from gan_assets.model.config import EvaluationConfig, TrainConfig, config_diff
 from gan_assets.partitions import monthly_partitions
 from gan_assets.resources import EvaluationBar, GanConfig, Notifier
 from gan_assets.sensors import FID_SCORE_KEY, decide_retrain, retrain_on_fid_failure
-from gan_assets_tests.conftest import tiny_config_resources, tiny_training
 from gan_assets.storage import store_from_uri
+from gan_assets_tests.factories import WebhookReceiver, tiny_config_resources, tiny_training
 
 TINY = tiny_training()
 BAR = EvaluationConfig()
@@ -62,38 +60,6 @@ def fid_score(context: dg.AssetExecutionContext, config: StandInScore, gan_confi
         "config": dg.MetadataValue.json(train.to_dict()),
         "config_diff": dg.MetadataValue.json(json.loads(context.run.tags.get(CONFIG_DIFF_TAG, "{}"))),
     })
-
-
-class Webhook:
-    """A webhook receiver on 127.0.0.1 that records every POSTed JSON body."""
-
-    def __init__(self) -> None:
-        received: list[dict[str, Any]] = []
-        self.received = received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def webhook() -> Iterator[Webhook]:
-    hook = Webhook()
-    yield hook
-    hook.close()
 
 
 @pytest.fixture
@@ -182,7 +148,7 @@ def test_mutations_chain_from_the_config_the_failing_attempt_used(instance: dg.D
 
 
 def test_passing_events_and_the_last_attempt_yield_no_request_and_rejection_is_notified(
-        instance: dg.DagsterInstance, tmp_path: Path, webhook: Webhook) -> None:
+        instance: dg.DagsterInstance, tmp_path: Path, webhook: WebhookReceiver) -> None:
     defs = make_defs(tmp_path, webhook.url)
     score(instance, "2026-01-01", fid=10.0)  # passes
     last_run = score(instance, "2026-02-01", fid=500.0, attempt=3)  # fails at max_attempts=3
@@ -248,7 +214,7 @@ def test_config_falls_back_to_the_months_earlier_fid_score_event(instance: dg.Da
 
 
 def test_events_that_cannot_be_mutated_are_reported_not_retried_forever(
-        instance: dg.DagsterInstance, tmp_path: Path, webhook: Webhook) -> None:
+        instance: dg.DagsterInstance, tmp_path: Path, webhook: WebhookReceiver) -> None:
     defs = make_defs(tmp_path, webhook.url)
     # No config in the event and none stored: logged, consumed, no request.
     instance.report_runless_asset_event(dg.AssetMaterialization(
@@ -323,7 +289,7 @@ def test_a_month_materialized_afresh_after_a_finished_chain_is_retrained_again(
 
 
 def test_a_blind_gate_is_not_retrained_and_the_notifier_blames_the_metric(
-        instance: dg.DagsterInstance, tmp_path: Path, webhook: Webhook) -> None:
+        instance: dg.DagsterInstance, tmp_path: Path, webhook: WebhookReceiver) -> None:
     defs = make_defs(tmp_path, webhook.url)
     run_id = score(instance, MONTH, fid=500.0, status="not_discriminative")  # attempt 1 of 3: attempts left
 
@@ -360,7 +326,7 @@ def test_a_memorized_month_is_retrained_with_the_memorization_rule(instance: dg.
 
 
 def test_memorized_on_the_last_attempt_is_rejected_and_notified_as_memorization(
-        instance: dg.DagsterInstance, tmp_path: Path, webhook: Webhook) -> None:
+        instance: dg.DagsterInstance, tmp_path: Path, webhook: WebhookReceiver) -> None:
     defs = make_defs(tmp_path, webhook.url)
     instance.report_runless_asset_event(dg.AssetMaterialization(
         asset_key=FID_SCORE_KEY, partition=MONTH,

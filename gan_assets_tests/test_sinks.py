@@ -5,11 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
 import uuid
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import boto3
 import dagster as dg
@@ -19,45 +15,7 @@ from gan_assets.partitions import monthly_partitions
 from gan_assets.report.sinks import metric_dimensions, post_webhook
 from gan_assets.resources import CloudWatchMetrics, Notifier, notifier_from_env
 from gan_assets.sensors import notify_on_delivery, notify_on_run_failure
-from gan_assets_tests.conftest import free_port
-
-
-class Recorder:
-    """A local webhook endpoint that records each request and answers with a chosen status."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.requests: list[dict[str, Any]] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                recorder.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                self.send_response(recorder.status)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T000/B000?token=abc"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def texts(self) -> list[str]:
-        return [json.loads(r["body"])["text"] for r in self.requests]
-
-
-@pytest.fixture
-def webhook() -> Iterator[Recorder]:
-    recorder = Recorder()
-    recorder.thread.start()
-    try:
-        yield recorder
-    finally:
-        recorder.server.shutdown()
-        recorder.server.server_close()
+from gan_assets_tests.factories import WebhookReceiver, free_port
 
 
 # ---- CloudWatch --------------------------------------------------------------------------
@@ -123,7 +81,7 @@ def test_cloudwatch_off_by_default_and_failures_never_raise(
 
 # ---- webhook -------------------------------------------------------------------------------
 
-def test_notifier_posts_slack_compatible_json(webhook: Recorder) -> None:
+def test_notifier_posts_slack_compatible_json(webhook: WebhookReceiver) -> None:
     assert Notifier(webhook_url=webhook.url).notify("month 2026-03 rejected") is True
     (request,) = webhook.requests
     assert request["path"] == "/services/T000/B000?token=abc"
@@ -132,7 +90,7 @@ def test_notifier_posts_slack_compatible_json(webhook: Recorder) -> None:
 
 
 def test_notifier_reads_the_url_from_the_env_and_is_off_without_it(
-    webhook: Recorder, monkeypatch: pytest.MonkeyPatch
+    webhook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("GAN_ASSETS_WEBHOOK_URL", raising=False)
     assert notifier_from_env().notify("nobody hears this") is False
@@ -146,7 +104,7 @@ def test_notifier_reads_the_url_from_the_env_and_is_off_without_it(
     assert webhook.url not in stored and "GAN_ASSETS_WEBHOOK_URL" in stored
 
 
-def test_notifier_failures_are_logged_never_raised(webhook: Recorder, caplog: pytest.LogCaptureFixture) -> None:
+def test_notifier_failures_are_logged_never_raised(webhook: WebhookReceiver, caplog: pytest.LogCaptureFixture) -> None:
     webhook.status = 500
     with caplog.at_level(logging.WARNING, logger="gan_assets.report.sinks"):
         assert Notifier(webhook_url=webhook.url).notify("x") is False
@@ -171,7 +129,7 @@ def _failed_run(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     return result
 
 
-def test_run_failure_sensor_posts_what_which_month_and_link(webhook: Recorder) -> None:
+def test_run_failure_sensor_posts_what_which_month_and_link(webhook: WebhookReceiver) -> None:
     notifier = Notifier(webhook_url=webhook.url, ui_base_url="http://dagster.example:3000/")
     with dg.DagsterInstance.ephemeral() as instance:
         result = _failed_run(instance)
@@ -209,7 +167,7 @@ def _stand_in_gate() -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=False, description="FID over the threshold")
 
 
-def test_a_run_stopped_only_by_the_gate_sends_no_failure_message(webhook: Recorder) -> None:
+def test_a_run_stopped_only_by_the_gate_sends_no_failure_message(webhook: WebhookReceiver) -> None:
     """The retrain sensor reports a gate failure (retrain, rejected, blind): no duplicate per attempt."""
     notifier = Notifier(webhook_url=webhook.url)
     with dg.DagsterInstance.ephemeral() as instance:
@@ -239,7 +197,7 @@ def _stand_in_report() -> dg.MaterializeResult:
         "report_html": dg.MetadataValue.path("/srv/artifacts/monthly_report/2026-03-01.html")})
 
 
-def test_a_delivered_month_sends_one_message_with_scores_and_links(webhook: Recorder,
+def test_a_delivered_month_sends_one_message_with_scores_and_links(webhook: WebhookReceiver,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GAN_ASSETS_UI_BASE_URL", "https://dagster.hospital.example/")
     monkeypatch.setenv("GAN_ASSETS_WEBHOOK_URL", webhook.url)

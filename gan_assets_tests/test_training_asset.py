@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,10 @@ from gan_assets.jobs import retrain_job
 from gan_assets.model.artifact import generator_from_bundle, sample_images
 from gan_assets.model.history import list_attempts
 from gan_assets.partitions import monthly_partitions
-from gan_assets.storage import ArrayBundle, TensorBundle, decode, encode, store_from_uri
+from gan_assets.storage import ArrayBundle, TensorBundle, decode, store_from_uri
 from gan_assets.storage.digest import state_dict_sha256
-from gan_assets.storage.images import encoding_attrs, grid_png, pack_images
-from gan_assets_tests.conftest import tiny_config_resources, tiny_train_config
+from gan_assets.storage.images import grid_png
+from gan_assets_tests.factories import seed_images, tiny_config_resources, tiny_train_config
 
 UPSTREAM = dg.AssetSpec("preprocessed_images", partitions_def=monthly_partitions)
 
@@ -33,14 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def seed_month(root: Path, partition: str, n: int, size: int = 32) -> np.ndarray:
     """Write a preprocessed_images partition exactly as the ingest stage stores it."""
     rng = np.random.default_rng(len(partition) + n)
-    packed = pack_images(rng.uniform(-1, 1, (n, size, size)).astype(np.float32))
-    bundle = ArrayBundle(
-        arrays={"images": packed, "ids": np.array([f"{partition}-{i}" for i in range(n)], dtype=np.str_)},
-        attrs={**encoding_attrs(), "image_size": size, "partition": partition},
-    )
-    ext, data = encode(bundle)
-    store_from_uri(str(root)).put(f"preprocessed_images/{partition}.{ext}", data)
-    return packed
+    return seed_images(root, partition, rng.uniform(-1, 1, (n, size, size)).astype(np.float32)).arrays["images"]
 
 
 def materialize(root: Path, partition: str, **config: object) -> dg.ExecuteInProcessResult:
@@ -141,9 +135,20 @@ def test_training_runs_are_tagged() -> None:
     assert trained_generator.group_names_by_key[trained_generator.key] == "model"
 
 
-def test_a_diverged_training_enters_the_retrain_loop(artifacts_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The training core's DivergenceError (a NaN loss) becomes an observation the retrain sensor reads:
-    the next attempt halves both learning rates; on the last attempt the month is rejected."""
+@dataclass
+class DivergedMonth:
+    """A month whose training diverges (a NaN loss from the training core) on attempt 1 and on its
+    last attempt (3), with the retrain sensor ticked after each."""
+    artifacts: Path
+    first: dg.ExecuteInProcessResult
+    request: dg.RunRequest
+    history_scores: list[str]
+    last: dg.ExecuteInProcessResult
+    final: Any
+
+
+@pytest.fixture(scope="module")
+def diverged_month(tmp_path_factory: pytest.TempPathFactory) -> DivergedMonth:
     from gan_assets.model.train import DivergenceError
     from gan_assets.resources import Notifier
     from gan_assets.sensors import notify_on_run_failure, retrain_on_fid_failure
@@ -151,44 +156,63 @@ def test_a_diverged_training_enters_the_retrain_loop(artifacts_dir: Path, monkey
     def diverges(images: Any, config: Any, logger: Any) -> Any:
         raise DivergenceError(3, float("nan"), float("inf"))
 
-    monkeypatch.setattr("gan_assets.assets.training._train", diverges)
-    seed_month(artifacts_dir, "2026-03-01", 12)
-    defs = dg.Definitions(
-        assets=[UPSTREAM, trained_generator], jobs=[retrain_job], sensors=[retrain_on_fid_failure],
-        resources={"io_manager": ArtifactStorage(root=str(artifacts_dir)),
-                   "artifact_store": ArtifactStorage(root=str(artifacts_dir)),
-                   **tiny_config_resources(evaluation={"max_attempts": 3}), "notifier": Notifier()})
-    with dg.DagsterInstance.ephemeral() as instance:
-        result = dg.materialize([UPSTREAM, trained_generator], partition_key="2026-03-01", instance=instance,
-                                resources=defs.resources, tags={"gan/attempt": "1"}, raise_on_error=False)
-        assert not result.success
-        error = result.get_step_failure_events()[0].step_failure_data.error.to_string()
-        assert "diverged at step 3" in error and "halved learning rates" in error
+    artifacts_dir = tmp_path_factory.mktemp("diverged") / "artifacts"
+    with pytest.MonkeyPatch.context() as monkeypatch, dg.DagsterInstance.ephemeral() as instance:
+        monkeypatch.setattr("gan_assets.assets.training._train", diverges)
+        seed_month(artifacts_dir, "2026-03-01", 12)
+        defs = dg.Definitions(
+            assets=[UPSTREAM, trained_generator], jobs=[retrain_job], sensors=[retrain_on_fid_failure],
+            resources={"io_manager": ArtifactStorage(root=str(artifacts_dir)),
+                       "artifact_store": ArtifactStorage(root=str(artifacts_dir)),
+                       **tiny_config_resources(evaluation={"max_attempts": 3}), "notifier": Notifier()})
+        first = dg.materialize([UPSTREAM, trained_generator], partition_key="2026-03-01", instance=instance,
+                               resources=defs.resources, tags={"gan/attempt": "1"}, raise_on_error=False)
         # The failure notifier leaves it to the retrain loop.
         context = dg.build_run_status_sensor_context(
-            sensor_name="notify_on_run_failure", dagster_instance=instance, dagster_run=result.dagster_run,
-            dagster_event=result.get_run_failure_event(), resources={"notifier": Notifier(webhook_url="http://127.0.0.1:9/x")},
+            sensor_name="notify_on_run_failure", dagster_instance=instance, dagster_run=first.dagster_run,
+            dagster_event=first.get_run_failure_event(), resources={"notifier": Notifier(webhook_url="http://127.0.0.1:9/x")},
         ).for_run_failure()
         notify_on_run_failure(context)  # would fail to post (port 9) and log a warning if it tried
         with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
             data = retrain_on_fid_failure.evaluate_tick(context)
         (request,) = data.run_requests
-        config = request.run_config["resources"]["gan_config"]["config"]
-        tiny = tiny_train_config()
-        assert (config["lr_g"], config["lr_d"]) == (tiny.lr_g / 2, tiny.lr_d / 2)
-        assert request.tags["gan/attempt"] == "2" and "diverged in training" in request.tags["gan/reason"]
-        assert request.partition_key == "2026-03-01"
-        # The attempt's record is in the month's history.
         scores = [k for k in store_from_uri(str(artifacts_dir)).list("trained_generator/2026-03-01.history/")
                   if k.endswith(".score.json")]
-        assert len(scores) == 1 and json.loads((artifacts_dir / scores[0]).read_text())["status"] == "diverged"
 
-        # The last attempt diverging too: rejected, no request.
         last = dg.materialize([UPSTREAM, trained_generator], partition_key="2026-03-01", instance=instance,
                               resources=defs.resources, tags={"gan/attempt": "3"},
                               raise_on_error=False)
-        assert not last.success
         with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources,
                                      cursor=data.cursor) as context:
             final = retrain_on_fid_failure.evaluate_tick(context)
-        assert not final.run_requests and "rejected" in (final.skip_message or "")
+    # The patch ends with the story: the module's other tests train for real.
+    return DivergedMonth(artifacts_dir, first, request, scores, last, final)
+
+
+def test_a_diverged_training_fails_its_step_saying_what_comes_next(diverged_month: DivergedMonth) -> None:
+    assert not diverged_month.first.success
+    error = diverged_month.first.get_step_failure_events()[0].step_failure_data.error.to_string()
+    assert "diverged at step 3" in error and "halved learning rates" in error
+
+
+def test_the_retrain_sensor_halves_both_learning_rates_after_a_divergence(diverged_month: DivergedMonth) -> None:
+    config = diverged_month.request.run_config["resources"]["gan_config"]["config"]
+    tiny = tiny_train_config()
+    assert (config["lr_g"], config["lr_d"]) == (tiny.lr_g / 2, tiny.lr_d / 2)
+
+
+def test_the_retrain_after_a_divergence_is_attempt_2_of_the_month_with_its_reason(diverged_month: DivergedMonth) -> None:
+    request = diverged_month.request
+    assert request.tags["gan/attempt"] == "2" and "diverged in training" in request.tags["gan/reason"]
+    assert request.partition_key == "2026-03-01"
+
+
+def test_the_diverged_attempt_is_recorded_in_the_months_history(diverged_month: DivergedMonth) -> None:
+    scores = diverged_month.history_scores
+    assert len(scores) == 1 and json.loads((diverged_month.artifacts / scores[0]).read_text())["status"] == "diverged"
+
+
+def test_a_divergence_on_the_last_attempt_rejects_the_month(diverged_month: DivergedMonth) -> None:
+    assert not diverged_month.last.success
+    final = diverged_month.final
+    assert not final.run_requests and "rejected" in (final.skip_message or "")
