@@ -12,7 +12,7 @@ import pytest
 from gan_assets.io_managers import ArtifactStorage, format_of_type, input_format
 from gan_assets.partitions import TRAINING_WINDOW_MONTHS, monthly_partitions
 from gan_assets.storage import ArrayBundle, Blob, ObjectStore, TensorBundle, decode, encode
-from gan_assets_tests.test_storage import EXPECTED_EXTENSION, VALUE_NAMES, Opaque, assert_same, sample_values
+from gan_assets_tests.factories import EXPECTED_EXTENSION, VALUE_NAMES, Opaque, assert_same, sample_values
 
 
 @dataclass

@@ -17,7 +17,6 @@ import dagster as dg
 import pytest
 
 from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG
-from gan_assets.jobs import retrain_job
 from gan_assets.model.config import TrainConfig
 from gan_assets.sensors import retrain_on_fid_failure
 from gan_assets.storage import TensorBundle, decode

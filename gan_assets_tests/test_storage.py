@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 import torch
 
@@ -30,99 +29,7 @@ from gan_assets.storage import stores as stores_module
 from gan_assets.storage.codecs import StorageTypeError
 from gan_assets.storage.images import encoding_attrs, pack_images, unpack_images
 from gan_assets.storage.stores import ObjectNotFoundError
-
-PNG_BYTES = bytes.fromhex("89504e470d0a1a0a") + b"\x00\x00\x00\rIHDR" + bytes(range(40))
-
-
-class Opaque:
-    """A custom class: has no open format, so it must never be stored (or smuggled in a pickle)."""
-
-    def __init__(self) -> None:
-        self.secret = 42
-
-
-def sample_values() -> dict[str, Any]:
-    """One value of every stored type, with awkward contents where a format could go wrong."""
-    rng = np.random.default_rng(0)
-    return {
-        "array_bundle": ArrayBundle(
-            arrays={
-                "images": rng.integers(0, 256, size=(5, 8, 8), dtype=np.uint8),
-                "ids": np.array(["a1", "b22", "", "ünïcode", "x" * 40], dtype=np.str_),
-                "scores": rng.normal(size=5).astype(np.float32),
-            },
-            attrs={**encoding_attrs(), "image_size": 8, "partition": "2026-01-01", "nested": {"k": [1, 2]}},
-        ),
-        "ndarray": rng.normal(size=(3, 4)),
-        "tensor_bundle": TensorBundle(
-            tensors={
-                "main.0.weight": torch.randn(4, 3, 2, 2),
-                "main.1.running_mean": torch.zeros(4),
-                "main.1.num_batches_tracked": torch.tensor(7),
-            },
-            attrs={"config": {"lr": 2e-4, "beta1": 0.5}, "attempt": 2, "loss_history": {"step": [0, 2]}},
-        ),
-        "json_dict": {"fid": 12.5, "passed": True, "status": "passed", "nested": {"list": [1, "two", None]}},
-        "json_list": [1, 2.5, "three", {"four": 4}, None, False],
-        "dataframe": pd.DataFrame(
-            {
-                "id": ["001", "002", "", "NA"],  # numeric-looking, empty and NA-looking strings
-                "rows": [512, 256, 0, -1],
-                "ratio": [0.1, np.nan, 1 / 3, 2.0],
-                "ok": [True, False, True, False],
-                "reason": [None, "not DICOM", "", 'comma, "quote"\nnewline'],
-            }
-        ),
-        "arrow_table": pa.Table.from_pylist(
-            [{"file_ref": "f1", "rows": 512}, {"file_ref": "f2", "rows": 0}],
-            schema=pa.schema([pa.field("file_ref", pa.string(), nullable=False), pa.field("rows", pa.int64())],
-                             metadata={"gan_assets.policy": "abc"}),
-        ),
-        "blob_png": Blob(PNG_BYTES, "png"),
-        "blob_html": Blob("<html><body>héllo</body></html>".encode(), ".HTML"),
-    }
-
-
-VALUE_NAMES = list(sample_values())
-EXPECTED_EXTENSION = {
-    "array_bundle": "npz",
-    "ndarray": "npy",
-    "tensor_bundle": "safetensors",
-    "json_dict": "json",
-    "json_list": "json",
-    "dataframe": "parquet",
-    "arrow_table": "parquet",
-    "blob_png": "png",
-    "blob_html": "html",
-}
-
-
-def assert_same(expected: Any, actual: Any) -> None:
-    """Exact equality for every stored type (dtype and shape included)."""
-    assert type(actual) is type(expected)
-    if isinstance(expected, ArrayBundle):
-        assert actual.attrs == expected.attrs
-        assert sorted(actual.arrays) == sorted(expected.arrays)
-        for name, array in expected.arrays.items():
-            assert actual.arrays[name].dtype == array.dtype, name
-            np.testing.assert_array_equal(actual.arrays[name], array)
-    elif isinstance(expected, np.ndarray):
-        assert actual.dtype == expected.dtype
-        np.testing.assert_array_equal(actual, expected)
-    elif isinstance(expected, TensorBundle):
-        assert actual.attrs == expected.attrs
-        assert sorted(actual.tensors) == sorted(expected.tensors)
-        for name, tensor in expected.tensors.items():
-            assert actual.tensors[name].dtype == tensor.dtype, name
-            assert torch.equal(actual.tensors[name], tensor), name
-    elif isinstance(expected, pd.DataFrame):
-        pd.testing.assert_frame_equal(actual, expected, check_exact=True)
-    elif isinstance(expected, pa.Table):
-        assert actual.equals(expected, check_metadata=True)  # the declared schema comes back whole
-    elif isinstance(expected, Blob):
-        assert (actual.extension, actual.data) == (expected.extension, expected.data)
-    else:
-        assert actual == expected
+from gan_assets_tests.factories import EXPECTED_EXTENSION, VALUE_NAMES, Opaque, assert_same, sample_values
 
 
 @pytest.fixture(params=["local", "s3"])
