@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import uuid
+from typing import Any
 
 import boto3
 import dagster as dg
@@ -129,14 +130,19 @@ def _failed_run(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     return result
 
 
+def _failure_context(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult, notifier: Notifier) -> Any:
+    """What the run-failure sensor receives for ``result``'s failed run."""
+    return dg.build_run_status_sensor_context(
+        sensor_name="notify_on_run_failure", dagster_instance=instance, dagster_run=result.dagster_run,
+        dagster_event=result.get_run_failure_event(), resources={"notifier": notifier},
+    ).for_run_failure()
+
+
 def test_run_failure_sensor_posts_what_which_month_and_link(webhook: WebhookReceiver) -> None:
     notifier = Notifier(webhook_url=webhook.url, ui_base_url="http://dagster.example:3000/")
     with dg.DagsterInstance.ephemeral() as instance:
         result = _failed_run(instance)
-        context = dg.build_run_status_sensor_context(
-            sensor_name="notify_on_run_failure", dagster_instance=instance, dagster_run=result.dagster_run,
-            dagster_event=result.get_run_failure_event(), resources={"notifier": notifier},
-        ).for_run_failure()
+        context = _failure_context(instance, result, notifier)
         notify_on_run_failure(context)
     (text,) = webhook.texts()
     assert "__ephemeral_asset_job__" in text and "2026-02-01" in text
@@ -148,10 +154,7 @@ def test_run_failure_sensor_survives_a_dead_notifier(caplog: pytest.LogCaptureFi
     notifier = Notifier(webhook_url=f"http://127.0.0.1:{free_port()}/hook", timeout_seconds=2)
     with dg.DagsterInstance.ephemeral() as instance:
         result = _failed_run(instance)
-        context = dg.build_run_status_sensor_context(
-            sensor_name="notify_on_run_failure", dagster_instance=instance, dagster_run=result.dagster_run,
-            dagster_event=result.get_run_failure_event(), resources={"notifier": notifier},
-        ).for_run_failure()
+        context = _failure_context(instance, result, notifier)
         with caplog.at_level(logging.WARNING):
             notify_on_run_failure(context)  # must not raise
     assert "notifier POST failed" in caplog.text
