@@ -55,7 +55,6 @@ def _write(tmp_path: Path, pixels: np.ndarray, name: str = "x.dcm", **fields: An
     return str(path)
 
 
-# ---- transfer syntaxes --------------------------------------------------------------------
 @pytest.mark.parametrize("name", [
     "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_expb.dcm", "MR_small_RLE.dcm",
     "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_padded.dcm",
@@ -76,7 +75,6 @@ def test_compressed_and_deflated_files_decode(name: str) -> None:
     assert -1.0 <= out.images.min() < out.images.max() <= 1.0
 
 
-# ---- modality LUT and VOI -----------------------------------------------------------------
 def test_known_hu_survives_the_modality_lut(tmp_path: Path) -> None:
     stored = np.full((8, 8), 1064, np.uint16)
     stored[0, 0], stored[1, 1] = 24, 2024  # -1000 (air) and +1000 (bone) HU
@@ -136,7 +134,6 @@ def test_monochrome1_is_inverted(tmp_path: Path) -> None:
     assert m1.images[0, :, 0].mean() > 0.9 and m1.images[0, :, -1].mean() < -0.9
 
 
-# ---- multi-frame, colour, geometry ----------------------------------------------------------
 def test_multiframe_policies() -> None:
     path = _testfile("rtdose.dcm")  # 15 frames
     ds = pydicom.dcmread(path)
@@ -181,7 +178,6 @@ def test_crop_or_pad_to_square() -> None:
     assert cropped.images[0, 20:44, :].std() > 0.05 and not np.allclose(padded.images, cropped.images)
 
 
-# ---- resize -------------------------------------------------------------------------------
 def test_resize_keeps_a_flat_image_flat() -> None:
     for size, value in ((512, 0.3), (100, -0.7), (20, 1.0)):
         out = resize_square(np.full((size, size), value, np.float32), 32)
@@ -204,7 +200,6 @@ def test_resize_does_not_alias_fine_stripes(period: int, source: int) -> None:
     assert np.abs(naive - mean).max() > 0.5
 
 
-# ---- bad input ----------------------------------------------------------------------------
 def test_corrupt_inputs_are_rejected_with_a_reason(tmp_path: Path) -> None:
     with pytest.raises(RejectError) as err:
         preprocess_file(_testfile("MR_truncated.dcm"), OPTS)

@@ -57,9 +57,6 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(texts)
 
 
-# ---------------------------------------------------------------- every type through the IO manager
-
-
 def _producer(name: str, value: Any) -> dg.AssetsDefinition:
     @dg.asset(name=name)
     def produce() -> Any:
@@ -96,9 +93,6 @@ def test_every_type_round_trips_through_the_io_manager(backend: Backend) -> None
         assert metadata["format"] == ext
     if backend.name == "s3":
         assert backend.store.root_uri.startswith("s3://gan-test-") and backend.store.root_uri.endswith("/gan-assets")
-
-
-# ---------------------------------------------------------------- partitions
 
 
 def _partitioned_assets(seen: dict[str, Any], allow_missing: bool = True) -> list[dg.AssetsDefinition]:
@@ -178,9 +172,6 @@ def test_missing_partition_without_allow_missing_names_the_object(tmp_path: Path
     assert seen == {}
 
 
-# ---------------------------------------------------------------- refusing, tampering, atomicity
-
-
 def test_unsupported_type_fails_at_write_time_and_keeps_the_old_object(backend: Backend) -> None:
     returned: list[Any] = [{"version": 1}]
 
@@ -230,9 +221,6 @@ def test_io_manager_leaves_no_temp_files_locally(tmp_path: Path) -> None:
     for _ in range(2):  # write, then overwrite in place
         assert dg.materialize([_producer("bundle", value)], resources=backend.resources).success
     assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == [".bundle.npz.sha256", "bundle.npz"]
-
-
-# ---------------------------------------------------------------- artifact store beside the IO manager
 
 
 def test_artifact_store_sidecars_share_the_root_and_do_not_shadow_the_value(backend: Backend) -> None:

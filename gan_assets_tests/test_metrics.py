@@ -42,8 +42,6 @@ def random_spd(rng: np.random.Generator, d: int, n: int) -> np.ndarray:
     return np.cov(x, rowvar=False)
 
 
-# ---- Fréchet distance -------------------------------------------------------------------------
-
 def test_equal_gaussians_have_zero_distance() -> None:
     rng = np.random.default_rng(0)
     mu, sigma = rng.standard_normal(32), random_spd(rng, 32, 200)
@@ -113,8 +111,6 @@ def test_bad_shapes_are_refused() -> None:
         frechet_distance(np.zeros(2), np.full((2, 2), np.nan), np.zeros(2), np.eye(2))
 
 
-# ---- KID ----------------------------------------------------------------------------------------
-
 def test_kid_of_identical_sets_is_near_zero_and_shifted_sets_positive() -> None:
     rng = np.random.default_rng(5)
     x = rng.standard_normal((200, 16))
@@ -151,8 +147,6 @@ def test_kid_is_reproducible_and_refuses_tiny_sets() -> None:
         kernel_inception_distance(x[:1], y)
 
 
-# ---- floor, threshold, verdict -------------------------------------------------------------------
-
 def test_floor_is_small_for_one_distribution() -> None:
     rng = np.random.default_rng(8)
     real = rng.standard_normal((400, 8))
@@ -167,8 +161,6 @@ def test_floor_needs_four_images() -> None:
     with pytest.raises(ValueError, match="at least 4"):
         real_floor(np.zeros((3, 2)))
 
-
-# ---- memorization ---------------------------------------------------------------------------------
 
 def test_memorization_detects_planted_copies() -> None:
     rng = np.random.default_rng(10)
@@ -191,8 +183,6 @@ def test_memorization_detects_planted_copies() -> None:
                                 np.delete(fake_pixels, [2, 7], 0), train_pixels, 0.05, ids)
     assert clean["near_copy_fraction"] == 0.0 and clean["near_copy_fraction_any_space"] == 0.0
 
-
-# ---- extractors and fingerprints ------------------------------------------------------------------
 
 def test_random_conv_extractor_is_deterministic_across_instances() -> None:
     images = np.random.default_rng(11).uniform(-1, 1, (6, 32, 32)).astype(np.float32)

@@ -19,8 +19,6 @@ from gan_assets.sensors import notify_on_delivery, notify_on_run_failure
 from gan_assets_tests.factories import WebhookReceiver, free_port
 
 
-# ---- CloudWatch --------------------------------------------------------------------------
-
 @pytest.mark.usefixtures("aws_env")  # the sink uses the standard AWS chain
 def test_cloudwatch_puts_fid_and_kid_readable_back(moto_endpoint: str) -> None:
     namespace = f"GanAssetsTest{uuid.uuid4().hex[:8]}"
@@ -80,8 +78,6 @@ def test_cloudwatch_off_by_default_and_failures_never_raise(
     assert "CloudWatch put_metric_data failed" in caplog.text
 
 
-# ---- webhook -------------------------------------------------------------------------------
-
 def test_notifier_posts_slack_compatible_json(webhook: WebhookReceiver) -> None:
     assert Notifier(webhook_url=webhook.url).notify("month 2026-03 rejected") is True
     (request,) = webhook.requests
@@ -115,8 +111,6 @@ def test_notifier_failures_are_logged_never_raised(webhook: WebhookReceiver, cap
         assert post_webhook("ftp://127.0.0.1/hook", "x") is False
     assert len(webhook.requests) == 1  # the 500 answer was a real request
 
-
-# ---- run-failure sensor ----------------------------------------------------------------------
 
 @dg.asset(partitions_def=monthly_partitions)
 def breaks_on_purpose() -> None:

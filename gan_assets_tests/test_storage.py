@@ -41,9 +41,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     return store_from_uri(f"s3://{bucket}/gan/prefix", request.getfixturevalue("s3_settings"))
 
 
-# ---------------------------------------------------------------- round trips
-
-
 @pytest.mark.parametrize("name", VALUE_NAMES)
 def test_codec_round_trip_in_memory(name: str) -> None:
     value = sample_values()[name]
@@ -116,9 +113,6 @@ def test_store_from_uri(tmp_path: Path) -> None:
         store_from_uri("s3:///prefix", settings)
 
 
-# ---------------------------------------------------------------- refusing unsafe types
-
-
 @pytest.mark.parametrize(
     ("value", "message"),
     [
@@ -154,9 +148,6 @@ def test_storage_type_error_is_a_type_error_and_blob_extensions_are_checked() ->
         Blob(b"MZ", "exe")
     with pytest.raises(StorageTypeError, match="must be bytes"):
         Blob("text", "html")  # type: ignore[arg-type]
-
-
-# ---------------------------------------------------------------- garbled and tampered objects
 
 
 def _saved_pt(payload: Any) -> bytes:
@@ -241,9 +232,6 @@ def test_unknown_extension_is_a_format_error() -> None:
         decode("pkl", b"\x80\x04.", where="x.pkl")
 
 
-# ---------------------------------------------------------------- atomic writes
-
-
 def test_local_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
     store = store_from_uri(str(tmp_path))
     store.put("asset/2026-01-01.json", b'{"v": 1}')
@@ -269,17 +257,11 @@ def test_failed_local_write_keeps_the_old_object(tmp_path: Path, monkeypatch: py
     assert store.list("asset/") == ["asset/2026-01-01.json"]
 
 
-# ---------------------------------------------------------------- S3 objects
-
-
 def test_s3_objects_carry_a_content_type(s3_settings: S3Settings, s3_client: Any, s3_bucket: str) -> None:
     store = store_from_uri(f"s3://{s3_bucket}/big", s3_settings)
     store.put("small/2026-01-01.json", b"{}")
     head = s3_client.head_object(Bucket=s3_bucket, Key="big/small/2026-01-01.json")
     assert head["ContentType"] == "application/json" and head["ContentLength"] == 2
-
-
-# ---------------------------------------------------------------- image packing
 
 
 def test_pack_unpack_images_round_trip_within_half_a_step() -> None:

@@ -67,7 +67,6 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, interva
         time.sleep(interval_s)
 
 
-# ---- processes ------------------------------------------------------------------------------
 def _proc_stat(pid: int) -> tuple[int, int] | None:
     """(ppid, session id) of a live process, None when it is gone or a zombie."""
     try:
@@ -240,7 +239,6 @@ def dagster_dev(*, workspace: Path, dagster_home: Path, env: Mapping[str, str], 
             raise AssertionError(f"processes survived SIGKILL: {survivors}")
 
 
-# ---- browser ----------------------------------------------------------------------------------
 def chromium_available() -> bool:
     return Path(CHROMIUM_PATH).exists()
 
@@ -271,7 +269,6 @@ def dismiss_community_dialog(page: Any, timeout_s: float = 5.0) -> bool:
     return True
 
 
-# ---- the asset graph page ---------------------------------------------------------------------
 def _name_matches(shown: str, name: str) -> bool:
     """The graph shortens long names in its zoomed-out view ("preprocess…_images")."""
     shown = shown.strip()
@@ -338,7 +335,6 @@ def open_expanded_asset_graph(page: Any, base_url: str, timeout_s: float = 60.0)
     page.keyboard.press("Escape")  # close the menu (it stays open after a choice)
 
 
-# ---- launching a partition from the UI ------------------------------------------------------------
 def launch_partition_from_graph(page: Any, partition_key: str, timeout_s: float = 60.0) -> None:
     """Materialize all -> type one partition in the launch dialog -> Launch 1 run."""
     page.get_by_role("button", name="Materialize all").first.click()
