@@ -35,7 +35,9 @@ setup(
         "pydantic>=2",
         "universal_pathlib>=0.2",
         # The s3:// filesystem behind UPath: IO managers and the landing zone read S3 through it.
-        "s3fs",
+        # A floor, or pip keeps the newest boto3 and falls back to the boto3-era s3fs 0.4, whose
+        # S3FileSystem takes other arguments; the aiobotocore-based releases need boto3 to follow.
+        "s3fs>=2024.2",
         # Weights are stored as safetensors: a format that cannot carry code, unlike torch's pickle.
         "safetensors>=0.4",
     ],
