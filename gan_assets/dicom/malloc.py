@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import platform
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +26,23 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 64 * 1024 * 1024
 TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
 
+
+@functools.lru_cache(maxsize=1)
+def _glibc() -> Any | None:
+    """glibc, or None elsewhere. Looked up once: ``platform.libc_ver`` reads the interpreter's
+    binary, about a millisecond, and ingest tunes the allocator at every in-process stage."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES) -> dict[str, int]:
     """Apply the thresholds with mallopt (glibc only; elsewhere a no-op). Returns what was set."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return {}
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return {}
     applied: dict[str, int] = {}
     if libc.mallopt(M_MMAP_THRESHOLD, int(mmap_threshold)) == 1:
