@@ -29,9 +29,9 @@ import dagster as dg
 import pyarrow as pa
 
 from gan_assets.assets.common import ATTEMPT_TAG, CONFIG_DIFF_TAG, PARENT_RUN_TAG
-from gan_assets.dicom.index import EMPTY_MONTH, check_index, month_fingerprints
+from gan_assets.dicom.index import EMPTY_MONTH, check_index, indexed_files, listed_as_indexed, month_fingerprints
 from gan_assets.dicom.landing_zone import LandingZone
-from gan_assets.dicom.pseudonym import content_ref, file_ref
+from gan_assets.dicom.pseudonym import file_ref
 from gan_assets.jobs import gan_pipeline, index_job, retrain_job
 from gan_assets.metrics.evaluation import STATUSES
 from gan_assets.model.config import ConfigError, EvaluationConfig, TrainConfig, config_diff
@@ -367,9 +367,9 @@ FINGERPRINT_TAG = "gan/data_fingerprint"
 ZONE_SENSOR_SECONDS = 300
 
 
-def listing_differences(entries: list[Any], index_rows: list[dict[str, Any]], key: bytes) -> dict[str, int]:
+def listing_differences(entries: list[Any], index: pa.Table, key: bytes) -> dict[str, int]:
     """How the zone as listed differs from the index: {"new", "changed", "deleted"} counts."""
-    indexed = {row["file_ref"]: row for row in index_rows}
+    indexed = indexed_files(index)
     new = changed = 0
     seen = set()
     for entry in entries:
@@ -378,10 +378,7 @@ def listing_differences(entries: list[Any], index_rows: list[dict[str, Any]], ke
         row = indexed.get(ref)
         if row is None:
             new += 1
-        elif entry.problem:
-            changed += int(row["reason_code"] != entry.problem)
-        elif (row["file_bytes"], row["file_mtime_ns"]) != (entry.size, entry.mtime_ns) or (
-                entry.etag and row["content_hash"] and row["content_hash"] != content_ref(f"etag:{entry.etag}", key)):
+        elif not listed_as_indexed(row, entry, key):
             changed += 1
     return {"new": new, "changed": changed, "deleted": len(set(indexed) - seen)}
 
@@ -418,7 +415,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, dicom_source: Dicom
         return dg.SkipReason(f"the stored index cannot be read ({err}); materialize landing_zone_index to rebuild it")
     key = dicom_source.key()
     entries = LandingZone(dicom_source.source_spec()).list_files()
-    diff = listing_differences(entries, index.to_pylist(), key)
+    diff = listing_differences(entries, index, key)
     if any(diff.values()):
         # The run key is the state of the listing (every file's name, size and time, hashed): the
         # same zone is indexed once, and any other zone gets its own run.

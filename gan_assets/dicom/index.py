@@ -31,12 +31,13 @@ import time
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
 
 import pyarrow as pa
 
 from gan_assets.dicom.landing_zone import FileChangedError, FileEntry, LandingZone, SourceSpec
 from gan_assets.dicom.pseudonym import content_ref, file_ref
+from gan_assets.dicom.readahead import Fetched
 from gan_assets.dicom.reasons import REASONS, reason_sentence
 from gan_assets.dicom.scan import ARRIVAL, INT_COLUMNS, MANIFEST_COLUMNS, ScanOptions, rejected_row
 
@@ -98,9 +99,12 @@ def table_of_rows(rows: list[dict[str, Any]]) -> pa.Table:
     return _table([{**row, "content_hash": row.get("content_hash") or "", "indexed_at_ns": 0} for row in rows], "", {})
 
 
-def _table(rows: list[dict[str, Any]], policy: str, observed: dict[str, str]) -> pa.Table:
-    rows = sorted(rows, key=lambda row: row["file_ref"])
+def _table(rows: list[dict[str, Any]], policy: str, observed: dict[str, str], kept: pa.Table | None = None) -> pa.Table:
+    """The index of ``rows`` (and the ``kept`` rows of a previous index), ordered by file reference."""
     table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)  # raises on a missing column or a wrong type
+    if kept is not None:
+        table = pa.concat_tables([kept.replace_schema_metadata(INDEX_SCHEMA.metadata), table])
+    table = table.sort_by("file_ref")
     metadata = dict(INDEX_SCHEMA.metadata or {})
     metadata.update({META_VERSION: INDEX_VERSION.encode(), META_POLICY: policy.encode()})
     return with_observed(table.replace_schema_metadata(metadata), observed)
@@ -121,43 +125,66 @@ ONE_READ_MAX_BYTES = 64 << 20
 
 
 class _ReadZone:
-    """The zone as scan_file sees it, serving one file already read into memory."""
+    """The zone as scan_file sees it, its header served from what was already read.
 
-    def __init__(self, zone: LandingZone, data: bytes) -> None:
-        self.spec, self._data = zone.spec, data
+    ``whole``: the read holds the whole file (a local file read once), so a full open is served
+    from it too; else it holds the header (S3) and a full open reads the object.
+    """
+
+    def __init__(self, zone: LandingZone, fetched: Fetched[Any], whole: bool) -> None:
+        self.spec, self._zone, self._fetched, self._whole = zone.spec, zone, fetched, whole
 
     def open_header(self, entry: FileEntry) -> io.BytesIO:
-        return io.BytesIO(self._data)
+        value = self._fetched.get()  # raises what the read raised: the scan gives it its reason
+        return io.BytesIO(value[0] if self._whole else value)
 
-    open_full = open_header
+    def open_full(self, entry: FileEntry) -> BinaryIO:
+        return self.open_header(entry) if self._whole else self._zone.open_full(entry)
+
+    def content_digest(self, entry: FileEntry) -> str:
+        return self._zone.content_digest(entry)
 
 
-def _index_task(task: tuple[FileEntry, ScanOptions]) -> dict[str, Any]:
-    """One file's index row: the header scan plus a keyed content fingerprint (worker side).
+def _one_read(zone: LandingZone, entry: FileEntry, options: ScanOptions) -> bool:
+    """Whether a local file is read once, whole, for both its header scan and its content hash."""
+    return (not entry.problem and not zone.spec.is_s3
+            and 0 < entry.size <= min(ONE_READ_MAX_BYTES, options.limits.max_file_bytes))
 
-    A local file is read once for both; on S3 the header is a ranged read and the fingerprint is
-    the listing's ETag, so no object is read whole for the index.
-    """
+
+def _index_read(zone: LandingZone, task: tuple[FileEntry, ScanOptions]) -> Any:
+    """The I/O half of a file's index task: the whole file and its digest (a local file read once),
+    the header (S3: a ranged GET; the fingerprint is the listing's ETag), or None (read by the scan)."""
+    entry, options = task
+    if _one_read(zone, entry, options):
+        return zone.read_verified(entry)
+    if zone.spec.is_s3 and not entry.problem and entry.size <= options.limits.max_file_bytes:
+        return zone.read_header(entry)
+    return None
+
+
+def _index_task(task: tuple[FileEntry, ScanOptions], fetched: Fetched[Any]) -> dict[str, Any]:
+    """One file's index row: the header scan plus a keyed content fingerprint (worker side)."""
     from gan_assets.dicom import batch
 
     entry, options = task
     zone: LandingZone = batch._WORKER["zone"]
     key: bytes = batch._WORKER["key"]
-    if entry.problem or zone.spec.is_s3 or not 0 < entry.size <= min(ONE_READ_MAX_BYTES, options.limits.max_file_bytes):
-        return _scan_then_hash(zone, key, task)
-    try:
-        data, digest = zone.read_verified(entry)
-    except (FileChangedError, OSError) as err:
-        row = _read_error_row(entry, key, err)
-    else:
-        row = batch.scan_row(_ReadZone(zone, data), entry, key, options)
+    if _one_read(zone, entry, options):
+        try:
+            _, digest = fetched.get()
+        except (FileChangedError, OSError) as err:
+            row = _read_error_row(entry, key, err)
+            row["content_hash"] = ""
+            return row
+        row = batch.scan_row(_ReadZone(zone, fetched, whole=True), entry, key, options)
         row["content_hash"] = content_ref(digest, key)
         return row
-    row["content_hash"] = ""
-    return row
+    if fetched.value is None and fetched.error is None:
+        return _scan_then_hash(zone, key, task)
+    return _scan_then_hash(_ReadZone(zone, fetched, whole=False), key, task)
 
 
-def _scan_then_hash(zone: LandingZone, key: bytes, task: tuple[FileEntry, ScanOptions]) -> dict[str, Any]:
+def _scan_then_hash(zone: Any, key: bytes, task: tuple[FileEntry, ScanOptions]) -> dict[str, Any]:
     from gan_assets.dicom import batch
 
     entry, options = task
@@ -170,6 +197,11 @@ def _scan_then_hash(zone: LandingZone, key: bytes, task: tuple[FileEntry, ScanOp
             row = _read_error_row(entry, key, err)
     row["content_hash"] = content_ref(digest, key)
     return row
+
+
+def _index_read_bytes(task: tuple[FileEntry, ScanOptions]) -> int:
+    entry = task[0]
+    return entry.size if entry.size <= ONE_READ_MAX_BYTES else 0
 
 
 def _read_error_row(entry: FileEntry, key: bytes, err: Exception) -> dict[str, Any]:
@@ -195,17 +227,44 @@ class _IndexFallback:
 RETRIED = frozenset({"missing", "changed", "io_error", "worker_died", "internal_error"})
 
 
-def _unchanged(previous: dict[str, Any], entry: FileEntry, key: bytes) -> bool:
-    """Whether the listed file is the version the previous row describes (no read needed)."""
-    if entry.problem:  # a FIFO, a link out of the zone, a bad name: never read, so unchanged while the same
-        return previous["reason_code"] == entry.problem
-    if previous["reason_code"] in RETRIED:
+class IndexedFile(NamedTuple):
+    """What the index holds about one file that a listing is compared with (and its row's position)."""
+
+    position: int
+    reason_code: str
+    file_bytes: int
+    file_mtime_ns: int
+    content_hash: str
+    month: str
+    month_source: str
+
+
+def indexed_files(table: pa.Table | None) -> dict[str, IndexedFile]:
+    """file_ref -> the indexed file, read from the few columns a comparison needs (not whole rows)."""
+    if table is None or table.num_rows == 0:
+        return {}
+    columns = table.select([name for name in IndexedFile._fields if name != "position"]).to_pydict()
+    return {ref: IndexedFile(position, *values)
+            for position, (ref, *values) in enumerate(zip(table.column("file_ref").to_pylist(), *columns.values()))}
+
+
+def listed_as_indexed(indexed: IndexedFile, entry: FileEntry, key: bytes) -> bool:
+    """Whether the listed file is the version the index describes: the same skip reason for an entry
+    never read (a FIFO, a link out of the zone, a bad name), else the same size and modification
+    time, and on S3 the same ETag."""
+    if entry.problem:
+        return indexed.reason_code == entry.problem
+    if indexed.file_bytes != entry.size or indexed.file_mtime_ns != entry.mtime_ns:
         return False
-    if previous["file_bytes"] != entry.size or previous["file_mtime_ns"] != entry.mtime_ns:
+    return not (entry.etag and indexed.content_hash
+                and indexed.content_hash != content_ref(f"etag:{entry.etag}", key))
+
+
+def _unchanged(indexed: IndexedFile, entry: FileEntry, key: bytes) -> bool:
+    """Whether the listed file can keep its row without a read (a retried outcome is read again)."""
+    if not entry.problem and indexed.reason_code in RETRIED:
         return False
-    if entry.etag and previous["content_hash"] and previous["content_hash"] != content_ref(f"etag:{entry.etag}", key):
-        return False
-    return True
+    return listed_as_indexed(indexed, entry, key)
 
 
 @dataclass
@@ -245,18 +304,18 @@ def update_index(spec: SourceSpec, previous: pa.Table | None, options: ScanOptio
     list_seconds = time.perf_counter() - started
     policy = scan_policy(options, key)
     rebuilt = previous is None or index_policy(previous) != policy
-    old: dict[str, dict[str, Any]] = {} if rebuilt else {row["file_ref"]: row for row in previous.to_pylist()}
+    old = {} if rebuilt else indexed_files(previous)
     observed = observed_months(previous) if previous is not None else {}
 
-    kept: list[dict[str, Any]] = []
+    kept: list[int] = []  # positions in the previous table of rows kept as they are
     to_scan: list[FileEntry] = []
     listed_refs: set[str] = set()
     for entry in entries:
         ref = file_ref(entry.relative_path, key)
         listed_refs.add(ref)
-        row = old.get(ref)
-        if row is not None and _unchanged(row, entry, key):
-            kept.append(row)
+        indexed = old.get(ref)
+        if indexed is not None and _unchanged(indexed, entry, key):
+            kept.append(indexed.position)
         else:
             to_scan.append(entry)
 
@@ -266,19 +325,22 @@ def update_index(spec: SourceSpec, previous: pa.Table | None, options: ScanOptio
         _index_task, [(entry, options) for entry in to_scan], spec=spec, key=key, workers=workers, tune=tune,
         pool_threshold=SCAN_POOL_MIN_FILES if pool_threshold is None else pool_threshold,
         timeout_s=options.limits.decode_seconds, on_timeout=_IndexFallback(key, "timeout"),
-        on_died=_IndexFallback(key, "worker_died"))
+        on_died=_IndexFallback(key, "worker_died"), read=_index_read, read_size=_index_read_bytes)
     scan_seconds = time.perf_counter() - scan_started
     for row in scanned:
         row["indexed_at_ns"] = now_ns
 
-    deleted = [row for ref, row in old.items() if ref not in listed_refs]
+    deleted = [indexed for ref, indexed in old.items() if ref not in listed_refs]
+    replaced = [old[row["file_ref"]] for row in scanned if row["file_ref"] in old]
     # Months whose files were added, replaced or deleted (an undated file belongs to no month).
-    affected = deleted + scanned + [old[row["file_ref"]] for row in scanned if row["file_ref"] in old]
-    touched = {row["month"] for row in affected if _dated(row)}
-    changed = sum(1 for row in scanned if row["file_ref"] in old)
-    table = _table(kept + scanned, policy, observed)
+    touched = {row["month"] for row in scanned if _dated(row)}
+    touched |= {indexed.month for indexed in deleted + replaced if indexed.month_source != ARRIVAL}
+    # Kept rows are taken from the previous table as they are (columnar, no Python rows).
+    kept_table = previous.take(kept).select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA) if kept else None
+    table = _table(scanned, policy, observed, kept=kept_table)
     return IndexUpdate(
-        table=table, files_listed=len(entries), new=len(scanned) - changed, changed=changed, deleted=len(deleted),
+        table=table, files_listed=len(entries), new=len(scanned) - len(replaced), changed=len(replaced),
+        deleted=len(deleted),
         unchanged=len(kept), rebuilt=rebuilt, list_seconds=list_seconds, scan_seconds=scan_seconds,
         seconds=time.perf_counter() - started, months_touched=sorted(m for m in touched if m),
     )

@@ -8,6 +8,7 @@ same key gives the same ids month after month, a new key gives unlinkable new id
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 
@@ -38,6 +39,8 @@ def image_id(sop_instance_uid: str, key: bytes) -> str:
     return _digest(key, "sop", sop_instance_uid.strip())
 
 
+# An index update keys every listed path, and the month's decode keys the same listing again.
+@functools.lru_cache(maxsize=1 << 16)
 def file_ref(relative_path: str, key: bytes) -> str:
     """Pseudonymous file reference (paths often hold names or IDs): HMAC of the relative path."""
     return "f" + _digest(key, "path", relative_path)[: DIGEST_HEX_CHARS - 1]
