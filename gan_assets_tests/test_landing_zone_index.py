@@ -95,9 +95,9 @@ class ReadLog:
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> ReadLog:
     """Every open of a zone file: local opens all go through ``_open_local``; S3 header and
-    content reads through ``open_header`` / ``read_bytes`` / ``read_verified``."""
+    content reads through ``open_header`` / ``read_header`` / ``read_bytes`` / ``read_verified``."""
     log = ReadLog()
-    for name in ("_open_local", "open_header", "read_bytes", "read_verified"):
+    for name in ("_open_local", "open_header", "read_header", "read_bytes", "read_verified"):
         real = getattr(LandingZone, name)
 
         def wrapper(self: LandingZone, entry: FileEntry, _real: Any = real, _name: str = name) -> Any:

@@ -44,6 +44,7 @@ from gan_assets.dicom.preprocess import (
     read_dataset,
 )
 from gan_assets.dicom.pseudonym import content_ref, file_ref, image_id
+from gan_assets.dicom.readahead import Fetched, ReadAhead
 from gan_assets.dicom.reasons import REASONS, reason_sentence
 from gan_assets.dicom.scan import ScanOptions, rejected_row, scan_file
 from gan_assets.storage.images import pack_images
@@ -115,18 +116,27 @@ def _deadline(seconds: float | None) -> Iterator[None]:
             signal.setitimer(signal.ITIMER_REAL, max(theirs - (time.monotonic() - started), 0.001), interval)
 
 
-def run_parallel(fn: Callable[[T], R], tasks: Sequence[T], *, spec: SourceSpec, key: bytes, workers: int,
+def run_parallel(fn: Callable[..., R], tasks: Sequence[T], *, spec: SourceSpec, key: bytes, workers: int,
                  tune: bool = True, pool_threshold: int = DECODE_POOL_MIN_FILES, timeout_s: float | None = None,
-                 on_timeout: Callable[[T], R] | None = None, on_died: Callable[[T], R] | None = None) -> list[R]:
+                 on_timeout: Callable[[T], R] | None = None, on_died: Callable[[T], R] | None = None,
+                 read: Callable[[LandingZone, T], Any] | None = None,
+                 read_size: Callable[[T], int] | None = None) -> list[R]:
     """``[fn(t) for t in tasks]`` over worker processes, in order; in-process when small.
 
     With ``timeout_s`` a task running longer gets ``on_timeout(task)`` (its worker is killed
     and replaced); a task whose worker died gets ``on_died(task)``. Without those callbacks
     a timed-out or dead worker fails the call with a message that says what to change.
+
+    With ``read``, each task's I/O is split from its work: ``fn(task, Fetched(read(zone, task)))``.
+    In-process, the reads run ahead in background threads (``readahead``; ``read_size(task)`` is
+    what a read holds, for the byte budget) while this thread works; in a worker process the
+    worker reads its own file. The time limit covers a task's wait for its read.
     """
     workers = min(resolve_workers(workers), max(1, len(tasks)))
     if workers <= 1 or len(tasks) < pool_threshold:
         _init_worker(spec, key, tune)
+        if read is not None:
+            return _run_reading_ahead(fn, tasks, read, read_size or (lambda task: 0), timeout_s, on_timeout)
         results: list[R] = []
         with quiet_pydicom():  # once for the month; each file's own quiet_pydicom is then cheap
             for task in tasks:
@@ -147,7 +157,8 @@ def run_parallel(fn: Callable[[T], R], tasks: Sequence[T], *, spec: SourceSpec, 
     pool = pebble.ProcessPool(max_workers=workers, initializer=_init_worker, initargs=(spec, key, tune),
                               context=context)
     try:
-        futures = [pool.schedule(fn, args=(task,), timeout=timeout_s) for task in tasks]
+        futures = [pool.schedule(fn, args=(task,), timeout=timeout_s) if read is None else
+                   pool.schedule(_read_then_run, args=(fn, read, task), timeout=timeout_s) for task in tasks]
         out: list[R] = []
         for task, future in zip(tasks, futures):
             try:
@@ -165,6 +176,48 @@ def run_parallel(fn: Callable[[T], R], tasks: Sequence[T], *, spec: SourceSpec, 
     finally:
         pool.stop()
         pool.join()
+
+
+def _read_then_run(fn: Callable[[T, Fetched[Any]], R], read: Callable[[LandingZone, T], Any], task: T) -> R:
+    """A worker process's task: its own read, then the work."""
+    zone: LandingZone = _WORKER["zone"]
+    return fn(task, Fetched.of(lambda: read(zone, task)))
+
+
+def _run_reading_ahead(fn: Callable[[T, Fetched[Any]], R], tasks: Sequence[T], read: Callable[[LandingZone, T], Any],
+                       read_size: Callable[[T], int], timeout_s: float | None,
+                       on_timeout: Callable[[T], R] | None) -> list[R]:
+    """The in-process loop with reads run ahead. A read that does not come within the file's time
+    limit may be stuck in the kernel: that file gets ``on_timeout``, and the rest are read here,
+    where the time limit can interrupt a read (on the main thread)."""
+    zone: LandingZone = _WORKER["zone"]
+    limit = timeout_s if on_timeout is not None else None
+    # Off the main thread the deadline cannot interrupt; waiting for a read is bounded instead.
+    wait = limit if threading.current_thread() is not threading.main_thread() else None
+    sizes = [read_size(task) for task in tasks]
+    threads = zone.read_ahead_threads(sum(sizes) // max(len(sizes), 1))
+    ahead: ReadAhead[T, Any] | None = ReadAhead(lambda task: read(zone, task), tasks, sizes,
+                                                threads=threads) if threads else None
+    results: list[R] = []
+    try:
+        with quiet_pydicom():  # once for the month; each file's own quiet_pydicom is then cheap
+            for i, task in enumerate(tasks):
+                fetched: Fetched[Any] | None = None
+                try:
+                    with _deadline(limit):
+                        fetched = ahead.take(i, wait) if ahead is not None else Fetched.of(lambda: read(zone, task))
+                        if fetched is None:
+                            raise FileTimeout()
+                        results.append(fn(task, fetched))
+                except FileTimeout:
+                    if fetched is None and ahead is not None:  # its read did not come: maybe stuck
+                        ahead.close()
+                        ahead = None
+                    results.append(on_timeout(task))  # type: ignore[misc]
+    finally:
+        if ahead is not None:
+            ahead.close()
+    return results
 
 
 def scan_row(zone: Any, entry: FileEntry, key: bytes, options: ScanOptions) -> dict[str, Any]:
@@ -228,13 +281,22 @@ def _failed(code: str) -> dict[str, Any]:
     return {"ok": False, "reason_code": code, "reason": reason_sentence(code)}
 
 
-def _preprocess_task(task: tuple[FileEntry, PreprocessOptions, str, str]) -> dict[str, Any]:
+def _decode_read(zone: LandingZone, task: tuple[FileEntry, PreprocessOptions, str, str]) -> tuple[bytes, str]:
+    """A file to decode, read whole with its content digest (the I/O half of a decode task)."""
+    return zone.read_verified(task[0])
+
+
+def _task_bytes(task: tuple[FileEntry, Any, ...]) -> int:  # type: ignore[misc]
+    return task[0].size
+
+
+def _preprocess_task(task: tuple[FileEntry, PreprocessOptions, str, str],
+                     fetched: Fetched[tuple[bytes, str]]) -> dict[str, Any]:
     entry, options, expected_id, expected_content = task
-    zone: LandingZone = _WORKER["zone"]
     started = time.perf_counter()
     try:
         with quiet_pydicom():
-            data, digest = zone.read_verified(entry)
+            data, digest = fetched.get()
             if expected_content and content_ref(digest, _WORKER["key"]) != expected_content:
                 # Same name, size and time but other bytes: not the file the manifest describes.
                 return _failed("changed")
@@ -336,7 +398,8 @@ def preprocess_month(spec: SourceSpec, manifest_rows: Sequence[dict[str, Any]], 
         pool_threshold = 1 if heavy else DECODE_POOL_MIN_FILES
     results = run_parallel(_preprocess_task, tasks, spec=spec, key=key, workers=workers, tune=tune,
                            pool_threshold=pool_threshold, timeout_s=options.limits.decode_seconds,
-                           on_timeout=_DecodeFallback("timeout"), on_died=_DecodeFallback("worker_died"))
+                           on_timeout=_DecodeFallback("timeout"), on_died=_DecodeFallback("worker_died"),
+                           read=_decode_read, read_size=_task_bytes)
 
     images: list[np.ndarray] = []
     ids: list[str] = []

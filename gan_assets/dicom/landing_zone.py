@@ -32,6 +32,10 @@ from gan_assets.storage.stores import S3Settings, storage_path
 
 # Enough for nearly every DICOM header; a longer header is fetched whole.
 S3_HEADER_BYTES = 256 * 1024
+# Read-ahead threads of in-process ingest (see read_ahead_threads; figures in docs/scaling.md).
+S3_READ_AHEAD_THREADS = 8
+LOCAL_READ_AHEAD_THREADS = 1
+LOCAL_READ_AHEAD_MIN_BYTES = 128 << 10
 # How long a listing of the zone may be reused by the same process (see recent_listing).
 LISTING_REUSE_SECONDS = 300.0
 
@@ -235,9 +239,23 @@ class LandingZone:
         """A binary file positioned at 0 holding at least the header (whole file locally)."""
         if not self.spec.is_s3:
             return self._open_local(entry)
+        return io.BytesIO(self.read_header(entry))
+
+    def read_header(self, entry: FileEntry) -> bytes:
+        """S3: the object's first S3_HEADER_BYTES (the whole of a smaller one), in one GET."""
         if entry.size <= S3_HEADER_BYTES:
-            return io.BytesIO(self.read_bytes(entry))
-        return io.BytesIO(self.fs.cat_file(self._s3_path(entry.relative_path), start=0, end=S3_HEADER_BYTES))
+            return self.read_bytes(entry)
+        return self.fs.cat_file(self._s3_path(entry.relative_path), start=0, end=S3_HEADER_BYTES)
+
+    def read_ahead_threads(self, typical_bytes: int) -> int:
+        """Threads that read a month's next files while ingest parses in-process (``typical_bytes``:
+        the files' mean size). On S3 several GETs wait on the network at once. Locally one thread
+        reads and hashes beside the parsing, which pays from LOCAL_READ_AHEAD_MIN_BYTES a file;
+        below it, handing small files between threads costs more than it hides."""
+        if self.spec.is_s3:
+            _ = self.client  # built here, once: boto3 clients are not built thread-safely
+            return S3_READ_AHEAD_THREADS
+        return LOCAL_READ_AHEAD_THREADS if typical_bytes >= LOCAL_READ_AHEAD_MIN_BYTES else 0
 
     def open_full(self, entry: FileEntry) -> BinaryIO:
         if not self.spec.is_s3:
