@@ -149,7 +149,8 @@ def test_s3_landing_zone(tmp_path: Path, s3_bucket: str, s3_client: Any, s3_sett
 def test_a_corrupt_element_rejects_a_file_only_where_ingest_reads_it(tmp_path: Path) -> None:
     """Scan and decode convert the same header elements: an element ingest reads (the window
     width) with a VR no reader knows makes the file ``unreadable`` at both; the same damage to
-    one it never reads (the study description) does not stop the file."""
+    one it never reads (the study description, the implementation class in the file meta) does
+    not stop the file."""
     from gan_assets.dicom.preprocess import RejectError, preprocess_file
 
     def damaged(name: str, instance: int, element: bytes) -> Path:
@@ -161,9 +162,11 @@ def test_a_corrupt_element_rejects_a_file_only_where_ingest_reads_it(tmp_path: P
 
     window = damaged("window.dcm", 1, bytes.fromhex("28005110") + b"DS")  # (0028,1051) WindowWidth
     described = damaged("described.dcm", 2, bytes.fromhex("08003010") + b"LO")  # (0008,1030) StudyDescription
+    implementation = damaged("implementation.dcm", 3, bytes.fromhex("02001200") + b"UI")  # (0002,0012) in file meta
     rows = _scan_dir(tmp_path)
     assert (rows["window.dcm"]["status"], rows["window.dcm"]["reason_code"]) == ("rejected", "unreadable")
     assert (rows["described.dcm"]["status"], rows["described.dcm"]["reason_code"]) == ("ok", "")
+    assert (rows["implementation.dcm"]["status"], rows["implementation.dcm"]["reason_code"]) == ("ok", "")
     options = PreprocessOptions(image_size=32)
     try:
         preprocess_file(str(window), options)
@@ -172,3 +175,4 @@ def test_a_corrupt_element_rejects_a_file_only_where_ingest_reads_it(tmp_path: P
     else:
         raise AssertionError("a window width of an unknown VR was decoded")
     assert preprocess_file(str(described), options).images.shape == (1, 32, 32)
+    assert preprocess_file(str(implementation), options).images.shape == (1, 32, 32)

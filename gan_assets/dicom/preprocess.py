@@ -486,9 +486,10 @@ def _inflate(handle: BinaryIO, limit: int) -> bytes:
 
 
 # What ingest reads from a header, converted inside read_dicom (see there): the whole image pixel
-# group, and these identification elements; scan adds its date tags.
+# group, these identification elements and file meta elements; scan adds its date tags.
 _CONVERTED_GROUP = 0x0028
 _CONVERTED_KEYWORDS = ("SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "Modality")
+_CONVERTED_META_KEYWORDS = ("TransferSyntaxUID", "MediaStorageSOPInstanceUID")
 
 
 def read_dicom(source: str | bytes | BinaryIO, *, stop_before_pixels: bool = False,
@@ -549,8 +550,10 @@ def read_dicom(source: str | bytes | BinaryIO, *, stop_before_pixels: bool = Fal
         # 'unreadable' at scan and at decode alike, not an error later in whatever code touches
         # it first. Elements ingest never reads (descriptions, names, private tags) stay raw:
         # converting them was most of this function's cost (benchmarks/bench_ingest.py).
-        for _ in ds.file_meta if getattr(ds, "file_meta", None) is not None else ():
-            pass
+        meta = getattr(ds, "file_meta", None)
+        for tag in _keyword_tags(_CONVERTED_META_KEYWORDS) if meta is not None else ():
+            if tag in meta:
+                meta[tag]
         for tag in list(ds.keys()):
             if tag.group == _CONVERTED_GROUP:
                 ds[tag]
