@@ -314,12 +314,14 @@ def _frame_indices(n_frames: int, policy: str) -> list[int]:
 
 
 def _decode(ds: Any, frames: list[int], n_frames: int) -> list[np.ndarray]:
+    # pydicom.pixels.pixel_array, not ``ds.pixel_array``: the same decode without keying and
+    # caching the array on the dataset (~60 us a file, benchmarks/bench_ingest.py).
     from pydicom.pixels import pixel_array
 
     if n_frames <= 1:
-        return [ds.pixel_array]
+        return [pixel_array(ds)]
     if len(frames) == n_frames:
-        array = ds.pixel_array
+        array = pixel_array(ds)
         return [array[i] for i in frames]
     # Decode only the frames the policy keeps (pydicom decodes a single frame on request).
     return [pixel_array(ds, index=i) for i in frames]
