@@ -4,8 +4,9 @@
 
 - ours: ``gan_assets.dicom.batch.preprocess_month`` as the product calls it (a process pool over
   all cores when the month is large enough to pay for it: DECODE_POOL_MIN_BYTES or
-  DECODE_POOL_MIN_FILES, else in-process; one read per file, content check, Pillow anti-aliased
-  resize, uint8 packing), pool start-up included; ``ours_pool`` forces the pool;
+  DECODE_POOL_MIN_FILES, else in-process, where the next files are read and hashed in a
+  background thread while this one is parsed; one read per file, content check, Pillow
+  anti-aliased resize, uint8 packing), pool start-up included; ``ours_pool`` forces the pool;
 - baseline: a naive loop per file: dcmread, pixel_array, rescale, scipy.ndimage.zoom, normalise;
 - ours_single_process: the same code with workers=1 (per-core efficiency, load-independent);
 - bound: decode only (dcmread + pixel_array) in one process, what any single-process loop
