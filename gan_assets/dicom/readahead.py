@@ -7,8 +7,9 @@ threads read ahead while the one parsing thread works, and on S3 several GETs wa
 at once. Results are handed back in task order; what a read raised is handed back as it was
 raised, so each file gets the reason it would have got reading it itself.
 
-Bounds: at most ``max_bytes`` of files read and not yet taken (a single file larger than that is
-read alone), and at most ``window`` tasks ahead of the parsing thread. A read that does not come
+Bounds: at most ``max_bytes`` of files read and not yet done with, the one being parsed included
+(a single file larger than that is read alone), and at most ``window`` tasks ahead of the
+parsing thread. A read that does not come
 within the file's time limit gives that file ``timeout`` (the caller's choice); the caller then
 closes the read-ahead and reads the rest itself, where the time limit can interrupt a read.
 
@@ -66,7 +67,8 @@ class ReadAhead(Generic[T, R]):
         self._cond = threading.Condition()
         self._next = 0  # the next task a thread starts
         self._taken = 0  # tasks handed back so far
-        self._pending_bytes = 0  # bytes started and not yet handed back
+        self._pending_bytes = 0  # bytes read or being read, and not yet done with by the caller
+        self._held: int | None = None  # the task the caller took last (its bytes still count)
         self._closed = False
         for _ in range(max(0, min(threads, len(tasks)))):
             threading.Thread(target=self._work, name="gan-assets-read-ahead", daemon=True).start()
@@ -96,12 +98,21 @@ class ReadAhead(Generic[T, R]):
                 self._cond.notify_all()
 
     def take(self, i: int, timeout: float | None = None) -> Fetched[R] | None:
-        """The outcome of task ``i`` (tasks are taken in order), or None if it did not come in time."""
+        """The outcome of task ``i`` (tasks are taken in order), or None if it did not come in time.
+
+        Taking task ``i`` says the caller is done with task ``i - 1``: its bytes count against
+        the budget until then, so a file being decoded and the files read ahead of it together
+        stay within ``max_bytes`` (a single larger file is read only once nothing else is held).
+        """
         with self._cond:
+            if self._held is not None:
+                self._pending_bytes -= self._sizes[self._held]
+                self._held = None
+                self._cond.notify_all()
             if not self._cond.wait_for(lambda: i in self._results, timeout):
                 return None
             result = self._results.pop(i)
-            self._pending_bytes -= self._sizes[i]
+            self._held = i
             self._taken = i + 1
             self._cond.notify_all()
             return result
