@@ -286,7 +286,7 @@ def _decode_read(zone: LandingZone, task: tuple[FileEntry, PreprocessOptions, st
     return zone.read_verified(task[0])
 
 
-def _task_bytes(task: tuple[FileEntry, Any, ...]) -> int:  # type: ignore[misc]
+def _task_bytes(task: tuple[FileEntry, PreprocessOptions, str, str]) -> int:
     return task[0].size
 
 

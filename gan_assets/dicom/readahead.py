@@ -9,9 +9,9 @@ raised, so each file gets the reason it would have got reading it itself.
 
 Bounds: at most ``max_bytes`` of files read and not yet done with, the one being parsed included
 (a single file larger than that is read alone), and at most ``window`` tasks ahead of the
-parsing thread. A read that does not come
-within the file's time limit gives that file ``timeout`` (the caller's choice); the caller then
-closes the read-ahead and reads the rest itself, where the time limit can interrupt a read.
+parsing thread. A read that does not come within the file's time limit gives that file
+``timeout`` (the caller's choice); the caller then closes the read-ahead and reads the rest
+itself, where the time limit can interrupt a read.
 
 Threads are daemon threads started here, not a ``concurrent.futures`` pool: a read stuck in the
 kernel (a hung network mount) must not hold the process at exit, and ``concurrent.futures``
@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -123,9 +123,3 @@ class ReadAhead(Generic[T, R]):
             self._closed = True
             self._results.clear()
             self._cond.notify_all()
-
-    def __enter__(self) -> ReadAhead[T, R]:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
