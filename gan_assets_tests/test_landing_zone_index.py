@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 
 from gan_assets.assets.ingest import dicom_manifest, dicom_source, landing_zone_index, preprocessed_images
 from gan_assets.demo.phantom import SliceSpec, ct_dataset
-from gan_assets.dicom.batch import preprocess_month
+from gan_assets.dicom.batch import preprocess_month, scan_row
 from gan_assets.dicom.index import (
     EMPTY_MONTH,
     OUTSIDE_PARTITIONS,
@@ -390,6 +390,29 @@ def test_s3_index_is_incremental_and_sees_overwrites_by_etag(s3_bucket: str, s3_
     assert (overwritten.changed, overwritten.new, overwritten.unchanged) == (1, 0, 2)
     assert set(reads.take()) == {"feb/0.dcm"}
     assert month_fingerprints(overwritten.table)["2026-02"] != month_fingerprints(first.table)["2026-02"]
+
+
+def test_s3_header_reads_are_of_the_listed_version(s3_bucket: str, s3_client: Any, moto_endpoint: str) -> None:
+    """The index scans the version whose ETag it records: an object replaced after the listing is
+    ``changed`` and one deleted is ``missing`` (both read again on the next update), never a
+    header of other bytes filed under the listed ETag."""
+    spec = _s3_spec(s3_bucket, moto_endpoint)
+    objects = {f"feb/{i}.dcm": dicom_bytes(_slice(dt.date(2026, 2, 3 + i), 50 + i)) for i in range(3)}
+    for rel, data in objects.items():
+        s3_client.put_object(Bucket=s3_bucket, Key=f"zone/{rel}", Body=data)
+    zone = LandingZone(spec)
+    listed = {entry.relative_path: entry for entry in zone.list_files()}
+    assert zone.read_header(listed["feb/0.dcm"]) == objects["feb/0.dcm"]
+
+    s3_client.put_object(Bucket=s3_bucket, Key="zone/feb/1.dcm", Body=_same_size_other_bytes(objects["feb/1.dcm"]))
+    s3_client.delete_object(Bucket=s3_bucket, Key="zone/feb/2.dcm")
+    with pytest.raises(FileChangedError):
+        zone.read_header(listed["feb/1.dcm"])
+    with pytest.raises(FileNotFoundError):
+        zone.read_header(listed["feb/2.dcm"])
+    rows = {rel: scan_row(zone, entry, KEY, ScanOptions()) for rel, entry in listed.items()}
+    assert {rel: row["reason_code"] for rel, row in rows.items()} == {
+        "feb/0.dcm": "", "feb/1.dcm": "changed", "feb/2.dcm": "missing"}
 
 
 def test_s3_object_replaced_after_the_manifest_is_rejected_by_if_match(s3_bucket: str, s3_client: Any,
